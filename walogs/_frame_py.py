@@ -1,0 +1,246 @@
+"""Frame codec in plain Python: the readable specification of ``_frame.pyx``.
+
+Both modules expose the same names with the same signatures, results and
+exceptions (P8); ``tests/test_codec.py`` holds them to it. Nothing here does
+I/O: callers hand in buffers and get back frames, offsets and verdicts.
+
+Frame layout (FORMAT.md)::
+
+    len u32 LE | crc u32 LE | lsn u64 LE | data (len bytes)
+    crc = CRC-32 (zlib) over len ++ lsn ++ data       (I1)
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+
+from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError
+
+# Why a scan or a reader stopped.
+SCAN_END = 0
+"""Stopped exactly at the end of the buffer: every byte was a whole frame."""
+SCAN_SHORT = 1
+"""The bytes at the stop offset are a header or frame cut off by the end of the buffer."""
+SCAN_BAD_LEN = 2
+"""The len field exceeds MAX_ENTRY_SIZE: not a frame."""
+SCAN_BAD_CRC = 3
+"""The CRC does not match: not a frame (I1)."""
+SCAN_BAD_LSN = 4
+"""A whole frame with a valid CRC but not the expected LSN (I9, I12)."""
+SCAN_RUNNING = -1
+"""FrameReader.status while the reader has not stopped yet."""
+
+# What find_frame found.
+FIND_NONE = 0
+"""No plausible frame header starts before the last 15 bytes of the buffer."""
+FIND_FRAME = 1
+"""A whole, valid, continuing frame starts at the returned offset."""
+FIND_SHORT = 2
+"""A plausible header starts at the returned offset, but its frame runs past the buffer."""
+
+_HEADER = struct.Struct("<IIQ")
+_LEN_LSN = struct.Struct("<IQ")
+_MAX_LSN = (1 << 64) - 1
+
+
+def _entry_view(data: object) -> memoryview:
+    """A flat byte view of ``data``, or TypeError for anything not bytes-like."""
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"an entry must be a bytes-like object, not {type(data).__name__}"
+        ) from None
+    if not view.c_contiguous:
+        raise TypeError("an entry must be a C-contiguous bytes-like object")
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view
+
+
+def _check_lsn(lsn: int) -> None:
+    if not 1 <= lsn <= _MAX_LSN:
+        raise ValueError(f"LSN {lsn} is out of range: LSNs run from 1 to 2**64-1 (I9)")
+
+
+def _frame_crc(length: int, lsn: int, data: object) -> int:
+    # I1: the CRC covers len ++ lsn ++ data, skipping the crc field itself.
+    return zlib.crc32(data, zlib.crc32(_LEN_LSN.pack(length, lsn)))  # type: ignore[arg-type]
+
+
+def encode(lsn: int, data: object) -> bytes:
+    """Return the frame holding ``data`` with LSN ``lsn``.
+
+    Raises TypeError if ``data`` is not bytes-like, EntryTooLargeError if it
+    is longer than MAX_ENTRY_SIZE (I7), ValueError if ``lsn`` is not in
+    1..2**64-1 (I9).
+    """
+    view = _entry_view(data)
+    size = view.nbytes
+    if size > MAX_ENTRY_SIZE:
+        raise EntryTooLargeError(size, MAX_ENTRY_SIZE)
+    _check_lsn(lsn)
+    return _HEADER.pack(size, _frame_crc(size, lsn, view), lsn) + view
+
+
+def encode_batch(first_lsn: int, items: Iterable[object]) -> bytes:
+    """Return the frames of ``items`` back to back, LSNs counting up from ``first_lsn``.
+
+    Every item is checked before any frame is built, so a bad item raises
+    (TypeError, EntryTooLargeError) with nothing encoded. An empty ``items``
+    gives ``b""``.
+    """
+    views = [_entry_view(item) for item in items]
+    for view in views:
+        if view.nbytes > MAX_ENTRY_SIZE:
+            raise EntryTooLargeError(view.nbytes, MAX_ENTRY_SIZE)
+    if not views:
+        return b""
+    _check_lsn(first_lsn)
+    _check_lsn(first_lsn + len(views) - 1)
+    return b"".join(encode(first_lsn + i, view) for i, view in enumerate(views))
+
+
+def _examine(buf: memoryview, offset: int, expect_lsn: int) -> tuple[int, int, int]:
+    """Look at the frame at ``offset``: (status, frame length, lsn); status -1 means valid."""
+    remaining = len(buf) - offset
+    if remaining < FRAME_HEADER_SIZE:
+        return SCAN_SHORT, 0, 0
+    length, crc, lsn = _HEADER.unpack_from(buf, offset)
+    if length > MAX_ENTRY_SIZE:
+        return SCAN_BAD_LEN, 0, lsn
+    total = FRAME_HEADER_SIZE + length
+    if remaining < total:
+        return SCAN_SHORT, total, lsn
+    data = buf[offset + FRAME_HEADER_SIZE : offset + total]
+    if _frame_crc(length, lsn, data) != crc:
+        return SCAN_BAD_CRC, total, lsn
+    # I9, I12: LSN 0 is never written and LSNs count up by exactly one.
+    if lsn == 0 or (expect_lsn and lsn != expect_lsn):
+        return SCAN_BAD_LSN, total, lsn
+    return SCAN_RUNNING, total, lsn
+
+
+def _byte_view(buf: object) -> memoryview:
+    if buf is None:
+        raise TypeError("buffer must be a bytes-like object, not None")
+    view = memoryview(buf)  # type: ignore[arg-type]
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _check_offset(offset: int, size: int) -> None:
+    if not 0 <= offset <= size:
+        raise ValueError(f"offset {offset} is outside the buffer of {size} bytes")
+
+
+def scan(buf: object, offset: int = 0, expect_lsn: int = 0) -> tuple[int, int, int, int, int]:
+    """Validate frames from ``offset`` on without building an object per frame.
+
+    ``expect_lsn`` is the LSN the first frame must carry (0: any LSN >= 1);
+    each later frame must carry the previous LSN plus one. Stops at the end of
+    the buffer or at the first thing that is not such a frame (I5).
+
+    Returns ``(end_offset, count, first_lsn, last_lsn, status)``: the offset
+    just past the last valid frame, how many valid frames there were, their
+    first and last LSN (0 when none), and one of the SCAN_* reasons.
+    """
+    view = _byte_view(buf)
+    _check_offset(offset, len(view))
+    count = first = last = 0
+    expect = expect_lsn
+    while offset < len(view):
+        status, total, lsn = _examine(view, offset, expect)
+        if status != SCAN_RUNNING:
+            return offset, count, first, last, status
+        if not count:
+            first = lsn
+        count += 1
+        last = lsn
+        expect = lsn + 1
+        offset += total
+    return offset, count, first, last, SCAN_END
+
+
+class FrameReader:
+    """Iterator of ``(lsn, data)`` over the frames of a buffer, one per ``next``.
+
+    ``expect_lsn`` works as in :func:`scan`. Frames with an LSN below
+    ``skip_before`` are validated but not returned. After the iterator is
+    exhausted, ``status`` tells why (a SCAN_* value), ``offset`` is just past
+    the last valid frame and ``last_lsn`` is that frame's LSN (or the
+    ``expect_lsn - 1`` it started from, 0 if none).
+    """
+
+    def __init__(self, buf: object, offset: int = 0, expect_lsn: int = 0, skip_before: int = 0) -> None:
+        self._view = _byte_view(buf)
+        _check_offset(offset, len(self._view))
+        self.offset = offset
+        self.status = SCAN_RUNNING
+        self.last_lsn = expect_lsn - 1 if expect_lsn else 0
+        self._expect = expect_lsn
+        self._skip_before = skip_before
+
+    def __iter__(self) -> FrameReader:
+        return self
+
+    def __next__(self) -> tuple[int, bytes]:
+        view = self._view
+        while self.status == SCAN_RUNNING:
+            offset = self.offset
+            if offset >= len(view):
+                self.status = SCAN_END
+                break
+            status, total, lsn = _examine(view, offset, self._expect)
+            if status != SCAN_RUNNING:
+                self.status = status
+                break
+            self.offset = offset + total
+            self.last_lsn = lsn
+            self._expect = lsn + 1
+            if lsn >= self._skip_before:
+                return lsn, bytes(view[offset + FRAME_HEADER_SIZE : offset + total])
+        raise StopIteration
+
+
+def decode(buf: object, offset: int = 0, expect_lsn: int = 0) -> tuple[list[tuple[int, bytes]], int, int]:
+    """Decode frames from ``offset`` on: ``(frames, end_offset, status)``.
+
+    ``frames`` is the list of ``(lsn, data)`` pairs before the first thing
+    that is not a frame; the rest is as in :func:`scan`.
+    """
+    reader = FrameReader(buf, offset, expect_lsn)
+    frames = list(reader)
+    return frames, reader.offset, reader.status
+
+
+def find_frame(buf: object, offset: int, after_lsn: int, bad_offset: int) -> tuple[int, int]:
+    """Find the first frame at or after ``offset`` that could continue the log (P10).
+
+    A candidate is a header at any byte offset ``o`` whose len is at most
+    MAX_ENTRY_SIZE and whose LSN lies in ``after_lsn + 1`` ..
+    ``after_lsn + 1 + (o - bad_offset) // 16``: more frames than that cannot
+    fit between the bad frame at ``bad_offset`` (relative to ``buf``, may be
+    negative) and ``o``. The window keeps random bytes from passing for a
+    frame (FORMAT.md).
+
+    Returns ``(o, FIND_FRAME)`` for the first whole candidate with a valid
+    CRC, ``(o, FIND_SHORT)`` for a candidate whose frame runs past the
+    buffer (the caller must read more to judge it), or ``(o, FIND_NONE)``
+    where ``o`` is the first offset whose header the buffer could not hold.
+    """
+    view = _byte_view(buf)
+    _check_offset(offset, len(view))
+    end = len(view) - FRAME_HEADER_SIZE
+    o = offset
+    while o <= end:
+        length, crc, lsn = _HEADER.unpack_from(view, o)
+        if length <= MAX_ENTRY_SIZE and after_lsn < lsn <= after_lsn + 1 + (o - bad_offset) // FRAME_HEADER_SIZE:
+            total = FRAME_HEADER_SIZE + length
+            if o + total > len(view):
+                return o, FIND_SHORT
+            if _frame_crc(length, lsn, view[o + FRAME_HEADER_SIZE : o + total]) == crc:
+                return o, FIND_FRAME
+        o += 1
+    return max(o, offset), FIND_NONE

@@ -1,0 +1,58 @@
+"""Exception types and format constants shared by both codec implementations."""
+
+from __future__ import annotations
+
+MAX_ENTRY_SIZE = 16 * 1024 * 1024
+"""Largest entry, in bytes, that fits in one frame (FORMAT.md)."""
+
+FRAME_HEADER_SIZE = 16
+"""Bytes of frame header: len u32, crc u32, lsn u64, all little-endian."""
+
+DEFAULT_MAX_SEGMENT_SIZE = 64 * 1024 * 1024
+"""Default size at which the writer starts a new segment."""
+
+
+class WalError(Exception):
+    """Base class of every error walogs raises on its own account."""
+
+
+class WalCorruptError(WalError):
+    """The log holds damage that recovery must not silently repair."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EntryTooLargeError(WalError, ValueError):
+    """An entry is larger than MAX_ENTRY_SIZE; nothing was written (I7)."""
+
+    def __init__(self, size: int, max: int = MAX_ENTRY_SIZE) -> None:  # noqa: A002 - API.md names it .max
+        super().__init__(
+            f"entry of {size} bytes is larger than the maximum of {max} bytes; "
+            "split it into smaller entries"
+        )
+        self.size = size
+        self.max = max
+
+
+class WalLockedError(WalError):
+    """Another writer holds the directory's writer lock (I6)."""
+
+    def __init__(self, path: object, pid: int | None = None, waited: float = 0.0) -> None:
+        holder = f"process {pid}" if pid else "another writer"
+        super().__init__(
+            f"{path}: the writer lock is held by {holder} (waited {waited:g} s); "
+            "only one Wal may write a directory at a time: close the other writer, "
+            "pass lock_timeout to wait, or use WalReader to read"
+        )
+        self.path = path
+        self.pid = pid
+
+
+class WalClosedError(WalError):
+    """A call was made on a closed handle."""
+
+
+class LsnOutOfRangeError(WalError, LookupError):
+    """A requested LSN is not stored (checkpointed away, or not yet written)."""
