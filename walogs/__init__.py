@@ -1,0 +1,40 @@
+"""walogs: a crash-safe write-ahead log with a Cython-compiled frame codec.
+
+One writer process appends byte entries (:class:`Wal`) and gets back LSNs;
+every acknowledged entry survives a crash. Any number of readers
+(:class:`WalReader`) iterate and follow the log at the same time.
+"""
+
+from walogs._codec import IMPLEMENTATION
+from walogs.config import TailState, WalConfig
+from walogs.errors import (
+    DEFAULT_MAX_SEGMENT_SIZE,
+    FRAME_HEADER_SIZE,
+    MAX_ENTRY_SIZE,
+    EntryTooLargeError,
+    LsnOutOfRangeError,
+    WalClosedError,
+    WalCorruptError,
+    WalError,
+    WalLockedError,
+)
+from walogs.wal import Wal
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MAX_SEGMENT_SIZE",
+    "FRAME_HEADER_SIZE",
+    "IMPLEMENTATION",
+    "MAX_ENTRY_SIZE",
+    "EntryTooLargeError",
+    "LsnOutOfRangeError",
+    "TailState",
+    "Wal",
+    "WalClosedError",
+    "WalConfig",
+    "WalCorruptError",
+    "WalError",
+    "WalLockedError",
+    "__version__",
+]

@@ -1,0 +1,115 @@
+"""Every system call walogs makes on the log directory, in one small module.
+
+The writer, the readers and recovery reach the disk only through the
+functions here, looked up as ``_io.name`` at call time, so a test can wrap
+any of them to record or fail calls (crash images, injected EIO) while the
+rest stays real. The compiled codec does no I/O at all.
+
+Linux-first: fdatasync falls back to fsync where the platform lacks it.
+"""
+
+from __future__ import annotations
+
+import os
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_fdatasync = getattr(os, "fdatasync", os.fsync)
+
+
+def open_read(path: str) -> int:
+    """Open ``path`` read-only; the descriptor is not inherited across exec."""
+    return os.open(path, os.O_RDONLY | _O_CLOEXEC)
+
+
+def open_write(path: str) -> int:
+    """Open an existing file for writing (positional writes, no O_APPEND)."""
+    return os.open(path, os.O_WRONLY | _O_CLOEXEC)
+
+
+def create_new(path: str) -> int:
+    """Create ``path`` for writing; FileExistsError if it is already there."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+
+
+def open_or_create(path: str, flags: int = os.O_RDWR) -> int:
+    """Open ``path`` with ``flags``, creating it (mode 0644) if missing."""
+    return os.open(path, flags | os.O_CREAT | _O_CLOEXEC, 0o644)
+
+
+def close(fd: int) -> None:
+    """Close a descriptor."""
+    os.close(fd)
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset``, continuing after short writes.
+
+    A short write followed by an error (EFBIG, ENOSPC, EIO) raises that
+    error; the caller must treat the bytes as possibly half on disk.
+    """
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def pread_into(fd: int, buf: bytearray | memoryview, offset: int) -> int:
+    """Fill ``buf`` from ``offset``; returns the bytes read (fewer only at end of file)."""
+    view = memoryview(buf)
+    total = 0
+    while total < len(view):
+        got = os.preadv(fd, [view[total:]], offset + total)
+        if got == 0:
+            break
+        total += got
+    return total
+
+
+def fdatasync(fd: int) -> None:
+    """Flush a file's data (and the metadata needed to read it) to stable storage."""
+    _fdatasync(fd)
+
+
+def fsync(fd: int) -> None:
+    """Flush a file's data and all its metadata to stable storage."""
+    os.fsync(fd)
+
+
+def ftruncate(fd: int, length: int) -> None:
+    """Cut a file to ``length`` bytes."""
+    os.ftruncate(fd, length)
+
+
+def file_size(fd: int) -> int:
+    """The current size of an open file."""
+    return os.fstat(fd).st_size
+
+
+def rename(src: str, dst: str) -> None:
+    """Rename ``src`` to ``dst`` (atomic within one filesystem)."""
+    os.rename(src, dst)
+
+
+def unlink(path: str) -> None:
+    """Remove a file."""
+    os.unlink(path)
+
+
+def mkdir(path: str) -> None:
+    """Create one directory."""
+    os.mkdir(path, 0o755)
+
+
+def listdir(path: str) -> list[str]:
+    """Names in a directory."""
+    return os.listdir(path)
+
+
+def sync_dir(path: str) -> None:
+    """Make the directory's entries (creates, renames, unlinks) durable (I3)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

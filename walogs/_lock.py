@@ -1,0 +1,173 @@
+"""The writer lock (I6) and fork detection (P6): the Linux-specific parts in one place.
+
+Why open-file-description (OFD) locks on ``<dir>/LOCK``:
+
+* POSIX ``fcntl``/``lockf`` record locks belong to the *process*: a second
+  ``Wal`` in the same process would not conflict, and closing *any*
+  descriptor of the file (a reader, a ``verify`` in the same process)
+  silently drops the lock. Both break I6.
+* OFD locks (``F_OFD_SETLK``) and ``flock`` belong to the open file: a
+  second open in the same process conflicts, unrelated descriptors do not
+  matter, and the kernel drops the lock when the last descriptor of that
+  open file goes away, including when the writer is SIGKILLed. There is
+  no stale-lock cleanup by pid guessing.
+* OFD locks can be *queried* without being taken (``F_OFD_GETLK``), so
+  ``walogs info`` and readers can tell whether a writer is live without
+  ever making a writer's open fail at that instant.
+
+We also take ``flock`` on the same descriptor, so that a writer built on
+``flock`` (common in Rust and Go WAL crates) and ours exclude each other.
+
+Both kinds are inherited across ``fork``: a child must never unlock
+(that would drop the parent's lock); it only closes its copy of the
+descriptor, which leaves the parent's lock in place.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+import threading
+import time
+
+from walogs import _io
+from walogs.errors import WalLockedError
+
+LOCK_NAME = "LOCK"
+
+# struct flock on Linux: short l_type, short l_whence, off_t l_start,
+# off_t l_len, pid_t l_pid, padded to 32 bytes.
+_FLOCK = struct.Struct("@hhqqi4x")
+_F_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
+_F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
+_BUSY = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
+
+_fork_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def fork_generation() -> int:
+    """A number that changes in every child forked after it was read (P6)."""
+    return _fork_generation
+
+
+def _ofd(fd: int, command: int, lock_type: int) -> bytes:
+    return fcntl.fcntl(fd, command, _FLOCK.pack(lock_type, os.SEEK_SET, 0, 0, 0))
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        _ofd(fd, _F_OFD_SETLK, fcntl.F_WRLCK)
+    except OSError as exc:
+        if exc.errno in _BUSY:
+            return False
+        raise
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        _ofd(fd, _F_OFD_SETLK, fcntl.F_UNLCK)
+        if exc.errno in _BUSY:
+            return False
+        raise
+    return True
+
+
+def recorded_pid(directory: str) -> int | None:
+    """The pid the last writer wrote into LOCK, if any (may be stale)."""
+    try:
+        with open(os.path.join(directory, LOCK_NAME), "rb") as f:
+            text = f.read(32).strip()
+        return int(text) if text.isdigit() else None
+    except OSError:
+        return None
+
+
+class WriterLock:
+    """An exclusive hold on ``<directory>/LOCK`` for a writer's lifetime (I6)."""
+
+    def __init__(self, directory: str, fd: int) -> None:
+        self.directory = directory
+        self._fd: int | None = fd
+        self._generation = _fork_generation
+        self._mutex = threading.Lock()
+
+    @classmethod
+    def acquire(cls, directory: str, timeout: float | None = 0.0) -> WriterLock:
+        """Take the lock, waiting up to ``timeout`` seconds (None: forever).
+
+        Raises WalLockedError naming the directory and the recorded holder.
+        The LOCK file is created once and never replaced or deleted, so its
+        inode stays the same for every writer.
+        """
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"lock_timeout must be >= 0 or None, not {timeout!r}")
+        fd = _io.open_or_create(os.path.join(directory, LOCK_NAME))
+        started = time.monotonic()
+        pause = 0.0005
+        try:
+            while not _try_lock(fd):
+                waited = time.monotonic() - started
+                if timeout is not None and waited >= timeout:
+                    raise WalLockedError(directory, recorded_pid(directory), waited)
+                if timeout is not None:
+                    pause = min(pause, max(timeout - waited, 0.0))
+                time.sleep(pause)
+                pause = min(pause * 2, 0.02)
+        except BaseException:
+            _io.close(fd)
+            raise
+        # Informational only: lets WalLockedError and `walogs info` name the holder.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+        return cls(directory, fd)
+
+    @property
+    def held(self) -> bool:
+        """True while this process (not a forked child) holds the lock."""
+        return self._fd is not None and self._generation == _fork_generation
+
+    def release(self) -> None:
+        """Release the lock; in a forked child only drop the descriptor (P6)."""
+        with self._mutex:
+            fd, self._fd = self._fd, None
+            if fd is None:
+                return
+            try:
+                if self._generation == _fork_generation:
+                    # Unlock explicitly: a forked child may still hold a copy of fd.
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    _ofd(fd, _F_OFD_SETLK, fcntl.F_UNLCK)
+            finally:
+                _io.close(fd)
+
+
+def writer_is_live(directory: str) -> tuple[bool, int | None]:
+    """Whether some process holds the writer lock, and its recorded pid.
+
+    Asks the kernel with F_OFD_GETLK on a read-only descriptor: this never
+    takes the lock, so a writer opening at the same instant cannot fail
+    because of it. A directory without a LOCK file has no writer.
+    """
+    try:
+        fd = _io.open_read(os.path.join(directory, LOCK_NAME))
+    except FileNotFoundError:
+        return False, None
+    try:
+        # GETLK asks "could I place this lock?"; a read lock conflicts only with a writer's lock.
+        answer = _ofd(fd, _F_OFD_GETLK, fcntl.F_RDLCK)
+    finally:
+        _io.close(fd)
+    lock_type = _FLOCK.unpack(answer[: _FLOCK.size])[0]
+    if lock_type == fcntl.F_UNLCK:
+        return False, None
+    return True, recorded_pid(directory)

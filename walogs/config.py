@@ -1,0 +1,62 @@
+"""Value types: the writer's configuration and what recovery found at open."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+from walogs.errors import DEFAULT_MAX_SEGMENT_SIZE
+
+SYNC_MODES = ("always", "interval", "none")
+
+
+@dataclass(frozen=True)
+class WalConfig:
+    """How the writer rotates segments and when it makes entries durable.
+
+    ``max_segment_size``: bytes at which a new segment starts (None: only by
+    ``rotate()``). ``sync``: ``"always"`` (fdatasync before ``append``
+    returns), ``"interval"`` (a background sync every ``sync_interval``
+    seconds) or ``"none"`` (only on ``sync()``, ``rotate()``, ``close()``).
+    Invalid values raise ValueError here, not later.
+    """
+
+    max_segment_size: Optional[int] = DEFAULT_MAX_SEGMENT_SIZE
+    sync: str = "always"
+    sync_interval: float = 0.05
+
+    def __post_init__(self) -> None:
+        size = self.max_segment_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+            raise ValueError(f"max_segment_size must be a positive int or None, not {size!r}")
+        if self.sync not in SYNC_MODES:
+            raise ValueError(f"sync must be one of {', '.join(map(repr, SYNC_MODES))}, not {self.sync!r}")
+        interval = self.sync_interval
+        if (
+            isinstance(interval, bool)
+            or not isinstance(interval, (int, float))
+            or not math.isfinite(interval)
+            or interval <= 0
+        ):
+            raise ValueError(f"sync_interval must be a positive number of seconds, not {interval!r}")
+
+
+@dataclass(frozen=True)
+class TailState:
+    """What recovery found at the end of the last segment at open.
+
+    ``truncated_at`` is the byte offset in the last segment where a torn
+    tail was cut off (I2), or None when the tail was clean.
+    """
+
+    truncated_at: Optional[int] = None
+    CLEAN: ClassVar[TailState]
+
+    @property
+    def clean(self) -> bool:
+        """True when recovery cut nothing."""
+        return self.truncated_at is None
+
+
+TailState.CLEAN = TailState(None)

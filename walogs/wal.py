@@ -1,0 +1,408 @@
+"""The writer: one ``Wal`` per log directory appends entries and hands out LSNs."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import Optional, Union
+
+from walogs import _codec, _floor, _io, _lock, _recovery, _segments
+from walogs._recovery import SegmentInfo
+from walogs.config import TailState, WalConfig
+from walogs.errors import LsnOutOfRangeError, WalClosedError, WalError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class Wal:
+    """The single writer of a log directory (I6). Create it with :meth:`Wal.open`.
+
+    Methods are thread-safe. With ``sync="always"`` appends from several
+    threads share fdatasync calls (group commit).
+    """
+
+    def __init__(self, directory: str, config: WalConfig, lock: _lock.WriterLock,
+                 layout: _recovery.LogLayout, fd: int) -> None:
+        """Internal: use :meth:`Wal.open`."""
+        self._dir = directory
+        self._path = pathlib.Path(directory)
+        self._config = config
+        self._lock = lock
+        self._generation = _lock.fork_generation()
+        self._opened_by = os.getpid()
+        segments = layout.segments
+        self._completed: list[SegmentInfo] = segments[:-1]
+        self._active = segments[-1]
+        self._fd = fd
+        self._next_lsn = layout.next_lsn
+        self._tail_state = TailState(layout.torn_at)
+        self._closed = False
+        self._poison: Optional[BaseException] = None
+        # _mutex guards the write state; _sync_mutex is held around an fdatasync
+        # so rotate/close never close a descriptor a group-commit leader is syncing.
+        self._mutex = threading.RLock()
+        self._sync_mutex = threading.Lock()
+        self._sync_cond = threading.Condition(threading.Lock())
+        self._syncing = False
+        self._durable_lsn = self._next_lsn - 1  # P11: recovery synced what it kept
+        self._sync_target = (fd, self._durable_lsn)
+        self._stop_interval = threading.Event()
+        self._interval_thread: Optional[threading.Thread] = None
+        if config.sync == "interval":
+            self._interval_thread = threading.Thread(
+                target=_interval_sync, args=(weakref.ref(self), self._stop_interval, config.sync_interval),
+                name=f"walogs-sync {directory}", daemon=True,
+            )
+            self._interval_thread.start()
+
+    @classmethod
+    def open(cls, path: PathLike, config: Optional[WalConfig] = None, *,
+             lock_timeout: Optional[float] = 0.0) -> Wal:
+        """Open or create the log directory ``path`` as its single writer.
+
+        Takes the writer lock (waiting up to ``lock_timeout`` seconds, None:
+        forever, else WalLockedError), then runs recovery: a torn tail is cut
+        (I2), damage that is not a torn tail raises WalCorruptError (P10).
+        """
+        if config is None:
+            config = WalConfig()
+        elif not isinstance(config, WalConfig):
+            raise TypeError(f"config must be a WalConfig, not {type(config).__name__}")
+        directory = os.path.abspath(os.fsdecode(os.fspath(path)))
+        _recovery.ensure_directory(directory)
+        lock = _lock.WriterLock.acquire(directory, lock_timeout)
+        try:
+            layout, fd = _recovery.recover(directory)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(directory, config, lock, layout, fd)
+
+    # ------------------------------------------------------------------ guards
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise WalClosedError(f"{self._dir}: this Wal is closed; open a new one with Wal.open")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._generation != _lock.fork_generation():
+            # P6: the parent owns the lock and the file offsets; the child must not write.
+            raise WalError(
+                f"{self._dir}: this Wal was opened in process {self._opened_by} before a fork; "
+                "a forked child cannot write through it: close it and open a new handle "
+                "(or use WalReader to read)"
+            )
+        if self._poison is not None:
+            raise WalError(
+                f"{self._dir}: writer is poisoned by an earlier I/O error ({self._poison}); "
+                "no append can be acknowledged: close it and open the log again to recover (P2)"
+            ) from self._poison
+
+    def _poison_with(self, exc: BaseException) -> None:
+        # P2: after a failed write or sync nothing may be acknowledged until reopen.
+        if self._poison is None:
+            self._poison = exc
+        with self._sync_cond:
+            self._sync_cond.notify_all()
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, data: object) -> int:
+        """Append one entry (any bytes-like object) and return its LSN.
+
+        With ``sync="always"`` it returns only after fdatasync (I4). Raises
+        TypeError for non-bytes-like data and EntryTooLargeError for more
+        than MAX_ENTRY_SIZE bytes, before writing anything (I7).
+        """
+        with self._mutex:
+            self._check_writable()
+            lsn = self._next_lsn
+            self._write(_codec.encode(lsn, data), lsn, lsn)
+        if self._config.sync == "always":
+            self._wait_durable(lsn)
+        return lsn
+
+    def append_batch(self, items: Iterable[object]) -> range:
+        """Append many entries with one write (and one sync in ``"always"``).
+
+        Returns the range of their LSNs. Every item is checked first: a bad
+        one raises with nothing of the batch written. A batch never spans
+        two segments.
+        """
+        items = list(items)
+        with self._mutex:
+            self._check_writable()
+            first = self._next_lsn
+            frames = _codec.encode_batch(first, items)
+            if not items:
+                return range(first, first)
+            last = first + len(items) - 1
+            self._write(frames, first, last)
+        if self._config.sync == "always":
+            self._wait_durable(last)
+        return range(first, last + 1)
+
+    def _write(self, frames: bytes, first: int, last: int) -> None:
+        # Caller holds _mutex. P7: one write per append or batch, nothing kept in user space.
+        limit = self._config.max_segment_size
+        if limit is not None and self._active.end > 0 and self._active.end + len(frames) > limit:
+            self._rotate_locked()
+        try:
+            _io.pwrite_all(self._fd, frames, self._active.end)
+        except OSError as exc:
+            self._poison_with(exc)
+            raise
+        active = self._active
+        active.end += len(frames)
+        active.first_lsn = active.first_lsn or first
+        active.last_lsn = last
+        self._next_lsn = last + 1
+        self._sync_target = (self._fd, last)
+
+    def _wait_durable(self, lsn: int) -> None:
+        """Return once ``lsn`` is fdatasync'd, leading a sync or following one (group commit)."""
+        cond = self._sync_cond
+        while True:
+            with cond:
+                while True:
+                    if self._durable_lsn >= lsn:
+                        return
+                    if self._poison is not None:
+                        self._check_writable()
+                    if not self._syncing:
+                        self._syncing = True
+                        break
+                    cond.wait()
+            target = 0
+            try:
+                with self._sync_mutex:
+                    fd, target = self._sync_target
+                    _io.fdatasync(fd)
+            except OSError as exc:
+                self._poison_with(exc)
+                raise
+            finally:
+                with cond:
+                    self._syncing = False
+                    if target > self._durable_lsn and self._poison is None:
+                        self._durable_lsn = target
+                    cond.notify_all()
+
+    def sync(self) -> None:
+        """Make every written entry durable now."""
+        with self._mutex:
+            self._check_writable()
+            written = self._next_lsn - 1
+        self._wait_durable(written)
+
+    def rotate(self) -> None:
+        """Finish the active segment and start a new one; no-op when it is empty."""
+        with self._mutex:
+            self._check_writable()
+            if self._active.end > 0:
+                self._rotate_locked()
+
+    def _rotate_locked(self) -> None:
+        # Caller holds _mutex; waits out a group-commit leader before swapping descriptors.
+        with self._sync_mutex:
+            old_fd, old = self._fd, self._active
+            try:
+                _io.fdatasync(old_fd)
+                seq = old.seq + 1
+                name = _segments.segment_name(seq)
+                new_fd = _io.create_new(os.path.join(self._dir, name))
+            except OSError as exc:
+                self._poison_with(exc)
+                raise
+            try:
+                _io.sync_dir(self._dir)  # I15: durable before its first frame
+            except OSError as exc:
+                _io.close(new_fd)
+                self._poison_with(exc)
+                raise
+            with self._sync_cond:
+                self._durable_lsn = max(self._durable_lsn, self._next_lsn - 1)
+            self._completed.append(old)
+            self._active = SegmentInfo(seq, name, 0, 0, 0)
+            self._fd = new_fd
+            self._sync_target = (new_fd, self._next_lsn - 1)
+            _io.close(old_fd)
+
+    def checkpoint(self, applied_up_to: int) -> int:
+        """Delete completed segments whose every LSN is <= ``applied_up_to``; return how many.
+
+        Oldest first, syncing the directory after each (I14); the active
+        segment is never deleted (I13). Before the first deletion the next
+        LSN is recorded in the LSN floor file, so LSNs never restart (P1).
+        """
+        if isinstance(applied_up_to, bool) or not isinstance(applied_up_to, int):
+            raise TypeError(f"applied_up_to must be an int LSN, not {type(applied_up_to).__name__}")
+        with self._mutex:
+            self._check_writable()
+            victims = 0
+            for seg in self._completed:
+                if seg.last_lsn > applied_up_to:
+                    break
+                victims += 1
+            if not victims:
+                return 0
+            floor = max(seg.last_lsn for seg in self._completed[:victims]) + 1
+            if floor > 1:
+                _floor.write_floor(self._dir, floor)
+            for _ in range(victims):
+                seg = self._completed[0]
+                _io.unlink(os.path.join(self._dir, seg.name))
+                del self._completed[0]
+                _io.sync_dir(self._dir)  # I14: a crash leaves a contiguous suffix
+            return victims
+
+    # ------------------------------------------------------------------ reading
+
+    def iter(self, start: Optional[int] = None) -> Iterator[tuple[int, bytes]]:
+        """Every entry from ``start`` (default: the oldest stored) to the current end.
+
+        ``start`` older than ``first_lsn`` or beyond ``next_lsn`` raises
+        LsnOutOfRangeError. Reads through descriptors of its own; if a
+        checkpoint removes a segment it still needs, it raises
+        LsnOutOfRangeError rather than skip (P5).
+        """
+        with self._mutex:
+            self._check_open()
+            segments = [SegmentInfo(s.seq, s.name, s.first_lsn, s.last_lsn, s.end)
+                        for s in (*self._completed, self._active)]
+            next_lsn = self._next_lsn
+        first = next((s.first_lsn for s in segments if s.first_lsn), None)
+        if start is None:
+            start = first or next_lsn
+        if isinstance(start, bool) or not isinstance(start, int):
+            raise TypeError(f"start must be an int LSN or None, not {type(start).__name__}")
+        if start > next_lsn or start < (first or next_lsn):
+            raise LsnOutOfRangeError(
+                f"{self._dir}: start LSN {start} is not stored: the log holds "
+                + (f"LSNs {first}..{next_lsn - 1}" if first else "no entries")
+                + f" and the next append gets {next_lsn}"
+            )
+        return self._iter_segments(segments, start)
+
+    def _iter_segments(self, segments: list[SegmentInfo], start: int) -> Iterator[tuple[int, bytes]]:
+        for seg in segments:
+            if not seg.first_lsn or seg.last_lsn < start:
+                continue
+            yield from _segments.iter_segment(
+                self._dir, os.path.join(self._dir, seg.name), seg.first_lsn, start, seg.end
+            )
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        return self.iter()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def path(self) -> pathlib.Path:
+        """The log directory."""
+        return self._path
+
+    @property
+    def config(self) -> WalConfig:
+        """The configuration this writer was opened with."""
+        return self._config
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    @property
+    def tail_state(self) -> TailState:
+        """What recovery found in the last segment at open."""
+        self._check_open()
+        return self._tail_state
+
+    @property
+    def next_lsn(self) -> int:
+        """The LSN the next append will get."""
+        self._check_open()
+        return self._next_lsn
+
+    @property
+    def first_lsn(self) -> Optional[int]:
+        """The oldest LSN still stored, None when no entry is stored."""
+        with self._mutex:
+            self._check_open()
+            return next((s.first_lsn for s in (*self._completed, self._active) if s.first_lsn), None)
+
+    @property
+    def durable_lsn(self) -> int:
+        """The highest LSN known durable (0 if none)."""
+        self._check_open()
+        return self._durable_lsn
+
+    @property
+    def segment_count(self) -> int:
+        """Completed segments plus the active one."""
+        self._check_open()
+        return len(self._completed) + 1
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Sync what ``config.sync`` promises and release the lock; idempotent.
+
+        In a process forked after open it only drops the handle: it never
+        syncs, writes or unlocks, so the parent keeps its lock (P6).
+        """
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop_interval.set()
+            in_owner = self._generation == _lock.fork_generation()
+            try:
+                if in_owner and self._poison is None and self._durable_lsn < self._next_lsn - 1:
+                    with self._sync_mutex:
+                        _io.fdatasync(self._fd)
+            finally:
+                with self._sync_mutex:
+                    _io.close(self._fd)
+                self._lock.release()
+        thread = self._interval_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def __enter__(self) -> Wal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A handle dropped without close() still gives back its descriptors and lock.
+        if getattr(self, "_closed", True):
+            return
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"next_lsn={self._next_lsn}"
+        return f"<walogs.Wal {self._dir!r} {state} sync={self._config.sync!r}>"
+
+
+def _interval_sync(ref: weakref.ReferenceType[Wal], stop: threading.Event, interval: float) -> None:
+    """Background fdatasync every ``interval`` seconds for ``sync="interval"``."""
+    while not stop.wait(interval):
+        wal = ref()
+        if wal is None:
+            return
+        try:
+            if wal._durable_lsn < wal._next_lsn - 1:
+                wal.sync()
+        except (WalError, OSError):
+            return  # poisoned or closed: the next write call reports it
+        finally:
+            del wal
