@@ -126,10 +126,24 @@ class WriterLock:
         except BaseException:
             _io.close(fd)
             raise
-        # Informational only: lets WalLockedError and `walogs info` name the holder.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
         return cls(directory, fd)
+
+    def record_owner(self) -> None:
+        """Write our pid into LOCK, for WalLockedError and ``walogs info`` (informational only).
+
+        Called once the open has succeeded, and only if the file says
+        something else, so a failed open leaves every file untouched.
+        """
+        fd = self._fd
+        if fd is None:
+            return
+        text = b"%d\n" % os.getpid()
+        try:
+            if os.pread(fd, 64, 0) != text:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, text, 0)
+        except OSError:
+            pass  # the pid is a courtesy; the lock itself is what counts
 
     @property
     def held(self) -> bool:

@@ -76,6 +76,7 @@ class Wal:
         lock = _lock.WriterLock.acquire(directory, lock_timeout)
         try:
             layout, fd = _recovery.recover(directory)
+            lock.record_owner()
         except BaseException:
             lock.release()
             raise

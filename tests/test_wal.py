@@ -1,0 +1,415 @@
+"""The writer's public API (API.md), one process. Invariant ids in docstrings."""
+
+from __future__ import annotations
+
+import array
+import dataclasses
+import math
+import os
+import tempfile
+import threading
+
+import pytest
+
+import walogs
+from walogs import _io
+from conftest import entry, make_frame, snapshot
+
+
+def seg(log_dir, n: int = 1) -> str:
+    return os.path.join(log_dir, f"wal-{n:06d}.log")
+
+
+def record_calls(monkeypatch, *names):
+    """Wrap _io functions with recorders that still make the real call."""
+    calls = []
+    for name in names:
+        real = getattr(_io, name)
+
+        def wrapper(*args, _name=name, _real=real):
+            calls.append((_name, args))
+            return _real(*args)
+
+        monkeypatch.setattr(_io, name, wrapper)
+    return calls
+
+
+def test_module_constants():
+    assert walogs.MAX_ENTRY_SIZE == 16 * 1024 * 1024
+    assert walogs.FRAME_HEADER_SIZE == 16
+    assert walogs.DEFAULT_MAX_SEGMENT_SIZE == 64 * 1024 * 1024
+    assert walogs.IMPLEMENTATION in ("cython", "python")
+    assert isinstance(walogs.__version__, str)
+
+
+def test_new_log_layout_and_first_lsn_is_one(log_dir):
+    """I9: a new log starts at LSN 1; the directory holds LOCK and wal-000001.log."""
+    with walogs.Wal.open(log_dir) as wal:
+        assert sorted(os.listdir(log_dir)) == ["LOCK", "wal-000001.log"]
+        assert (wal.next_lsn, wal.first_lsn, wal.durable_lsn, wal.segment_count) == (1, None, 0, 1)
+        assert wal.tail_state == walogs.TailState.CLEAN and wal.tail_state.clean
+        assert wal.path == log_dir and wal.config == walogs.WalConfig() and not wal.closed
+        assert wal.append(b"a") == 1
+        assert wal.append(b"b") == 2
+
+
+def test_frames_on_disk_match_format(log_dir):
+    """I1: the bytes on disk are exactly FORMAT.md frames (built here with struct + zlib)."""
+    payloads = [b"hello", b"", bytes(range(256)) * 3]
+    with walogs.Wal.open(log_dir) as wal:
+        for p in payloads:
+            wal.append(p)
+    with open(seg(log_dir), "rb") as f:
+        assert f.read() == b"".join(make_frame(i + 1, p) for i, p in enumerate(payloads))
+    assert make_frame(1, b"hello").hex() == "050000002f95e510010000000000000068656c6c6f"
+
+
+def test_bytes_like_inputs(log_dir):
+    with walogs.Wal.open(log_dir) as wal:
+        wal.append(bytearray(b"ba"))
+        wal.append(memoryview(b"xmvx")[1:3])
+        wal.append(array.array("i", [1, 2]))
+        assert [d for _, d in wal.iter()] == [b"ba", b"mv", array.array("i", [1, 2]).tobytes()]
+
+
+@pytest.mark.parametrize("bad", ["text", 5, None, [b"a"], 1.5])
+def test_non_bytes_raise_typeerror_and_write_nothing(log_dir, bad):
+    with walogs.Wal.open(log_dir) as wal:
+        wal.append(b"keep")
+        with pytest.raises(TypeError):
+            wal.append(bad)
+        with pytest.raises(TypeError):
+            wal.append_batch([b"ok", bad])
+        assert wal.next_lsn == 2
+        assert os.path.getsize(seg(log_dir)) == 16 + 4
+
+
+def test_entry_too_large_refused_before_writing(log_dir):
+    """I7: an entry over 16 MiB is refused before anything is written; exactly 16 MiB fits."""
+    with walogs.Wal.open(log_dir) as wal:
+        wal.append(b"x")
+        size_before = os.path.getsize(seg(log_dir))
+        with pytest.raises(walogs.EntryTooLargeError) as info:
+            wal.append(bytes(walogs.MAX_ENTRY_SIZE + 1))
+        assert info.value.size == walogs.MAX_ENTRY_SIZE + 1 and info.value.max == walogs.MAX_ENTRY_SIZE
+        assert isinstance(info.value, ValueError) and isinstance(info.value, walogs.WalError)
+        with pytest.raises(walogs.EntryTooLargeError):
+            wal.append_batch([b"a", bytes(walogs.MAX_ENTRY_SIZE + 1), b"c"])
+        assert os.path.getsize(seg(log_dir)) == size_before and wal.next_lsn == 2
+        big = os.urandom(1024) * (walogs.MAX_ENTRY_SIZE // 1024)
+        assert wal.append(big) == 2
+        assert list(wal.iter(2)) == [(2, big)]
+
+
+def test_append_batch(log_dir):
+    with walogs.Wal.open(log_dir) as wal:
+        assert wal.append(b"0") == 1
+        lsns = wal.append_batch(entry(i) for i in range(5))
+        assert lsns == range(2, 7)
+        assert wal.append_batch([]) == range(7, 7)
+        assert [d for _, d in wal.iter(2)] == [entry(i) for i in range(5)]
+        assert wal.durable_lsn == 6
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"sync": "sometimes"},
+        {"sync": "ALWAYS"},
+        {"max_segment_size": 0},
+        {"max_segment_size": -1},
+        {"max_segment_size": 1.5},
+        {"max_segment_size": True},
+        {"sync_interval": 0},
+        {"sync_interval": -0.1},
+        {"sync_interval": math.nan},
+        {"sync_interval": math.inf},
+        {"sync_interval": "1"},
+    ],
+)
+def test_invalid_config_raises_valueerror(kwargs):
+    with pytest.raises(ValueError):
+        walogs.WalConfig(**kwargs)
+
+
+def test_config_is_frozen_and_checked_at_open(log_dir):
+    cfg = walogs.WalConfig(max_segment_size=None, sync="none", sync_interval=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.sync = "always"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        walogs.Wal.open(log_dir, {"sync": "none"})  # type: ignore[arg-type]
+    assert not log_dir.exists()
+
+
+def test_tailstate_values():
+    assert walogs.TailState.CLEAN == walogs.TailState() == walogs.TailState(None)
+    assert walogs.TailState.CLEAN.clean and not walogs.TailState(10).clean
+    assert walogs.TailState(10).truncated_at == 10
+
+
+def test_iter_ranges(log_dir):
+    """I10/P5: iter covers first_lsn..next_lsn-1; other starts raise LsnOutOfRangeError."""
+    with walogs.Wal.open(log_dir) as wal:
+        assert list(wal.iter()) == [] and list(iter(wal)) == []
+        assert list(wal.iter(1)) == []
+        with pytest.raises(walogs.LsnOutOfRangeError):
+            wal.iter(2)
+        for i in range(10):
+            wal.append(entry(i))
+        assert [lsn for lsn, _ in wal] == list(range(1, 11))
+        assert [lsn for lsn, _ in wal.iter(7)] == [7, 8, 9, 10]
+        assert list(wal.iter(11)) == []
+        for bad in (0, 12, -1):
+            with pytest.raises(walogs.LsnOutOfRangeError) as info:
+                wal.iter(bad)
+            assert isinstance(info.value, LookupError)
+        with pytest.raises(TypeError):
+            wal.iter("3")  # type: ignore[arg-type]
+
+
+def test_closed_wal_raises_on_every_call(log_dir):
+    wal = walogs.Wal.open(log_dir)
+    wal.append(b"x")
+    wal.close()
+    wal.close()  # idempotent
+    assert wal.closed
+    calls = [
+        lambda: wal.append(b"y"), lambda: wal.append_batch([b"y"]), wal.sync, wal.rotate,
+        lambda: wal.checkpoint(1), wal.iter, lambda: wal.next_lsn, lambda: wal.first_lsn,
+        lambda: wal.durable_lsn, lambda: wal.segment_count, lambda: wal.tail_state,
+    ]
+    for call in calls:
+        with pytest.raises(walogs.WalClosedError):
+            call()
+    assert wal.path == log_dir  # plain attributes stay readable
+
+
+def test_context_manager_closes_and_releases_lock(log_dir):
+    """I6: a second writer in the same process is refused until the first closes."""
+    with walogs.Wal.open(log_dir) as wal:
+        with pytest.raises(walogs.WalLockedError) as info:
+            walogs.Wal.open(log_dir)
+        assert info.value.path == str(log_dir) and str(log_dir) in str(info.value)
+    assert wal.closed
+    with walogs.Wal.open(log_dir) as again:
+        assert again.next_lsn == 1
+
+
+def test_lock_timeout_waits_then_raises(log_dir):
+    import time
+
+    with walogs.Wal.open(log_dir):
+        started = time.monotonic()
+        with pytest.raises(walogs.WalLockedError):
+            walogs.Wal.open(log_dir, lock_timeout=0.2)
+        assert time.monotonic() - started >= 0.2
+        with pytest.raises(ValueError):
+            walogs.Wal.open(log_dir, lock_timeout=-1)
+
+
+def test_lock_timeout_succeeds_when_released(log_dir):
+    first = walogs.Wal.open(log_dir)
+    timer = threading.Timer(0.1, first.close)
+    timer.start()
+    with walogs.Wal.open(log_dir, lock_timeout=5) as second:
+        assert first.closed and not second.closed
+    timer.join()
+
+
+def test_always_syncs_before_append_returns(log_dir, monkeypatch):
+    """I4: with sync="always", append returns only after an fdatasync covering the frame."""
+    wal = walogs.Wal.open(log_dir)
+    calls = record_calls(monkeypatch, "pwrite_all", "fdatasync")
+    wal.append(b"x")
+    assert [name for name, _ in calls] == ["pwrite_all", "fdatasync"]
+    assert wal.durable_lsn == 1
+    calls.clear()
+    wal.append_batch([b"a", b"b", b"c"])
+    assert [name for name, _ in calls] == ["pwrite_all", "fdatasync"]  # P7: one write, one sync
+    wal.close()
+
+
+@pytest.mark.parametrize("mode", ["none", "interval"])
+def test_lazy_modes_write_at_once_and_sync_on_demand(log_dir, monkeypatch, mode):
+    """P7: every mode hands the frame to the kernel before append returns; sync() makes it durable."""
+    wal = walogs.Wal.open(log_dir, walogs.WalConfig(sync=mode, sync_interval=30))
+    calls = record_calls(monkeypatch, "pwrite_all", "fdatasync")
+    wal.append(b"x")
+    assert [name for name, _ in calls] == ["pwrite_all"]
+    assert os.path.getsize(seg(log_dir)) == 17 and wal.durable_lsn == 0
+    wal.sync()
+    assert wal.durable_lsn == 1 and calls[-1][0] == "fdatasync"
+    wal.append(b"y")
+    calls.clear()
+    wal.close()
+    assert [name for name, _ in calls] == ["fdatasync"]  # close syncs what was written
+
+
+def test_interval_mode_syncs_in_background(log_dir):
+    import time
+
+    with walogs.Wal.open(log_dir, walogs.WalConfig(sync="interval", sync_interval=0.01)) as wal:
+        wal.append(b"x")
+        deadline = time.monotonic() + 5
+        while wal.durable_lsn < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert wal.durable_lsn == 1
+
+
+def test_rotate(log_dir, monkeypatch):
+    """I15: a new segment exists durably (directory synced) before its first frame."""
+    with walogs.Wal.open(log_dir) as wal:
+        wal.rotate()
+        assert wal.segment_count == 1  # no-op on an empty active segment
+        wal.append(b"a")
+        calls = record_calls(monkeypatch, "create_new", "sync_dir", "pwrite_all", "fdatasync")
+        wal.rotate()
+        wal.append(b"b")
+        names = [name for name, _ in calls]
+        assert names.index("create_new") < names.index("sync_dir") < names.index("pwrite_all")
+        assert wal.segment_count == 2 and os.path.getsize(seg(log_dir, 2)) == 17
+        assert list(wal) == [(1, b"a"), (2, b"b")]
+
+
+def test_rotation_by_size(log_dir):
+    """A frame that would take a non-empty segment past the limit goes to a new segment;
+    an entry larger than the limit gets a segment of its own; a batch never spans two."""
+    cfg = walogs.WalConfig(max_segment_size=300)
+    with walogs.Wal.open(log_dir, cfg) as wal:
+        for i in range(5):
+            wal.append(entry(i, 84))  # 100-byte frames: 3 per segment
+        assert [os.path.getsize(seg(log_dir, n)) for n in (1, 2)] == [300, 200]
+        wal.append(bytes(1000))
+        assert os.path.getsize(seg(log_dir, 3)) == 1016 and wal.segment_count == 3
+        wal.append_batch([entry(i, 84) for i in range(4)])  # 400 bytes: own segment, whole
+        assert os.path.getsize(seg(log_dir, 4)) == 400
+        wal.append(b"z")
+        assert wal.segment_count == 5
+        assert [lsn for lsn, _ in wal] == list(range(1, 12))
+    with walogs.Wal.open(log_dir, cfg) as wal:
+        assert wal.segment_count == 5 and wal.next_lsn == 12
+
+
+def test_checkpoint(log_dir, monkeypatch):
+    """I13: the active segment is never deleted. I14: oldest first, directory synced after each."""
+    with walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=300)) as wal:
+        for i in range(9):
+            wal.append(entry(i, 84))  # segments 1..3 hold LSNs 1-3, 4-6, 7-9
+        assert wal.segment_count == 3
+        assert wal.checkpoint(2) == 0
+        calls = record_calls(monkeypatch, "unlink", "sync_dir")
+        assert wal.checkpoint(6) == 2
+        names = [(n, os.path.basename(a[0])) for n, a in calls if n == "unlink"]
+        assert names == [("unlink", "wal-000001.log"), ("unlink", "wal-000002.log")]
+        kinds = [n for n, _ in calls]
+        assert kinds[-4:] == ["unlink", "sync_dir", "unlink", "sync_dir"]
+        assert wal.first_lsn == 7 and wal.segment_count == 1
+        assert wal.checkpoint(10**6) == 0  # the active segment stays (I13)
+        assert os.path.exists(seg(log_dir, 3))
+        with pytest.raises(walogs.LsnOutOfRangeError):
+            wal.iter(6)
+        assert [lsn for lsn, _ in wal] == [7, 8, 9]
+        with pytest.raises(TypeError):
+            wal.checkpoint("6")  # type: ignore[arg-type]
+
+
+def test_checkpoint_everything_then_reopen_keeps_lsns(log_dir):
+    """P1: LSNs never restart at 1 after a checkpoint removed every stored entry (Rust 0.1.0 did)."""
+    with walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=300)) as wal:
+        for i in range(7):
+            wal.append(entry(i, 84))
+        wal.rotate()
+        assert wal.checkpoint(7) == 3
+        assert wal.first_lsn is None and wal.next_lsn == 8
+    with walogs.Wal.open(log_dir) as wal:
+        assert wal.first_lsn is None and wal.next_lsn == 8
+        assert list(wal) == []
+        assert wal.append(b"after") == 8
+    with walogs.Wal.open(log_dir) as wal:
+        assert list(wal) == [(8, b"after")]
+
+
+def test_threads_append_concurrently(log_dir):
+    """Methods are thread-safe: 8 threads, every LSN unique and contiguous, data intact."""
+    results: dict[int, bytes] = {}
+    errors = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(40):
+                data = b"t%d-%d" % (t, i)
+                results[wal.append(data)] = data
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    with walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=2000)) as wal:
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert sorted(results) == list(range(1, 321))
+        assert dict(wal.iter()) == results
+        assert wal.durable_lsn == 320
+
+
+def test_reopen_continues_and_reads_everything(log_dir):
+    """I8: next_lsn comes from the log on disk."""
+    with walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=1000)) as wal:
+        wal.append_batch(entry(i) for i in range(30))
+    with walogs.Wal.open(log_dir) as wal:
+        assert wal.next_lsn == 31 and wal.first_lsn == 1 and wal.durable_lsn == 30
+        assert [d for _, d in wal] == [entry(i) for i in range(30)]
+
+
+def test_failed_open_leaves_files_untouched_and_lock_free(log_dir):
+    with walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=300)) as wal:
+        for i in range(6):
+            wal.append(entry(i, 84))
+    os.rename(seg(log_dir, 2), seg(log_dir, 3))  # a gap (I11)
+    before = snapshot(log_dir)
+    with pytest.raises(walogs.WalCorruptError) as info:
+        walogs.Wal.open(log_dir)
+    assert "wal-000001.log" in str(info.value) and "wal-000003.log" in str(info.value)
+    assert snapshot(log_dir) == before
+    from walogs import _lock
+
+    assert _lock.writer_is_live(str(log_dir)) == (False, None)
+
+
+def test_path_is_a_file(tmp_path):
+    target = tmp_path / "file"
+    target.write_bytes(b"data")
+    with pytest.raises(NotADirectoryError) as info:
+        walogs.Wal.open(target)
+    assert str(target) in str(info.value)
+    assert target.read_bytes() == b"data"
+
+
+def test_unreadable_directory_raises_permission_error(tmp_path):
+    """Runs in a child that drops root, since root reads any directory."""
+    import subprocess
+    import sys
+
+    os.chmod(tmp_path, 0o755)
+    for parent in tmp_path.parents:  # pytest's base temp dir is 0700: let the child reach ours
+        if str(parent).startswith(tempfile.gettempdir() + os.sep):
+            os.chmod(parent, os.stat(parent).st_mode | 0o755)
+    log = tmp_path / "log"
+    with walogs.Wal.open(log) as wal:
+        wal.append(b"x")
+    os.chmod(log, 0o000)
+    code = (
+        "import os, sys, walogs\n"
+        "if os.getuid() == 0: os.setgid(65534); os.setuid(65534)\n"
+        "try:\n walogs.Wal.open(sys.argv[1])\n"
+        "except PermissionError as e:\n print('PermissionError', e.filename)\n"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", code, str(log)], capture_output=True, text=True,
+                             timeout=60, cwd=os.path.dirname(os.path.dirname(walogs.__file__)))
+    finally:
+        os.chmod(log, 0o755)
+    assert out.stdout.startswith("PermissionError"), out.stderr
+    assert str(log) in out.stdout
