@@ -1,0 +1,232 @@
+"""Write and sync failures poison the writer (P2); fork makes a handle unusable (P6).
+
+The write failure is real: a child process lowers RLIMIT_FSIZE with SIGXFSZ
+ignored, so the kernel gives a short write and then EFBIG. An fdatasync
+failure cannot be provoked for real without root-only tools (dm-flakey,
+fault-injecting block devices), so those tests wrap ``_io.fdatasync`` with a
+function that raises EIO instead of syncing; everything else stays real.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import walogs
+from walogs import _io, _lock
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
+
+_FSIZE_CHILD = r"""
+import json, os, resource, signal, sys
+import walogs
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+path, limit = sys.argv[1], int(sys.argv[2])
+wal = walogs.Wal.open(path, walogs.WalConfig(max_segment_size=None))
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+acked, failure, later = [], None, None
+for i in range(10_000):
+    data = (b"%06d" % i) * 20
+    try:
+        acked.append([wal.append(data), data.decode()])
+    except OSError as exc:
+        failure = exc.errno
+        break
+try:
+    wal.append(b"after")
+except walogs.WalError as exc:
+    later = type(exc).__name__
+except OSError as exc:
+    later = "OSError %d" % exc.errno
+print(json.dumps({"acked": acked, "errno": failure, "later": later}))
+"""
+
+
+def test_real_efbig_poisons_writer_and_loses_nothing(log_dir):
+    """P2: a real short write then EFBIG: that append raises OSError, the next WalError;
+    a fresh writer recovers every acknowledged entry, cuts the partial frame, and
+    reuses no acknowledged LSN."""
+    limit = 10_000  # not a multiple of the 136-byte frame: the last write is short
+    out = subprocess.run([sys.executable, "-c", _FSIZE_CHILD, str(log_dir), str(limit)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["errno"] == errno.EFBIG
+    assert report["later"] == "WalError"
+    acked = [(lsn, data.encode()) for lsn, data in report["acked"]]
+    assert len(acked) == limit // 136
+    assert os.path.getsize(log_dir / "wal-000001.log") == limit  # the partial frame is on disk
+    with walogs.Wal.open(log_dir) as wal:
+        assert wal.tail_state.truncated_at == len(acked) * 136
+        assert list(wal) == acked
+        assert wal.append(b"next") == len(acked) + 1
+
+
+def _failing_fdatasync(monkeypatch, fail_on: int):
+    """Replace _io.fdatasync: the fail_on-th call raises EIO instead of syncing (see module doc)."""
+    real = _io.fdatasync
+    calls = {"n": 0}
+
+    def fdatasync(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == fail_on:
+            raise OSError(errno.EIO, "injected EIO")
+        real(fd)
+
+    monkeypatch.setattr(_io, "fdatasync", fdatasync)
+    return calls
+
+
+@pytest.mark.parametrize("op", ["append", "append_batch", "sync", "rotate"])
+def test_failed_fdatasync_poisons_without_retry(log_dir, monkeypatch, op):
+    """P2: the failing call raises the OSError; later write calls raise WalError and never
+    sync again; the failed frames are never reported durable (the Rust crate reused the LSN)."""
+    mode = "always" if op.startswith("append") else "none"
+    wal = walogs.Wal.open(log_dir, walogs.WalConfig(sync=mode))
+    wal.append(b"durable")
+    if mode == "none":
+        wal.sync()
+    calls = _failing_fdatasync(monkeypatch, 1)
+    with pytest.raises(OSError) as info:
+        if op == "append":
+            wal.append(b"lost?")
+        elif op == "append_batch":
+            wal.append_batch([b"lost?", b"lost?"])
+        else:
+            wal.append(b"lost?")
+            getattr(wal, op)()
+    assert info.value.errno == errno.EIO
+    assert wal.durable_lsn == 1
+    for call in (lambda: wal.append(b"x"), lambda: wal.append_batch([b"x"]), wal.sync, wal.rotate,
+                 lambda: wal.checkpoint(1)):
+        with pytest.raises(walogs.WalError, match="poisoned"):
+            call()
+    assert calls["n"] == 1  # never retried
+    next_before = wal.next_lsn
+    wal.close()  # does not sync a poisoned log
+    assert calls["n"] == 1
+    monkeypatch.undo()
+    with walogs.Wal.open(log_dir) as again:
+        # Recovery decides: the written-but-unsynced frames survived a process-level failure here.
+        lsns = [lsn for lsn, _ in again]
+        assert lsns == list(range(1, next_before))
+        assert again.append(b"fresh") == next_before  # never an LSN that was handed out twice
+
+
+def test_group_commit_followers_fail_with_leader(log_dir, monkeypatch):
+    """P2 with threads: when the shared fdatasync fails, no waiting append is acknowledged."""
+    import threading
+
+    wal = walogs.Wal.open(log_dir)
+    gate = threading.Event()
+    real = _io.fdatasync
+
+    def slow_failing(fd: int) -> None:
+        gate.wait(5)
+        raise OSError(errno.EIO, "injected EIO")
+
+    monkeypatch.setattr(_io, "fdatasync", slow_failing)
+    outcomes = []
+
+    def work() -> None:
+        try:
+            outcomes.append(("ok", wal.append(b"x")))
+        except (OSError, walogs.WalError) as exc:
+            outcomes.append((type(exc).__name__, None))
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert len(outcomes) == 6 and all(kind != "ok" for kind, _ in outcomes)
+    assert wal.durable_lsn == 0
+    monkeypatch.setattr(_io, "fdatasync", real)
+    wal.close()
+
+
+def test_forked_child_cannot_write_and_keeps_parent_lock(log_dir):
+    """P6/I6: in a forked child every write call raises WalError; the child's close() never
+    unlocks, so the parent keeps its lock and goes on writing."""
+    wal = walogs.Wal.open(log_dir)
+    wal.append(b"parent-1")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_end)
+        results = []
+        for call in (lambda: wal.append(b"c"), lambda: wal.append_batch([b"c"]), wal.sync,
+                     wal.rotate, lambda: wal.checkpoint(1)):
+            try:
+                call()
+                results.append("wrote")
+            except walogs.WalError as exc:
+                results.append("refused" if "fork" in str(exc) else "other")
+        wal.close()
+        results.append(str(_lock.writer_is_live(str(log_dir))[0]))
+        os.write(write_end, json.dumps(results).encode())
+        os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    data = os.read(read_end, 4096)
+    os.close(read_end)
+    assert status == 0
+    assert json.loads(data) == ["refused"] * 5 + ["True"]
+    assert _lock.writer_is_live(str(log_dir))[0]
+    with pytest.raises(walogs.WalLockedError):
+        walogs.Wal.open(log_dir)
+    assert wal.append(b"parent-2") == 2
+    wal.close()
+    assert not _lock.writer_is_live(str(log_dir))[0]
+    with walogs.Wal.open(log_dir) as again:
+        assert [d for _, d in again] == [b"parent-1", b"parent-2"]
+
+
+def test_sigkill_releases_lock(log_dir):
+    """I6: the kernel drops the lock of a killed writer; the next writer opens at once."""
+    import signal
+
+    code = ("import sys, walogs\nw = walogs.Wal.open(sys.argv[1])\nw.append(b'x')\n"
+            "print('ready', flush=True)\nimport time\ntime.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(log_dir)], stdout=subprocess.PIPE,
+                             text=True, cwd=ROOT)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        with pytest.raises(walogs.WalLockedError) as info:
+            walogs.Wal.open(log_dir)
+        assert info.value.pid == child.pid
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+        child.stdout.close()
+    with walogs.Wal.open(log_dir, lock_timeout=0) as wal:
+        assert list(wal) == [(1, b"x")]
+
+
+def test_entries_survive_sigkill_in_every_mode(log_dir):
+    """P7: no mode keeps acknowledged entries in user space: SIGKILL loses none."""
+    import signal
+
+    for mode in ("always", "interval", "none"):
+        d = log_dir / mode
+        code = ("import sys, walogs\n"
+                f"w = walogs.Wal.open(sys.argv[1], walogs.WalConfig(sync={mode!r}, sync_interval=60))\n"
+                "for i in range(200): w.append(b'%d' % i)\n"
+                "print('done', flush=True)\nimport time\ntime.sleep(60)\n")
+        child = subprocess.Popen([sys.executable, "-c", code, str(d)], stdout=subprocess.PIPE,
+                                 text=True, cwd=ROOT)
+        try:
+            assert child.stdout.readline().strip() == "done"
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(30)
+            child.stdout.close()
+        with walogs.Wal.open(d) as wal:
+            assert [d for _, d in wal] == [b"%d" % i for i in range(200)], mode
