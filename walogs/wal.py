@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import Optional, Union
 
-from walogs import _codec, _floor, _io, _lock, _recovery, _segments
+from walogs import _codec, _floor, _io, _lock, _recovery, _segments, _visible
 from walogs._recovery import SegmentInfo
 from walogs.config import TailState, WalConfig
 from walogs.errors import LsnOutOfRangeError, WalClosedError, WalError
@@ -25,7 +25,7 @@ class Wal:
     """
 
     def __init__(self, directory: str, config: WalConfig, lock: _lock.WriterLock,
-                 layout: _recovery.LogLayout, fd: int) -> None:
+                 layout: _recovery.LogLayout, fd: int, publisher: _visible.Publisher) -> None:
         """Internal: use :meth:`Wal.open`."""
         self._dir = directory
         self._path = pathlib.Path(directory)
@@ -48,7 +48,10 @@ class Wal:
         self._sync_cond = threading.Condition(threading.Lock())
         self._syncing = False
         self._durable_lsn = self._next_lsn - 1  # P11: recovery synced what it kept
-        self._sync_target = (fd, self._durable_lsn)
+        # What the next fdatasync will cover: (fd, last lsn, segment, end offset).
+        self._sync_target = (fd, self._durable_lsn, self._active.seq, self._active.end)
+        self._publisher = publisher
+        self._publish(self._sync_target)
         self._stop_interval = threading.Event()
         self._interval_thread: Optional[threading.Thread] = None
         if config.sync == "interval":
@@ -74,13 +77,19 @@ class Wal:
         directory = os.path.abspath(os.fsdecode(os.fspath(path)))
         _recovery.ensure_directory(directory)
         lock = _lock.WriterLock.acquire(directory, lock_timeout)
+        fd = None
         try:
+            _visible.mark_recovering(directory)
             layout, fd = _recovery.recover(directory)
+            # P11: published only now that recovery made the kept entries durable.
+            publisher = _visible.Publisher(directory)
             lock.record_owner()
         except BaseException:
+            if fd is not None:
+                _io.close(fd)
             lock.release()
             raise
-        return cls(directory, config, lock, layout, fd)
+        return cls(directory, config, lock, layout, fd, publisher)
 
     # ------------------------------------------------------------------ guards
 
@@ -109,6 +118,11 @@ class Wal:
             self._poison = exc
         with self._sync_cond:
             self._sync_cond.notify_all()
+
+    def _publish(self, target: tuple[int, int, int, int]) -> None:
+        # P4: readers may read up to here; callers pass only synced (or, under "none", written) ends.
+        _, lsn, seq, offset = target
+        self._publisher.publish(_visible.PUBLISHED, seq, lsn, offset)
 
     # ------------------------------------------------------------------ writing
 
@@ -162,7 +176,9 @@ class Wal:
         active.first_lsn = active.first_lsn or first
         active.last_lsn = last
         self._next_lsn = last + 1
-        self._sync_target = (self._fd, last)
+        self._sync_target = (self._fd, last, active.seq, active.end)
+        if self._config.sync == "none":
+            self._publish(self._sync_target)  # "none" trades P4's power-loss guarantee for latency
 
     def _wait_durable(self, lsn: int) -> None:
         """Return once ``lsn`` is fdatasync'd, leading a sync or following one (group commit)."""
@@ -178,19 +194,21 @@ class Wal:
                         self._syncing = True
                         break
                     cond.wait()
-            target = 0
+            synced = None
             try:
                 with self._sync_mutex:
-                    fd, target = self._sync_target
-                    _io.fdatasync(fd)
+                    target = self._sync_target
+                    _io.fdatasync(target[0])
+                    synced = target
             except OSError as exc:
                 self._poison_with(exc)
                 raise
             finally:
                 with cond:
                     self._syncing = False
-                    if target > self._durable_lsn and self._poison is None:
-                        self._durable_lsn = target
+                    if synced is not None and synced[1] > self._durable_lsn and self._poison is None:
+                        self._durable_lsn = synced[1]
+                        self._publish(synced)
                     cond.notify_all()
 
     def sync(self) -> None:
@@ -226,11 +244,13 @@ class Wal:
                 self._poison_with(exc)
                 raise
             with self._sync_cond:
-                self._durable_lsn = max(self._durable_lsn, self._next_lsn - 1)
+                if self._next_lsn - 1 > self._durable_lsn:
+                    self._durable_lsn = self._next_lsn - 1
+                    self._publish((old_fd, self._durable_lsn, old.seq, old.end))
             self._completed.append(old)
             self._active = SegmentInfo(seq, name, 0, 0, 0)
             self._fd = new_fd
-            self._sync_target = (new_fd, self._next_lsn - 1)
+            self._sync_target = (new_fd, self._next_lsn - 1, seq, 0)
             _io.close(old_fd)
 
     def checkpoint(self, applied_up_to: int) -> int:
@@ -369,6 +389,9 @@ class Wal:
             finally:
                 with self._sync_mutex:
                     _io.close(self._fd)
+                # Marking "closed" before unlocking: readers then read every valid frame.
+                with self._sync_cond:  # leaders publish under this condition's lock
+                    self._publisher.close(mark_closed=in_owner)
                 self._lock.release()
         thread = self._interval_thread
         if thread is not None and thread is not threading.current_thread():
