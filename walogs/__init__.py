@@ -18,6 +18,7 @@ from walogs.errors import (
     WalError,
     WalLockedError,
 )
+from walogs.reader import WalReader
 from walogs.wal import Wal
 
 __version__ = "0.1.0"
@@ -36,5 +37,6 @@ __all__ = [
     "WalCorruptError",
     "WalError",
     "WalLockedError",
+    "WalReader",
     "__version__",
 ]

@@ -277,61 +277,113 @@ def peek_first_lsn(path: str) -> Optional[int]:
     return _HEADER.unpack(header)[2]
 
 
+class SegmentCursor:
+    """Sequential reader of one segment's frames; keeps its descriptor open.
+
+    Holding the descriptor lets a reader finish a segment that a checkpoint
+    deletes meanwhile. Reading stops quietly at the first thing that is not
+    a valid continuing frame; ``status`` and ``offset`` then say what and
+    where, and the caller decides whether that is a torn tail or corruption.
+    """
+
+    def __init__(self, directory: str, seq: int, name: str, expect_lsn: int = 0, skip_before: int = 0) -> None:
+        self.directory = directory
+        self.seq = seq
+        self.path = os.path.join(directory, name)
+        try:
+            self._fd: Optional[int] = _io.open_read(self.path)
+        except FileNotFoundError:
+            raise LsnOutOfRangeError(
+                f"{directory}: segment {name} was removed (by a checkpoint) while entries from "
+                f"LSN {max(expect_lsn, skip_before)} were still to be read; start again from first_lsn"
+            ) from None
+        self.offset = 0
+        self.expect = expect_lsn
+        self.skip_before = skip_before
+        self.status = codec.SCAN_END
+        self.bad_lsn = 0
+        self._chunks = _Chunks()
+
+    @property
+    def last_lsn(self) -> int:
+        """LSN of the last frame read (or skipped), 0 if none."""
+        return self.expect - 1 if self.expect else 0
+
+    def size(self) -> int:
+        """The file's size now."""
+        assert self._fd is not None
+        return _io.file_size(self._fd)
+
+    def frames(self, limit: Optional[int] = None) -> Iterator[tuple[int, bytes]]:
+        """Yield frames from ``offset`` up to ``limit`` (None: the file's size now)."""
+        fd = self._fd
+        assert fd is not None
+        stop = _io.file_size(fd) if limit is None else limit
+        self.status = codec.SCAN_END
+        while self.offset < stop:
+            start = self.offset
+            view = self._chunks.read(fd, start, min(CHUNK, stop - start))
+            reader = codec.FrameReader(view, 0, self.expect, self.skip_before)
+            yield from reader
+            self._advance(reader)
+            if reader.status == codec.SCAN_END and len(view) == min(CHUNK, stop - start):
+                continue
+            header = _header_at(view, reader.offset)
+            cut_by_chunk = start + len(view) < stop and len(view) == CHUNK
+            if reader.status == codec.SCAN_SHORT and cut_by_chunk:
+                if reader.offset or header is None:
+                    continue
+                # A frame larger than a chunk gets a buffer of its own size (P9).
+                whole = self._chunks.read(fd, start, min(FRAME_HEADER_SIZE + header[0], stop - start))
+                reader = codec.FrameReader(whole, 0, self.expect, self.skip_before)
+                yield from reader
+                self._advance(reader)
+                if reader.offset:
+                    continue
+                header = _header_at(whole, 0)
+            # A short read (file shorter than limit) counts as a frame cut short.
+            self.status = reader.status if reader.status != codec.SCAN_END else codec.SCAN_SHORT
+            self.bad_lsn = header[2] if header else 0
+            return
+
+    def _advance(self, reader: object) -> None:
+        self.offset += reader.offset  # type: ignore[attr-defined]
+        if reader.last_lsn:  # type: ignore[attr-defined]
+            self.expect = reader.last_lsn + 1  # type: ignore[attr-defined]
+
+    def scan_view(self) -> SegmentScan:
+        """The stop described as a SegmentScan, for judge_tail and error messages."""
+        return SegmentScan(self.seq, self.path, self.size(), self.offset, 0, 0, self.last_lsn,
+                           self.status, self.bad_lsn)
+
+    def corrupt(self, what: str, advice: str) -> WalCorruptError:
+        """A WalCorruptError for the frame where reading stopped."""
+        return corrupt_error(self.directory, self.scan_view(), self.expect, what, advice)
+
+    def close(self) -> None:
+        """Close the descriptor."""
+        if self._fd is not None:
+            _io.close(self._fd)
+            self._fd = None
+
+
 def iter_segment(
-    directory: str,
-    path: str,
-    expect_lsn: int,
-    skip_before: int,
-    limit: Optional[int],
-    fd: Optional[int] = None,
+    directory: str, path: str, expect_lsn: int, skip_before: int, limit: Optional[int]
 ) -> Iterator[tuple[int, bytes]]:
     """Yield the frames of one segment with LSN >= ``skip_before``, up to ``limit``.
 
-    ``limit`` None reads to the end of the file. Every byte before the limit
-    must be a whole valid frame continuing from ``expect_lsn`` (0: any first
-    LSN); anything else raises WalCorruptError naming segment and offset
-    (I10: a bad frame is never yielded). A missing file raises
+    Every byte before the limit must be a whole valid frame continuing from
+    ``expect_lsn``; anything else raises WalCorruptError naming segment and
+    offset (I10: a bad frame is never yielded). A missing file raises
     LsnOutOfRangeError (P5: a checkpoint removed it; never skip).
     """
-    if fd is None:
-        try:
-            fd = _io.open_read(path)
-        except FileNotFoundError:
-            raise LsnOutOfRangeError(
-                f"{directory}: segment {os.path.basename(path)} was removed (by a checkpoint) "
-                f"while entries from LSN {max(expect_lsn, skip_before)} were still to be read; "
-                "start again from first_lsn"
-            ) from None
+    cursor = SegmentCursor(directory, 0, os.path.basename(path), expect_lsn, skip_before)
     try:
-        stop = _io.file_size(fd) if limit is None else limit
-        chunks = _Chunks()
-        pos, expect = 0, expect_lsn
-        while pos < stop:
-            view = chunks.read(fd, pos, min(CHUNK, stop - pos))
-            reader = codec.FrameReader(view, 0, expect, skip_before)
-            yield from reader
-            if reader.last_lsn:
-                expect = reader.last_lsn + 1
-            pos += reader.offset
-            if reader.status == codec.SCAN_END:
-                continue
-            header = _header_at(view, reader.offset)
-            if reader.status == codec.SCAN_SHORT and len(view) < stop - (pos - reader.offset):
-                if reader.offset == 0 and header is not None:
-                    whole = chunks.read(fd, pos, min(FRAME_HEADER_SIZE + header[0], stop - pos))
-                    reader = codec.FrameReader(whole, 0, expect, skip_before)
-                    yield from reader
-                    if reader.offset:
-                        expect = reader.last_lsn + 1
-                        pos += reader.offset
-                        continue
-                    header = _header_at(whole, 0)
-                else:
-                    continue
-            scan = SegmentScan(0, path, stop, pos, 0, 0, expect - 1, reader.status, header[2] if header else 0)
-            raise corrupt_error(
-                directory, scan, expect, "bad frame before the end of the stored log",
+        yield from cursor.frames(limit)
+        if cursor.status != codec.SCAN_END:
+            raise cursor.corrupt(
+                "bad frame before the end of the stored log",
                 "run `walogs verify` on the directory for a full report",
             )
     finally:
-        _io.close(fd)
+        cursor.close()

@@ -1,0 +1,297 @@
+"""Readers: any number of processes iterate and follow a log while one writer appends.
+
+A reader never writes, truncates, creates or deletes a file and never takes
+the writer lock (P3). It reads up to the *visible end* that a live writer
+publishes (P4), or, with no live writer, up to the last valid frame.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Optional
+
+from walogs import _floor, _lock, _recovery, _segments, _visible
+from walogs._codec import codec
+from walogs.errors import LsnOutOfRangeError, WalClosedError, WalCorruptError
+from walogs.wal import PathLike
+
+# Adaptive polling while following: quick at first (low latency right after
+# activity), slower the longer the log stays idle (little CPU).
+_POLL_FIRST = 0.00005
+_POLL_BUSY_MAX = 0.001
+_POLL_IDLE_AFTER = 1.0
+_POLL_IDLE_MAX = 0.01
+
+
+class WalReader:
+    """A read-only view of a log directory, safe in any number of processes and threads.
+
+    Each iterator opens its own descriptors and reads with positional I/O,
+    so readers stay correct across fork (P6).
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        directory = os.path.abspath(os.fsdecode(os.fspath(path)))
+        if not os.path.isdir(directory):
+            if os.path.lexists(directory):
+                raise NotADirectoryError(f"{directory}: not a log directory")
+            raise FileNotFoundError(f"{directory}: no such log directory (a reader never creates one)")
+        self._dir = directory
+        self._closed = False
+
+    @property
+    def path(self) -> str:
+        """The log directory."""
+        return self._dir
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise WalClosedError(f"{self._dir}: this WalReader is closed")
+
+    # ------------------------------------------------------------------ where the log ends
+
+    def _published_end(self) -> Optional[_visible.VisibleEnd]:
+        """The live writer's published end, or None when no writer publishes one."""
+        record = _visible.read(self._dir)
+        if record is None or record.state != _visible.PUBLISHED:
+            return None
+        live, _ = _lock.writer_is_live(self._dir)
+        return record if live else None
+
+    def _segment_files(self) -> dict[int, str]:
+        files, _ = _recovery.segment_files(self._dir)
+        _segments.check_contiguous(self._dir, files)  # I11
+        return files
+
+    @property
+    def first_lsn(self) -> Optional[int]:
+        """The oldest LSN stored, None when none is; read fresh on each access."""
+        self._check_open()
+        for seq, name in self._segment_files().items():
+            cursor = _open_cursor(self._dir, seq, name)
+            if cursor is None:
+                continue
+            try:
+                for lsn, _ in cursor.frames(None):
+                    return lsn
+            finally:
+                cursor.close()
+        return None
+
+    @property
+    def durable_lsn(self) -> int:
+        """The visible end: the highest LSN a reader may yield now (0 if none)."""
+        self._check_open()
+        end = self._published_end()
+        if end is not None:
+            return end.lsn
+        last = 0
+        for seq, name in self._segment_files().items():
+            cursor = _open_cursor(self._dir, seq, name)
+            if cursor is None:
+                continue
+            try:
+                cursor.expect = last + 1 if last else 0
+                for _ in cursor.frames(None):
+                    pass
+                last = cursor.last_lsn or last
+            finally:
+                cursor.close()
+        return last or max(_floor.read_floor(self._dir) - 1, 0)
+
+    # ------------------------------------------------------------------ iteration
+
+    def iter(self, start: Optional[int] = None) -> Iterator[tuple[int, bytes]]:
+        """The entries visible now, from ``start`` (default: the oldest stored), then stop."""
+        return self._entries(start, follow=False, timeout=None)
+
+    def follow(self, start: Optional[int] = None, *, timeout: Optional[float] = None) -> Iterator[tuple[int, bytes]]:
+        """Like :meth:`iter`, then keep yielding entries as they become visible.
+
+        Ends after ``timeout`` seconds with nothing new (None: never).
+        Crosses rotations; raises LsnOutOfRangeError if a checkpoint removes a
+        segment it still needs (P5).
+        """
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+        return self._entries(start, follow=True, timeout=timeout)
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        return self.iter()
+
+    def _entries(self, start: Optional[int], follow: bool, timeout: Optional[float]) -> Iterator[tuple[int, bytes]]:
+        self._check_open()
+        if start is not None and (isinstance(start, bool) or not isinstance(start, int)):
+            raise TypeError(f"start must be an int LSN or None, not {type(start).__name__}")
+        stream = _Stream(self._dir, self)
+        stream.locate(start)  # raises LsnOutOfRangeError for a start older than first_lsn
+        return stream.run(follow, timeout)
+
+    def close(self) -> None:
+        """Mark the reader closed; iterators already running keep their own descriptors."""
+        self._closed = True
+
+    def __enter__(self) -> WalReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<walogs.WalReader {self._dir!r}{' closed' if self._closed else ''}>"
+
+
+def _open_cursor(directory: str, seq: int, name: str, expect: int = 0, skip_before: int = 0) -> Optional[_segments.SegmentCursor]:
+    try:
+        return _segments.SegmentCursor(directory, seq, name, expect, skip_before)
+    except LsnOutOfRangeError:
+        return None
+
+
+class _Stream:
+    """One iterator's position in the log: a segment cursor that moves forward only (P5)."""
+
+    def __init__(self, directory: str, reader: WalReader) -> None:
+        self._dir = directory
+        self._reader = reader
+        self._cursor: Optional[_segments.SegmentCursor] = None
+        self._start = 0
+
+    def locate(self, start: Optional[int]) -> None:
+        """Open the segment that holds ``start`` (default: the oldest stored entry)."""
+        files = self._reader._segment_files()
+        chosen: Optional[tuple[int, str]] = None
+        first_stored: Optional[int] = None
+        for seq, name in files.items():
+            lsn = _segments.peek_first_lsn(os.path.join(self._dir, name))
+            if lsn is None:
+                if chosen is None:
+                    chosen = (seq, name)
+                continue
+            if first_stored is None:
+                first_stored = lsn
+            if start is None or lsn <= start:
+                chosen = (seq, name)
+            if start is None:
+                break
+        if start is not None and first_stored is not None and start < first_stored:
+            raise LsnOutOfRangeError(
+                f"{self._dir}: start LSN {start} is older than the oldest stored entry "
+                f"({first_stored}); it was checkpointed away"
+            )
+        if start is not None and start < 1:
+            raise LsnOutOfRangeError(f"{self._dir}: start LSN {start} is not a valid LSN (LSNs start at 1)")
+        self._start = start if start is not None else (first_stored or 1)
+        if chosen is None:
+            chosen = next(iter(files.items()), None)
+        if chosen is not None:
+            self._cursor = _segments.SegmentCursor(self._dir, chosen[0], chosen[1], 0, self._start)
+
+    def run(self, follow: bool, timeout: Optional[float]) -> Iterator[tuple[int, bytes]]:
+        """Yield what is visible; when following, poll for more until ``timeout`` idle seconds."""
+        try:
+            checked_range = False
+            pause = _POLL_FIRST
+            idle_since = time.monotonic()
+            while True:
+                before = self._position()
+                yield from self._available()
+                if not checked_range:
+                    self._check_start_not_beyond_end()
+                    checked_range = True
+                if not follow:
+                    return
+                now = time.monotonic()
+                if self._position() != before:
+                    idle_since, pause = now, _POLL_FIRST
+                    continue
+                idle = now - idle_since
+                if timeout is not None and idle >= timeout:
+                    return
+                cap = _POLL_BUSY_MAX if idle < _POLL_IDLE_AFTER else _POLL_IDLE_MAX
+                pause = min(pause * 2, cap)
+                if timeout is not None:
+                    pause = min(pause, max(timeout - idle, 0.0))
+                time.sleep(pause)
+        finally:
+            if self._cursor is not None:
+                self._cursor.close()
+
+    def _position(self) -> tuple[int, int]:
+        cursor = self._cursor
+        return (cursor.seq, cursor.offset) if cursor is not None else (0, 0)
+
+    def _check_start_not_beyond_end(self) -> None:
+        cursor = self._cursor
+        last = cursor.last_lsn if cursor is not None else 0
+        end = last or max(_floor.read_floor(self._dir) - 1, 0)
+        if self._start > end + 1:
+            raise LsnOutOfRangeError(
+                f"{self._dir}: start LSN {self._start} is beyond the visible end (LSN {end}); "
+                "nothing with that LSN has been written yet"
+            )
+
+    def _available(self) -> Iterator[tuple[int, bytes]]:
+        """Yield every entry between the cursor and the visible end, across segments."""
+        if self._cursor is None:
+            self.locate(None if self._start <= 1 else self._start)
+            if self._cursor is None:
+                return
+        end = self._reader._published_end()
+        while True:
+            cursor = self._cursor
+            assert cursor is not None
+            if end is not None and cursor.seq > end.seq:
+                return
+            limit = end.offset if end is not None and cursor.seq == end.seq else None
+            yield from cursor.frames(limit)
+            files = _recovery.segment_files(self._dir)[0]
+            last_seq = max(files, default=cursor.seq)
+            if cursor.status != codec.SCAN_END:
+                self._judge_stop(cursor, end, cursor.seq >= last_seq)
+                return
+            finished = cursor.seq < last_seq and (end is None or cursor.seq < end.seq)
+            if not finished:
+                return
+            # The writer only starts segment n+1 after n is complete and synced.
+            if cursor.offset < cursor.size():
+                continue  # a completed segment has more than we saw at the start of this pass
+            nxt = cursor.seq + 1
+            if nxt not in files:
+                if min(files) > nxt:  # P5: checkpointed away under us; never skip ahead
+                    raise LsnOutOfRangeError(
+                        f"{self._dir}: segment {_segments.segment_name(nxt)} was removed (by a checkpoint) "
+                        f"before LSN {cursor.expect or self._start} was read; start again from first_lsn"
+                    )
+                raise WalCorruptError(
+                    f"{self._dir}: segment {_segments.segment_name(nxt)} is missing after "
+                    f"{os.path.basename(cursor.path)} (I11)"
+                )
+            self._cursor = _segments.SegmentCursor(self._dir, nxt, files[nxt], cursor.expect, self._start)
+            cursor.close()
+
+    def _judge_stop(self, cursor: _segments.SegmentCursor, end: Optional[_visible.VisibleEnd], is_last: bool) -> None:
+        """Reading stopped at something that is not a frame: the end of what is visible, or damage."""
+        if cursor.status == codec.SCAN_BAD_LSN:
+            raise cursor.corrupt("LSN discontinuity", "entries are missing; restore the segments from a backup")
+        if end is not None:
+            # P4: the writer published this end after syncing it; nothing before it may be bad.
+            raise cursor.corrupt("bad frame before the writer's visible end",
+                                 "the disk returned damaged data; run `walogs verify`")
+        if not is_last:
+            raise cursor.corrupt("corruption in completed segment",
+                                 "completed segments are never cut; restore the segment from a backup")
+        verdict = _segments.judge_tail(cursor.scan_view(), cursor.last_lsn)
+        if not verdict.torn:
+            raise cursor.corrupt(
+                f"mid-log damage (a valid frame continuing the log follows at offset {verdict.continuing_offset})",
+                "`walogs repair DIR --truncate-corrupt-tail` cuts it and keeps the cut bytes (P10)",
+            )
+        # A torn tail, or a write still in flight: the end of what is visible now.
