@@ -32,6 +32,8 @@ $(BUILT): $(DEPS) setup.py walogs/_frame.pyx walogs/_crc.h
 
 demo: build
 	$(PY) examples/quickstart.py
+	@echo
+	$(PY) examples/worker_pool.py
 
 # The whole suite twice: compiled codec, then the pure-Python fallback (P8).
 test: build
