@@ -413,3 +413,37 @@ def test_unreadable_directory_raises_permission_error(tmp_path):
         os.chmod(log, 0o755)
     assert out.stdout.startswith("PermissionError"), out.stderr
     assert str(log) in out.stdout
+
+
+def test_group_commit_shares_fdatasync(log_dir, monkeypatch):
+    """I4 + group commit: 8 threads appending with sync="always" each get an acknowledged,
+    durable LSN, with fewer fdatasync calls than appends (followers ride a leader's sync)."""
+    import time
+
+    real = _io.fdatasync
+    syncs = {"n": 0}
+
+    def slow_fdatasync(fd: int) -> None:
+        syncs["n"] += 1
+        time.sleep(0.002)  # a slow disk, so appends pile up behind a sync (still a real fdatasync)
+        real(fd)
+
+    wal = walogs.Wal.open(log_dir)
+    monkeypatch.setattr(_io, "fdatasync", slow_fdatasync)
+    acked = []
+
+    def work() -> None:
+        for _ in range(25):
+            lsn = wal.append(b"g")
+            assert wal.durable_lsn >= lsn
+            acked.append(lsn)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(acked) == list(range(1, 201))
+    assert syncs["n"] < 200
+    monkeypatch.undo()
+    wal.close()

@@ -124,6 +124,11 @@ class Wal:
         _, lsn, seq, offset = target
         self._publisher.publish(_visible.PUBLISHED, seq, lsn, offset)
 
+    def _publish_synced(self, target: tuple[int, int, int, int]) -> None:
+        # Under "none" the written end is already published; an older synced one must not replace it.
+        if self._config.sync != "none":
+            self._publish(target)
+
     # ------------------------------------------------------------------ writing
 
     def append(self, data: object) -> int:
@@ -188,7 +193,7 @@ class Wal:
                 while True:
                     if self._durable_lsn >= lsn:
                         return
-                    if self._poison is not None:
+                    if self._poison is not None or self._closed:
                         self._check_writable()
                     if not self._syncing:
                         self._syncing = True
@@ -208,7 +213,7 @@ class Wal:
                     self._syncing = False
                     if synced is not None and synced[1] > self._durable_lsn and self._poison is None:
                         self._durable_lsn = synced[1]
-                        self._publish(synced)
+                        self._publish_synced(synced)
                     cond.notify_all()
 
     def sync(self) -> None:
@@ -246,7 +251,7 @@ class Wal:
             with self._sync_cond:
                 if self._next_lsn - 1 > self._durable_lsn:
                     self._durable_lsn = self._next_lsn - 1
-                    self._publish((old_fd, self._durable_lsn, old.seq, old.end))
+                    self._publish_synced((old_fd, self._durable_lsn, old.seq, old.end))
             self._completed.append(old)
             self._active = SegmentInfo(seq, name, 0, 0, 0)
             self._fd = new_fd
@@ -386,6 +391,9 @@ class Wal:
                 if in_owner and self._poison is None and self._durable_lsn < self._next_lsn - 1:
                     with self._sync_mutex:
                         _io.fdatasync(self._fd)
+                    with self._sync_cond:  # appends waiting on a group commit are now durable
+                        self._durable_lsn = self._next_lsn - 1
+                        self._sync_cond.notify_all()
             finally:
                 with self._sync_mutex:
                     _io.close(self._fd)
