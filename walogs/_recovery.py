@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from walogs import _floor, _io, _segments
 from walogs._codec import codec
@@ -83,11 +83,12 @@ def segment_files(directory: str) -> tuple[dict[int, str], bool]:
     return segments, v1
 
 
-def examine(directory: str) -> LogLayout:
+def examine(directory: str, progress: Optional[Callable[[str, int], None]] = None) -> LogLayout:
     """Scan every segment read-only and judge the tail (FORMAT.md, P10). Never writes.
 
     Raises WalCorruptError for damage in a completed segment, a segment gap
     (I11), an LSN jump (I12) or mid-log damage in the last segment (P10).
+    ``progress(name, size)`` is called after each segment is scanned.
     """
     files, v1 = segment_files(directory)
     _segments.check_contiguous(directory, files)
@@ -98,6 +99,8 @@ def examine(directory: str) -> LogLayout:
         is_last = seq == seqs[-1]
         path = os.path.join(directory, files[seq])
         scan = _segments.scan_segment(seq, path, expect)
+        if progress is not None:
+            progress(files[seq], scan.size)
         if not scan.clean:
             _judge_damage(directory, scan, expect, is_last, layout)
         layout.segments.append(SegmentInfo(seq, files[seq], scan.first_lsn, scan.last_lsn, scan.end))
@@ -111,20 +114,22 @@ def _judge_damage(directory: str, scan: _segments.SegmentScan, expect: int, is_l
         # A whole frame with a valid CRC cannot be a torn write: it is an LSN jump (I12).
         raise _segments.corrupt_error(
             directory, scan, expect, "LSN discontinuity",
-            "entries between are missing; restore the segments from a backup",
+            "entries between are missing; restore the segments from a backup", in_last_segment=is_last,
         )
     if not is_last:
         raise _segments.corrupt_error(
             directory, scan, expect, "corruption in completed segment",
             "completed segments are never cut; restore the segment from a backup",
         )
-    verdict = _segments.judge_tail(scan, expect - 1 if expect else 0)
+    # The LSN window of a continuing frame starts after the last good frame before the damage.
+    after_lsn = scan.last_lsn if scan.count else max(expect - 1, 0)
+    verdict = _segments.judge_tail(scan, after_lsn)
     if not verdict.torn:
         raise _segments.corrupt_error(
             directory, scan, expect,
             f"mid-log damage (a valid frame continuing the log follows at offset {verdict.continuing_offset})",
             "nothing was truncated; `walogs repair DIR --truncate-corrupt-tail` cuts it and keeps "
-            "the cut bytes in a side file (P10)",
+            "the cut bytes in a side file (P10)", in_last_segment=True,
         )
     layout.torn_at = scan.end
     layout.torn_size = scan.size

@@ -255,13 +255,14 @@ def judge_tail(scan: SegmentScan, after_lsn: int) -> TailVerdict:
     return TailVerdict(has_zero_sector(scan.path, scan.end, continuing), continuing)
 
 
-def corrupt_error(directory: str, scan: SegmentScan, expect_lsn: int, what: str, advice: str) -> WalCorruptError:
+def corrupt_error(directory: str, scan: SegmentScan, expect_lsn: int, what: str, advice: str,
+                  in_last_segment: bool = False) -> WalCorruptError:
     """A WalCorruptError naming the directory, segment, offset and reason."""
     name = os.path.basename(scan.path)
     return WalCorruptError(
         f"{directory}: {what} in segment {name} at offset {scan.end}: "
-        f"{scan.reason(expect_lsn)} ({scan.count} valid frames before it, "
-        f"last LSN {scan.last_lsn or 'none'}); {advice}"
+        f"{scan.reason(expect_lsn)} (last good LSN {scan.last_lsn or 'none'}); {advice}",
+        segment=name, offset=scan.end, in_last_segment=in_last_segment,
     )
 
 

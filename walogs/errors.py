@@ -17,11 +17,20 @@ class WalError(Exception):
 
 
 class WalCorruptError(WalError):
-    """The log holds damage that recovery must not silently repair."""
+    """The log holds damage that recovery must not silently repair.
 
-    def __init__(self, reason: str) -> None:
+    ``reason`` is the whole message. Where the damage is at one place,
+    ``segment`` (file name), ``offset`` and ``in_last_segment`` say where;
+    ``walogs repair`` cuts only damage in the last segment.
+    """
+
+    def __init__(self, reason: str, *, segment: str | None = None, offset: int | None = None,
+                 in_last_segment: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.segment = segment
+        self.offset = offset
+        self.in_last_segment = in_last_segment
 
 
 class EntryTooLargeError(WalError, ValueError):
