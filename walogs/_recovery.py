@@ -122,7 +122,8 @@ def _judge_damage(directory: str, scan: _segments.SegmentScan, expect: int, is_l
             "completed segments are never cut; restore the segment from a backup",
         )
     # The LSN window of a continuing frame starts after the last good frame before the damage.
-    after_lsn = scan.last_lsn if scan.count else max(expect - 1, 0)
+    # With no LSN known at all (0), judge_tail accepts any LSN: a false "corrupt" is safe, a false "torn" is not.
+    after_lsn = scan.last_lsn if scan.count else max(expect - 1, layout.floor - 1, 0)
     verdict = _segments.judge_tail(scan, after_lsn)
     if not verdict.torn:
         raise _segments.corrupt_error(

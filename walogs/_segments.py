@@ -181,6 +181,8 @@ def find_continuing_frame(path: str, bad_offset: int, after_lsn: int) -> Optiona
     a torn tail. Streams the file in chunks; a candidate frame larger than a
     chunk is read whole (at most MAX_ENTRY_SIZE + 16 bytes).
     """
+    # No LSN known: move the window's anchor so far back that every LSN >= 1 fits in it.
+    anchor = bad_offset if after_lsn else -(1 << 60)
     fd = _io.open_read(path)
     try:
         size = _io.file_size(fd)
@@ -188,7 +190,7 @@ def find_continuing_frame(path: str, bad_offset: int, after_lsn: int) -> Optiona
         pos = bad_offset + 1
         while pos + FRAME_HEADER_SIZE <= size:
             view = chunks.read(fd, pos, min(CHUNK, size - pos))
-            found, kind = codec.find_frame(view, 0, after_lsn, bad_offset - pos)
+            found, kind = codec.find_frame(view, 0, after_lsn, anchor - pos)
             if kind == codec.FIND_FRAME:
                 return pos + found
             if kind == codec.FIND_NONE:
@@ -198,7 +200,7 @@ def find_continuing_frame(path: str, bad_offset: int, after_lsn: int) -> Optiona
             length = _HEADER.unpack_from(view, found)[0]
             if candidate + FRAME_HEADER_SIZE + length <= size:
                 whole = chunks.read(fd, candidate, FRAME_HEADER_SIZE + length)
-                if codec.find_frame(whole, 0, after_lsn, bad_offset - candidate) == (0, codec.FIND_FRAME):
+                if codec.find_frame(whole, 0, after_lsn, anchor - candidate) == (0, codec.FIND_FRAME):
                     return candidate
             pos = candidate + 1
         return None
@@ -247,7 +249,10 @@ def judge_tail(scan: SegmentScan, after_lsn: int) -> TailVerdict:
     """Decide whether the first bad frame of the last segment is a torn tail (P10).
 
     ``after_lsn`` is the last good LSN before the bad frame (from earlier
-    segments when this one has no good frame; 0 when unknown).
+    segments or the LSN floor when this one has no good frame). 0 means no
+    LSN is known: then any valid frame counts as continuing, because
+    calling a torn tail corrupt loses nothing, while the reverse would cut
+    good frames.
     """
     continuing = find_continuing_frame(scan.path, scan.end, after_lsn)
     if continuing is None:
