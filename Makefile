@@ -46,6 +46,11 @@ test-cython: build
 test-python: build
 	WALOGS_PURE_PYTHON=1 $(PYTEST) tests
 
+# The long crash, fault and fuzz suites (WALOGS_STRESS=N multiplies the counts).
+stress: build
+	WALOGS_STRESS=$${WALOGS_STRESS:-1} $(PYTEST) tests
+	WALOGS_STRESS=$${WALOGS_STRESS:-1} WALOGS_PURE_PYTHON=1 $(PYTEST) tests
+
 bench: build
 	$(PY) benchmarks/run.py
 

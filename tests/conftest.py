@@ -56,3 +56,18 @@ def snapshot(directory) -> dict[str, tuple[bytes, int, int]]:
         with open(path, "rb") as f:
             out[name] = (f.read(), st.st_size, st.st_mtime_ns)
     return out
+
+
+STRESS = os.environ.get("WALOGS_STRESS", "") not in ("", "0")
+"""`make stress` sets WALOGS_STRESS=1: suites run their long versions."""
+
+
+def scale(per_commit: int, stress: int) -> int:
+    """A case count: the per-commit size under `make test`, the long one under `make stress`.
+
+    WALOGS_STRESS may also be a number, multiplying the stress size.
+    """
+    if not STRESS:
+        return per_commit
+    factor = os.environ["WALOGS_STRESS"]
+    return stress * (int(factor) if factor.isdigit() and int(factor) > 1 else 1)
