@@ -264,9 +264,10 @@ def corrupt_error(directory: str, scan: SegmentScan, expect_lsn: int, what: str,
                   in_last_segment: bool = False) -> WalCorruptError:
     """A WalCorruptError naming the directory, segment, offset and reason."""
     name = os.path.basename(scan.path)
+    last_good = scan.last_lsn or max(expect_lsn - 1, 0)
     return WalCorruptError(
         f"{directory}: {what} in segment {name} at offset {scan.end}: "
-        f"{scan.reason(expect_lsn)} (last good LSN {scan.last_lsn or 'none'}); {advice}",
+        f"{scan.reason(expect_lsn)} (last good LSN {last_good or 'none'}); {advice}",
         segment=name, offset=scan.end, in_last_segment=in_last_segment,
     )
 

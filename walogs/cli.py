@@ -47,13 +47,11 @@ def _segment_summaries(directory: str) -> list[dict[str, Any]]:
     """Per segment: name, size, first and last LSN, read-only (stops at damage)."""
     files, _ = _recovery.segment_files(directory)
     rows = []
-    expect = 0
     for seq, name in files.items():
-        scan = _segments.scan_segment(seq, os.path.join(directory, name), expect)
+        # Each segment on its own: damage before it must not hide its entries (verify judges the chain).
+        scan = _segments.scan_segment(seq, os.path.join(directory, name))
         rows.append({"segment": name, "size": scan.size, "first_lsn": scan.first_lsn or None,
                      "last_lsn": scan.last_lsn or None, "valid_bytes": scan.end})
-        if scan.count:
-            expect = scan.last_lsn + 1
     return rows
 
 
@@ -177,7 +175,8 @@ def cmd_dump(args: argparse.Namespace) -> int:
 
 def cmd_repair(args: argparse.Namespace) -> int:
     directory = _log_directory(args.dir)
-    lock = _lock.WriterLock.acquire(directory, 0)  # refuses while a writer lives
+    # Only a real repair takes the lock (refusing while a writer lives); a report touches nothing.
+    lock = _lock.WriterLock.acquire(directory, 0) if args.truncate_corrupt_tail else None
     try:
         verdict = _verdict(directory)
         if verdict["status"] == "clean":
@@ -198,7 +197,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
         print(f"cut {verdict['segment']} at offset {offset}; the {size - offset} cut bytes are in {saved}")
         return EXIT_OK
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def _count_valid_frames_after(path: str, bad_offset: int) -> int:

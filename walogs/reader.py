@@ -166,6 +166,8 @@ class _Stream:
 
     def locate(self, start: Optional[int]) -> None:
         """Open the segment that holds ``start`` (default: the oldest stored entry)."""
+        if start is not None and start < 1:
+            raise LsnOutOfRangeError(f"{self._dir}: start LSN {start} is not a valid LSN (LSNs start at 1)")
         files = self._reader._segment_files()
         chosen: Optional[tuple[int, str]] = None
         first_stored: Optional[int] = None
@@ -186,8 +188,6 @@ class _Stream:
                 f"{self._dir}: start LSN {start} is older than the oldest stored entry "
                 f"({first_stored}); it was checkpointed away"
             )
-        if start is not None and start < 1:
-            raise LsnOutOfRangeError(f"{self._dir}: start LSN {start} is not a valid LSN (LSNs start at 1)")
         self._start = start if start is not None else (first_stored or 1)
         if chosen is None:
             chosen = next(iter(files.items()), None)
