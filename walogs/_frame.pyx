@@ -1,0 +1,726 @@
+# cython: language_level=3, embedsignature=True
+# cython: binding=True, cdivision=True, annotation_typing=False, autotestdict=False
+"""Frame codec in C: the compiled twin of ``_frame_py``, the readable spec.
+
+Both modules expose the same names with the same signatures, results and
+exceptions (P8); ``tests/test_codec.py`` holds them to it. Nothing here does
+I/O: callers hand in buffers and get back frames, offsets and verdicts.
+
+Frame layout (FORMAT.md)::
+
+    len u32 LE | crc u32 LE | lsn u64 LE | data (len bytes)
+    crc = CRC-32 (zlib) over len ++ lsn ++ data       (I1)
+
+How this module stays safe and fast:
+
+- Buffers are read through raw pointers with an explicit length check before
+  every read (a header needs 16 bytes left, a frame its whole length), so a
+  torn tail is SCAN_SHORT / FIND_SHORT, never a read past the end. A len field
+  is compared with MAX_ENTRY_SIZE before it is used, and a frame is only ever
+  copied out of the buffer after all its bytes were found there: a len of
+  0xFFFFFFFF allocates nothing.
+- ``scan`` and ``find_frame`` walk the buffer without creating a Python object
+  per frame and release the GIL on buffers above 64 KiB; the readers release
+  it for the CRC and copy of frames above 64 KiB. A bytearray, mmap or
+  memoryview stays pinned by the typed memoryview meanwhile (it cannot be
+  resized or closed under the loop).
+- Integer arguments (LSNs, offsets) are range-checked as Python ints before
+  they are converted, so an out-of-range value gives the spec's ValueError,
+  never an OverflowError, and C arithmetic on LSNs is unsigned 64-bit.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.long cimport PyLong_AsUnsignedLongLong
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.memoryview cimport PyMemoryView_GET_BUFFER
+from cpython.number cimport PyNumber_Index
+from libc.stdint cimport int64_t, uint32_t, uint64_t, UINT64_MAX
+from libc.string cimport memcpy
+
+cimport cython
+
+from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError
+
+cdef extern from "_crc.h" nogil:
+    # I1: CRC-32 (IEEE, zlib's) from libdeflate or zlib, chosen at build time.
+    uint32_t walogs_crc32(uint32_t crc, const unsigned char *p, size_t n)
+    const char *WALOGS_CRC_BACKEND
+
+# Why a scan or a reader stopped.
+SCAN_END = 0
+"""Stopped exactly at the end of the buffer: every byte was a whole frame."""
+SCAN_SHORT = 1
+"""The bytes at the stop offset are a header or frame cut off by the end of the buffer."""
+SCAN_BAD_LEN = 2
+"""The len field exceeds MAX_ENTRY_SIZE: not a frame."""
+SCAN_BAD_CRC = 3
+"""The CRC does not match: not a frame (I1)."""
+SCAN_BAD_LSN = 4
+"""A whole frame with a valid CRC but not the expected LSN (I9, I12)."""
+SCAN_RUNNING = -1
+"""FrameReader.status while the reader has not stopped yet."""
+
+# What find_frame found.
+FIND_NONE = 0
+"""No plausible frame header starts before the last 15 bytes of the buffer."""
+FIND_FRAME = 1
+"""A whole, valid, continuing frame starts at the returned offset."""
+FIND_SHORT = 2
+"""A plausible header starts at the returned offset, but its frame runs past the buffer."""
+
+# The same values for C code (an enum, not DEF: Cython 3 deprecates DEF).
+cdef enum:
+    _S_RUNNING = -1
+    _S_END = 0
+    _S_SHORT = 1
+    _S_BAD_LEN = 2
+    _S_BAD_CRC = 3
+    _S_BAD_LSN = 4
+    _F_NONE = 0
+    _F_FRAME = 1
+    _F_SHORT = 2
+    _HDR = 16                 # the header layout below is fixed: len, crc, lsn
+    _NOGIL_MIN = 64 * 1024    # release the GIL for C loops over more bytes than this
+
+# find_frame's LSN window upper bound (see _Window).
+cdef enum:
+    _HI_NONNEG = 0
+    _HI_NEG = 1
+    _HI_ALWAYS = 2
+
+if FRAME_HEADER_SIZE != _HDR:
+    raise ImportError(f"walogs._frame is built for {_HDR}-byte frame headers, not {FRAME_HEADER_SIZE}")
+cdef uint32_t _MAX_LEN = MAX_ENTRY_SIZE
+if _MAX_LEN != MAX_ENTRY_SIZE:
+    raise ImportError(f"MAX_ENTRY_SIZE {MAX_ENTRY_SIZE} does not fit a u32 len field")
+
+_MAX_LSN = (1 << 64) - 1
+_CRC_BACKEND = WALOGS_CRC_BACKEND.decode("ascii")
+"""Which library computes the CRC in this build: "libdeflate" or "zlib" (diagnostics only)."""
+
+cdef unsigned char _EMPTY_BYTE[1]
+cdef const unsigned char *_EMPTY = _EMPTY_BYTE   # a valid pointer for empty buffers (never read)
+
+
+# ---------------------------------------------------------------------------
+# Little-endian access and the frame CRC: pure C, callable without the GIL.
+# (Shifts rather than casts: no alignment or endianness assumption; compilers
+# turn each into one load or store on little-endian machines.)
+
+cdef inline uint32_t _le32(const unsigned char *p) noexcept nogil:
+    return (<uint32_t>p[0]) | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+
+
+cdef inline uint64_t _le64(const unsigned char *p) noexcept nogil:
+    return (<uint64_t>_le32(p)) | ((<uint64_t>_le32(p + 4)) << 32)
+
+
+cdef inline void _put32(unsigned char *p, uint32_t v) noexcept nogil:
+    p[0] = <unsigned char>v
+    p[1] = <unsigned char>(v >> 8)
+    p[2] = <unsigned char>(v >> 16)
+    p[3] = <unsigned char>(v >> 24)
+
+
+cdef inline void _put64(unsigned char *p, uint64_t v) noexcept nogil:
+    _put32(p, <uint32_t>v)
+    _put32(p + 4, <uint32_t>(v >> 32))
+
+
+cdef inline uint32_t _frame_crc(const unsigned char *h, size_t length) noexcept nogil:
+    # I1: the CRC covers len ++ lsn ++ data, skipping the crc field itself
+    # (bytes 4..7); data follows the header directly, so lsn ++ data is one run.
+    return walogs_crc32(walogs_crc32(0, h, 4), h + 8, 8 + length)
+
+
+cdef inline void _build(unsigned char *dst, const unsigned char *src, size_t size, uint64_t lsn) noexcept nogil:
+    # One frame at dst (16 + size bytes): header, data, then the CRC over the
+    # bytes just written.
+    _put32(dst, <uint32_t>size)
+    _put64(dst + 8, lsn)
+    if size:
+        memcpy(dst + _HDR, src, size)
+    _put32(dst + 4, _frame_crc(dst, size))
+
+
+cdef inline int _examine(const unsigned char *p, Py_ssize_t n, Py_ssize_t off, uint64_t expect,
+                         bint any_lsn, Py_ssize_t *total, uint64_t *lsn_out) noexcept nogil:
+    # The spec's _examine: the status of the frame at p[off:n] (_S_RUNNING:
+    # valid), with its total length and LSN when it is valid.
+    cdef Py_ssize_t remaining = n - off
+    cdef const unsigned char *h
+    cdef uint32_t length
+    cdef uint64_t lsn
+    if remaining < _HDR:
+        return _S_SHORT
+    h = p + off
+    length = _le32(h)
+    if length > _MAX_LEN:
+        return _S_BAD_LEN            # before length is used for anything
+    if remaining - _HDR < <Py_ssize_t>length:
+        return _S_SHORT              # never read past the buffer
+    if _frame_crc(h, length) != _le32(h + 4):
+        return _S_BAD_CRC            # I1
+    lsn = _le64(h + 8)
+    # I9, I12: LSN 0 is never written and LSNs count up by exactly one.
+    if lsn == 0 or (not any_lsn and lsn != expect):
+        return _S_BAD_LSN
+    total[0] = _HDR + <Py_ssize_t>length
+    lsn_out[0] = lsn
+    return _S_RUNNING
+
+
+cdef inline bint _big_frame_at(const unsigned char *p, Py_ssize_t n, Py_ssize_t off) noexcept nogil:
+    # Whether the frame at off is worth releasing the GIL for (its CRC, its copy).
+    return n - off >= _HDR and _le32(p + off) > _NOGIL_MIN
+
+
+cdef int _scan_loop(const unsigned char *p, Py_ssize_t n, Py_ssize_t *off_io, uint64_t expect, bint any_lsn,
+                    Py_ssize_t *count_out, uint64_t *first_out, uint64_t *last_out) noexcept nogil:
+    # I5: validate frames from off_io on, stopping at the first non-frame.
+    cdef Py_ssize_t off = off_io[0]
+    cdef Py_ssize_t count = 0
+    cdef Py_ssize_t total = 0
+    cdef uint64_t lsn = 0
+    cdef uint64_t first = 0
+    cdef uint64_t last = 0
+    cdef int status = _S_END
+    while off < n:
+        status = _examine(p, n, off, expect, any_lsn, &total, &lsn)
+        if status != _S_RUNNING:
+            break
+        if count == 0:
+            first = lsn
+        count += 1
+        last = lsn
+        # I12: the next frame must carry lsn + 1. After 2**64-1 this wraps to
+        # 0, which no frame may carry: the spec's 2**64.
+        expect = lsn + 1
+        any_lsn = False
+        off += total
+    else:
+        status = _S_END
+    off_io[0] = off
+    count_out[0] = count
+    first_out[0] = first
+    last_out[0] = last
+    return status
+
+
+# ---------------------------------------------------------------------------
+# find_frame's LSN window, exact for any Python ints after_lsn and bad_offset.
+#
+# A header at o is a candidate when  after_lsn < lsn <= after_lsn + 1 + (o - bad_offset) // 16.
+# With c = after_lsn + 1 and bad_offset = 16 * q + r (0 <= r < 16, Python's
+# divmod) the upper bound is  k + s(o)  where  k = c - q  (a Python int, worked
+# out once) and  s(o) = (o - r) // 16  which lies in [-1, PY_SSIZE_T_MAX // 16]
+# for 0 <= o. k is sorted into: k >= 2**64 (the bound never binds: s >= -1),
+# 0 <= k < 2**64 (kmag = k), -2**62 < k < 0 (kmag = -k); k <= -2**62 means
+# no LSN fits anywhere and is handled before the loop.
+
+cdef struct _Window:
+    uint64_t lo       # lsn must be >= lo (0 when after_lsn < 0: LSN 0 passes, as in the spec)
+    int hi_mode       # _HI_NONNEG, _HI_NEG or _HI_ALWAYS
+    uint64_t kmag
+    Py_ssize_t r
+
+
+cdef inline bint _in_window(uint64_t lsn, Py_ssize_t o, const _Window *w) noexcept nogil:
+    cdef Py_ssize_t s
+    cdef int64_t h
+    if lsn < w.lo:
+        return False
+    if w.hi_mode == _HI_ALWAYS:
+        return True
+    s = (o - w.r) // 16 if o >= w.r else -1     # floor division; o - r >= -15
+    if w.hi_mode == _HI_NONNEG:
+        if s >= 0:
+            if w.kmag > UINT64_MAX - <uint64_t>s:
+                return True                      # bound >= 2**64 > any lsn
+            return lsn <= w.kmag + <uint64_t>s
+        if w.kmag == 0:
+            return False                         # bound is -1
+        return lsn <= w.kmag - 1
+    h = <int64_t>s - <int64_t>w.kmag             # kmag < 2**62, s < 2**59: no overflow
+    if h < 0:
+        return False
+    return lsn <= <uint64_t>h
+
+
+cdef Py_ssize_t _find_loop(const unsigned char *p, Py_ssize_t n, Py_ssize_t o, const _Window *w,
+                           int *found) noexcept nogil:
+    # P10: the first header at or after o that could continue the log.
+    cdef Py_ssize_t end = n - _HDR
+    cdef const unsigned char *h
+    cdef uint32_t length
+    while o <= end:
+        h = p + o
+        length = _le32(h)
+        if length <= _MAX_LEN and _in_window(_le64(h + 8), o, w):
+            if <Py_ssize_t>length > end - o:     # o + 16 + length > n
+                found[0] = _F_SHORT
+                return o
+            if _frame_crc(h, length) == _le32(h + 4):
+                found[0] = _F_FRAME
+                return o
+        o += 1
+    found[0] = _F_NONE
+    return o
+
+
+# ---------------------------------------------------------------------------
+# Argument handling: the spec's checks, in the spec's order, with its messages.
+
+cdef object _entry_view(object data):
+    """A flat byte view of ``data``, or TypeError for anything not bytes-like."""
+    if type(data) is bytearray:
+        return memoryview(data)     # always flat, contiguous, "B": skip the checks
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(
+            f"an entry must be a bytes-like object, not {type(data).__name__}"
+        ) from None
+    if not view.c_contiguous:
+        raise TypeError("an entry must be a C-contiguous bytes-like object")
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view
+
+
+cdef object _byte_view(object buf):
+    # The spec's _byte_view. A non-contiguous 1-D "B" view passes the spec's
+    # _byte_view and fails at its first struct/zlib read; this raises that
+    # BufferError up front (the typed memoryview would raise ValueError).
+    if buf is None:
+        raise TypeError("buffer must be a bytes-like object, not None")
+    view = memoryview(buf)
+    if view.format != "B" or view.ndim != 1:
+        return view.cast("B")
+    if not view.c_contiguous:
+        raise BufferError("memoryview: underlying buffer is not C-contiguous")
+    return view
+
+
+cdef Py_ssize_t _check_offset(object offset, Py_ssize_t size) except -1:
+    # Checked as a Python int first: 2**70 is a ValueError, not an OverflowError.
+    if not 0 <= offset <= size:
+        raise ValueError(f"offset {offset} is outside the buffer of {size} bytes")
+    return offset
+
+
+cdef object _as_int(object value):
+    return value if type(value) is int else PyNumber_Index(value)
+
+
+cdef uint64_t _lsn_arg(object lsn) except 0:
+    # I9: an LSN to write, 1..2**64-1, else the spec's ValueError.
+    cdef uint64_t v = 0
+    if type(lsn) is int:
+        try:
+            v = PyLong_AsUnsignedLongLong(lsn)   # OverflowError below 0 or above 2**64-1
+        except OverflowError:
+            v = 0
+    else:
+        if 1 <= lsn <= _MAX_LSN:
+            v = PyLong_AsUnsignedLongLong(PyNumber_Index(lsn))
+    if v == 0:
+        raise ValueError(f"LSN {lsn} is out of range: LSNs run from 1 to 2**64-1 (I9)")
+    return v
+
+
+cdef int _expect_arg(object expect_lsn, uint64_t *expect, bint *any_lsn) except -1:
+    # expect_lsn 0 accepts any LSN >= 1. A value no u64 can equal (negative,
+    # above 2**64-1) rejects every frame: expect 0 with any_lsn False, because
+    # LSN 0 is itself rejected (I9).
+    value = _as_int(expect_lsn)
+    any_lsn[0] = value == 0
+    expect[0] = PyLong_AsUnsignedLongLong(value) if 0 < value <= _MAX_LSN else 0
+    return 0
+
+
+cdef inline const unsigned char *_data_ptr(object view) noexcept:
+    # The bytes of a bytes object or of a view made by _entry_view (flat, "B").
+    if type(view) is bytes:
+        return <const unsigned char *>PyBytes_AS_STRING(view)
+    return <const unsigned char *>PyMemoryView_GET_BUFFER(view).buf
+
+
+cdef inline Py_ssize_t _data_len(object view) noexcept:
+    if type(view) is bytes:
+        return PyBytes_GET_SIZE(view)
+    return PyMemoryView_GET_BUFFER(view).len
+
+
+cdef object _copy_out(const unsigned char *src, Py_ssize_t size):
+    # A new bytes object holding src[:size]; the copy runs without the GIL
+    # when it is large.
+    cdef object out
+    cdef unsigned char *dst
+    if size <= _NOGIL_MIN:
+        return PyBytes_FromStringAndSize(<const char *>src, size)
+    out = PyBytes_FromStringAndSize(NULL, size)
+    dst = <unsigned char *>PyBytes_AS_STRING(out)
+    with nogil:
+        memcpy(dst, src, <size_t>size)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Public API
+
+def encode(lsn: int, data: object) -> bytes:
+    """Return the frame holding ``data`` with LSN ``lsn``.
+
+    Raises TypeError if ``data`` is not bytes-like, EntryTooLargeError if it
+    is longer than MAX_ENTRY_SIZE (I7), ValueError if ``lsn`` is not in
+    1..2**64-1 (I9).
+    """
+    cdef object view = data
+    cdef const unsigned char *src
+    cdef Py_ssize_t size
+    cdef uint64_t v
+    cdef object out
+    cdef unsigned char *dst
+    if type(data) is not bytes:
+        view = _entry_view(data)
+    src = _data_ptr(view)
+    size = _data_len(view)
+    if size > <Py_ssize_t>_MAX_LEN:
+        raise EntryTooLargeError(size, MAX_ENTRY_SIZE)   # I7: nothing built
+    v = _lsn_arg(lsn)
+    out = PyBytes_FromStringAndSize(NULL, _HDR + size)
+    dst = <unsigned char *>PyBytes_AS_STRING(out)
+    if size > _NOGIL_MIN:
+        with nogil:
+            _build(dst, src, <size_t>size, v)
+    else:
+        _build(dst, src, <size_t>size, v)
+    return out
+
+
+cdef struct _Piece:
+    const unsigned char *p
+    size_t n
+
+
+def encode_batch(first_lsn: int, items: Iterable[object]) -> bytes:
+    """Return the frames of ``items`` back to back, LSNs counting up from ``first_lsn``.
+
+    Every item is checked before any frame is built, so a bad item raises
+    (TypeError, EntryTooLargeError) with nothing encoded. An empty ``items``
+    gives ``b""``.
+    """
+    cdef list views = []
+    cdef object view
+    cdef Py_ssize_t size, count, i
+    cdef Py_ssize_t total = 0
+    cdef uint64_t first
+    cdef object out
+    cdef unsigned char *dst
+    cdef _Piece *pieces
+    # Every item's type first, then every size, as the spec does (I7).
+    for item in items:
+        views.append(item if type(item) is bytes else _entry_view(item))
+    for view in views:
+        size = _data_len(view)
+        if size > <Py_ssize_t>_MAX_LEN:
+            raise EntryTooLargeError(size, MAX_ENTRY_SIZE)
+        total += _HDR + size
+    count = len(views)
+    if count == 0:
+        return b""
+    first = _lsn_arg(first_lsn)           # I9: the first LSN, then the last
+    _lsn_arg(first_lsn + count - 1)       # (a Python int: 2**64 is a ValueError)
+    # All frames go into one preallocated bytes object. The views list keeps
+    # every source alive (bytes) or pinned (memoryviews) while the GIL is out.
+    pieces = <_Piece *>PyMem_Malloc(<size_t>count * sizeof(_Piece))
+    if pieces == NULL:
+        raise MemoryError()
+    try:
+        for i in range(count):
+            view = views[i]
+            pieces[i].p = _data_ptr(view)
+            pieces[i].n = <size_t>_data_len(view)
+        out = PyBytes_FromStringAndSize(NULL, total)
+        dst = <unsigned char *>PyBytes_AS_STRING(out)
+        if total > _NOGIL_MIN:
+            with nogil:
+                _build_all(dst, pieces, count, first)
+        else:
+            _build_all(dst, pieces, count, first)
+    finally:
+        PyMem_Free(pieces)
+    return out
+
+
+cdef void _build_all(unsigned char *dst, const _Piece *pieces, Py_ssize_t count, uint64_t first) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(count):
+        _build(dst, pieces[i].p, pieces[i].n, first + <uint64_t>i)   # no wrap: last LSN checked
+        dst += _HDR + pieces[i].n
+
+
+def scan(buf: object, offset: int = 0, expect_lsn: int = 0) -> tuple[int, int, int, int, int]:
+    """Validate frames from ``offset`` on without building an object per frame.
+
+    ``expect_lsn`` is the LSN the first frame must carry (0: any LSN >= 1);
+    each later frame must carry the previous LSN plus one. Stops at the end of
+    the buffer or at the first thing that is not such a frame (I5).
+
+    Returns ``(end_offset, count, first_lsn, last_lsn, status)``: the offset
+    just past the last valid frame, how many valid frames there were, their
+    first and last LSN (0 when none), and one of the SCAN_* reasons.
+    """
+    cdef const unsigned char[::1] mv
+    cdef const unsigned char *p = _EMPTY
+    cdef Py_ssize_t n
+    cdef Py_ssize_t off, count = 0
+    cdef uint64_t expect = 0, first = 0, last = 0
+    cdef bint any_lsn = True
+    cdef int status
+    if type(buf) is bytes:
+        p = <const unsigned char *>PyBytes_AS_STRING(buf)
+        n = PyBytes_GET_SIZE(buf)
+    else:
+        mv = _byte_view(buf)
+        n = mv.shape[0]
+        if n:
+            p = &mv[0]
+    off = _check_offset(offset, n)
+    _expect_arg(expect_lsn, &expect, &any_lsn)
+    if n - off > _NOGIL_MIN:
+        with nogil:
+            status = _scan_loop(p, n, &off, expect, any_lsn, &count, &first, &last)
+    else:
+        status = _scan_loop(p, n, &off, expect, any_lsn, &count, &first, &last)
+    return off, count, first, last, status
+
+
+@cython.embedsignature(False)
+@cython.auto_pickle(False)   # not picklable, like the spec's (which holds a memoryview)
+cdef class FrameReader:
+    # The first two lines are CPython's own text-signature header: the type's
+    # __doc__ drops them and __text_signature__ keeps the part after the name,
+    # so inspect.signature(FrameReader) works as on the fallback class (P8).
+    # (Cython's embedsignature does not produce one for a cdef class.)
+    """FrameReader(buf, offset=0, expect_lsn=0, skip_before=0)
+--
+
+Iterator of ``(lsn, data)`` over the frames of a buffer, one per ``next``.
+
+    ``expect_lsn`` works as in :func:`scan`. Frames with an LSN below
+    ``skip_before`` are validated but not returned. After the iterator is
+    exhausted, ``status`` tells why (a SCAN_* value), ``offset`` is just past
+    the last valid frame and ``last_lsn`` is that frame's LSN (or the
+    ``expect_lsn - 1`` it started from, 0 if none).
+    """
+
+    cdef object _owner                    # buf if it is bytes, else the flat memoryview of it
+    cdef const unsigned char[::1] _mv     # (not bytes) the typed view _p points into
+    cdef const unsigned char *_p
+    cdef Py_ssize_t _n
+    cdef Py_ssize_t _offset
+    cdef int _status
+    cdef uint64_t _expect
+    cdef bint _any_lsn
+    cdef uint64_t _last
+    cdef bint _have_last
+    cdef object _last_before              # last_lsn until a frame was read
+    cdef uint64_t _skip_before
+    cdef bint _skip_all
+
+    def __cinit__(self):
+        # A subclass that skips __init__ gets an empty, finished reader.
+        self._p = _EMPTY
+        self._n = 0
+        self._status = _S_END
+        self._last_before = 0
+
+    def __init__(self, buf: object, offset: int = 0, expect_lsn: int = 0, skip_before: int = 0) -> None:
+        cdef const unsigned char[::1] mv
+        cdef const unsigned char *p = _EMPTY
+        cdef Py_ssize_t n
+        cdef uint64_t expect = 0
+        cdef bint any_lsn = True
+        if type(buf) is bytes:
+            owner = buf
+            p = <const unsigned char *>PyBytes_AS_STRING(buf)
+            n = PyBytes_GET_SIZE(buf)
+        else:
+            owner = _byte_view(buf)
+            mv = owner
+            n = mv.shape[0]
+            if n:
+                p = &mv[0]
+        off = _check_offset(offset, n)
+        _expect_arg(expect_lsn, &expect, &any_lsn)
+        expect_lsn = _as_int(expect_lsn)
+        skip_before = _as_int(skip_before)
+        # Nothing fails from here on: commit the new state at once.
+        self._owner = owner
+        if type(owner) is bytes:
+            self._mv = None
+        else:
+            self._mv = mv
+        self._p = p
+        self._n = n
+        self._offset = off
+        self._status = _S_RUNNING
+        self._expect = expect
+        self._any_lsn = any_lsn
+        self._have_last = False
+        self._last = 0
+        self._last_before = expect_lsn - 1 if expect_lsn else 0
+        # A valid frame's LSN is >= 1: skip_before <= 1 skips nothing.
+        self._skip_all = skip_before > _MAX_LSN
+        self._skip_before = PyLong_AsUnsignedLongLong(skip_before) if 1 < skip_before <= _MAX_LSN else 0
+
+    @property
+    def offset(self):
+        """Offset just past the last valid frame read so far."""
+        return self._offset
+
+    @property
+    def status(self):
+        """SCAN_RUNNING until the reader stops, then why it stopped (a SCAN_* value)."""
+        return self._status
+
+    @property
+    def last_lsn(self):
+        """LSN of the last valid frame read (or ``expect_lsn - 1``, 0 if none)."""
+        if self._have_last:
+            return self._last
+        return self._last_before
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef int status
+        cdef Py_ssize_t off
+        cdef Py_ssize_t total = 0
+        cdef uint64_t lsn = 0
+        # A local reference keeps the buffer alive and exported while the GIL
+        # is released below, even if another thread re-runs __init__ meanwhile.
+        cdef object _keep = self._owner
+        while self._status == _S_RUNNING:
+            off = self._offset
+            if off >= self._n:
+                self._status = _S_END
+                break
+            if _big_frame_at(self._p, self._n, off):
+                with nogil:
+                    status = _examine(self._p, self._n, off, self._expect, self._any_lsn, &total, &lsn)
+            else:
+                status = _examine(self._p, self._n, off, self._expect, self._any_lsn, &total, &lsn)
+            if status != _S_RUNNING:
+                self._status = status   # I10: a bad frame is never yielded
+                break
+            self._offset = off + total
+            self._last = lsn
+            self._have_last = True
+            self._expect = lsn + 1      # wraps to 0 after 2**64-1: matches nothing (I12)
+            self._any_lsn = False
+            if self._skip_all or lsn < self._skip_before:
+                continue
+            return lsn, _copy_out(self._p + off + _HDR, total - _HDR)
+        raise StopIteration
+
+
+def decode(buf: object, offset: int = 0, expect_lsn: int = 0) -> tuple[list[tuple[int, bytes]], int, int]:
+    """Decode frames from ``offset`` on: ``(frames, end_offset, status)``.
+
+    ``frames`` is the list of ``(lsn, data)`` pairs before the first thing
+    that is not a frame; the rest is as in :func:`scan`.
+    """
+    cdef const unsigned char[::1] mv
+    cdef const unsigned char *p = _EMPTY
+    cdef Py_ssize_t n
+    cdef Py_ssize_t off
+    cdef Py_ssize_t total = 0
+    cdef uint64_t expect = 0, lsn = 0
+    cdef bint any_lsn = True
+    cdef int status = _S_END
+    cdef list frames = []
+    if type(buf) is bytes:
+        p = <const unsigned char *>PyBytes_AS_STRING(buf)
+        n = PyBytes_GET_SIZE(buf)
+    else:
+        mv = _byte_view(buf)
+        n = mv.shape[0]
+        if n:
+            p = &mv[0]
+    off = _check_offset(offset, n)
+    _expect_arg(expect_lsn, &expect, &any_lsn)
+    while off < n:
+        if _big_frame_at(p, n, off):
+            with nogil:
+                status = _examine(p, n, off, expect, any_lsn, &total, &lsn)
+        else:
+            status = _examine(p, n, off, expect, any_lsn, &total, &lsn)
+        if status != _S_RUNNING:
+            break                       # I10: a bad frame is never returned
+        frames.append((lsn, _copy_out(p + off + _HDR, total - _HDR)))
+        expect = lsn + 1                # I12 (wraps to 0: matches nothing)
+        any_lsn = False
+        off += total
+    else:
+        status = _S_END
+    return frames, off, status
+
+
+def find_frame(buf: object, offset: int, after_lsn: int, bad_offset: int) -> tuple[int, int]:
+    """Find the first frame at or after ``offset`` that could continue the log (P10).
+
+    A candidate is a header at any byte offset ``o`` whose len is at most
+    MAX_ENTRY_SIZE and whose LSN lies in ``after_lsn + 1`` ..
+    ``after_lsn + 1 + (o - bad_offset) // 16``: more frames than that cannot
+    fit between the bad frame at ``bad_offset`` (relative to ``buf``, may be
+    negative) and ``o``. The window keeps random bytes from passing for a
+    frame (FORMAT.md).
+
+    Returns ``(o, FIND_FRAME)`` for the first whole candidate with a valid
+    CRC, ``(o, FIND_SHORT)`` for a candidate whose frame runs past the
+    buffer (the caller must read more to judge it), or ``(o, FIND_NONE)``
+    where ``o`` is the first offset whose header the buffer could not hold.
+    """
+    cdef const unsigned char[::1] mv
+    cdef const unsigned char *p = _EMPTY
+    cdef Py_ssize_t n
+    cdef Py_ssize_t off, o
+    cdef _Window w
+    cdef int found = _F_NONE
+    if type(buf) is bytes:
+        p = <const unsigned char *>PyBytes_AS_STRING(buf)
+        n = PyBytes_GET_SIZE(buf)
+    else:
+        mv = _byte_view(buf)
+        n = mv.shape[0]
+        if n:
+            p = &mv[0]
+    off = _check_offset(offset, n)
+    c = _as_int(after_lsn) + 1
+    q, r = divmod(_as_int(bad_offset), _HDR)
+    k = c - q
+    if c > _MAX_LSN or k <= -(1 << 62):
+        # No LSN can lie in the window at any offset: the spec's loop runs to
+        # the end without a candidate.
+        return max(n - _HDR + 1, off), FIND_NONE
+    w.lo = PyLong_AsUnsignedLongLong(c) if c > 0 else 0
+    w.r = r
+    w.kmag = 0
+    if k > _MAX_LSN:
+        w.hi_mode = _HI_ALWAYS
+    elif k >= 0:
+        w.hi_mode = _HI_NONNEG
+        w.kmag = PyLong_AsUnsignedLongLong(k)
+    else:
+        w.hi_mode = _HI_NEG
+        w.kmag = PyLong_AsUnsignedLongLong(-k)
+    if n - off > _NOGIL_MIN:
+        with nogil:
+            o = _find_loop(p, n, off, &w, &found)
+    else:
+        o = _find_loop(p, n, off, &w, &found)
+    return o, found   # o >= offset: the spec's max(o, offset)
