@@ -12,6 +12,7 @@ Frame layout (FORMAT.md)::
 
 from __future__ import annotations
 
+import operator
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
@@ -61,7 +62,7 @@ def _entry_view(data: object) -> memoryview:
 
 
 def _check_lsn(lsn: int) -> None:
-    if not 1 <= lsn <= _MAX_LSN:
+    if not 1 <= operator.index(lsn) <= _MAX_LSN:
         raise ValueError(f"LSN {lsn} is out of range: LSNs run from 1 to 2**64-1 (I9)")
 
 
@@ -127,11 +128,13 @@ def _byte_view(buf: object) -> memoryview:
     if buf is None:
         raise TypeError("buffer must be a bytes-like object, not None")
     view = memoryview(buf)  # type: ignore[arg-type]
+    if not view.c_contiguous:
+        raise BufferError("memoryview: underlying buffer is not C-contiguous")  # as Cython says it
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
 def _check_offset(offset: int, size: int) -> None:
-    if not 0 <= offset <= size:
+    if not 0 <= operator.index(offset) <= size:
         raise ValueError(f"offset {offset} is outside the buffer of {size} bytes")
 
 
@@ -149,7 +152,7 @@ def scan(buf: object, offset: int = 0, expect_lsn: int = 0) -> tuple[int, int, i
     view = _byte_view(buf)
     _check_offset(offset, len(view))
     count = first = last = 0
-    expect = expect_lsn
+    expect = operator.index(expect_lsn)
     while offset < len(view):
         status, total, lsn = _examine(view, offset, expect)
         if status != SCAN_RUNNING:
@@ -176,6 +179,7 @@ class FrameReader:
     def __init__(self, buf: object, offset: int = 0, expect_lsn: int = 0, skip_before: int = 0) -> None:
         self._view = _byte_view(buf)
         _check_offset(offset, len(self._view))
+        expect_lsn, skip_before = operator.index(expect_lsn), operator.index(skip_before)
         self.offset = offset
         self.status = SCAN_RUNNING
         self.last_lsn = expect_lsn - 1 if expect_lsn else 0
@@ -232,6 +236,7 @@ def find_frame(buf: object, offset: int, after_lsn: int, bad_offset: int) -> tup
     """
     view = _byte_view(buf)
     _check_offset(offset, len(view))
+    after_lsn, bad_offset = operator.index(after_lsn), operator.index(bad_offset)
     end = len(view) - FRAME_HEADER_SIZE
     o = offset
     while o <= end:
