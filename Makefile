@@ -6,7 +6,7 @@ DEPS   := $(VENV)/.stamp-deps
 BUILT  := .stamp-build
 PYTEST := $(PY) -m pytest -n auto -q -p no:cacheprovider
 
-.PHONY: all demo test test-cython test-python build bench stress annotate lint wheel clean system-deps
+.PHONY: all demo test test-cython test-python build bench stress annotate lint wheel wheel-test sdist clean system-deps
 
 all: build
 
@@ -35,10 +35,12 @@ demo: build
 	@echo
 	$(PY) examples/worker_pool.py
 
-# The whole suite twice: compiled codec, then the pure-Python fallback (P8).
+# The whole suite twice: the pure-Python fallback from the source tree, then
+# the compiled codec from the installed manylinux wheel (P8; the wheel is what
+# users get, so that is what the compiled pass tests).
 test: build
-	$(PYTEST) tests
 	WALOGS_PURE_PYTHON=1 $(PYTEST) tests
+	$(MAKE) wheel-test
 
 test-cython: build
 	$(PYTEST) tests
@@ -53,6 +55,34 @@ stress: build
 
 bench: build
 	$(PY) benchmarks/run.py
+
+# A manylinux wheel: built without isolation from .venv's Cython, repaired
+# by auditwheel (which bundles libdeflate), then checked.
+wheel: $(DEPS)
+	rm -rf build/wheel dist
+	WALOGS_REQUIRE_EXTENSIONS=1 $(PY) -m pip wheel -q --no-deps --no-build-isolation -w build/wheel .
+	$(VENV)/bin/auditwheel repair -w dist build/wheel/walogs-*.whl
+	$(VENV)/bin/auditwheel show dist/walogs-*.whl
+	$(PY) tools/check_wheel.py dist/walogs-*.whl
+
+# Install the wheel into a fresh venv and run the whole suite against it, from
+# a copy of tests/ (and the examples they run) outside the source tree, so
+# nothing can import the sources.
+WHEEL_VENV := build/wheel-venv
+WHEEL_RUN  := build/wheel-run
+wheel-test: wheel
+	rm -rf $(WHEEL_VENV) $(WHEEL_RUN)
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt dist/walogs-*.whl
+	mkdir -p $(WHEEL_RUN) && cp -r tests examples $(WHEEL_RUN)/
+	printf '[pytest]\nfilterwarnings = error\naddopts = -ra\n' > $(WHEEL_RUN)/pytest.ini
+	cd $(WHEEL_RUN) && ../wheel-venv/bin/python -c "import walogs; \
+		assert walogs.IMPLEMENTATION == 'cython', walogs.IMPLEMENTATION; \
+		assert 'site-packages' in walogs.__file__, walogs.__file__; print('testing the wheel at', walogs.__file__)"
+	cd $(WHEEL_RUN) && ../wheel-venv/bin/python -m pytest -n auto -q -p no:cacheprovider tests
+
+sdist: $(DEPS)
+	$(PY) -m build --sdist --no-isolation -o dist .
 
 annotate: $(DEPS)
 	$(VENV)/bin/cython -3 -a walogs/_frame.pyx -o build/_frame_annotated.c
