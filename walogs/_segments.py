@@ -110,10 +110,15 @@ class SegmentScan:
 
 
 class _Chunks:
-    """One reusable read buffer, grown only for frames larger than a chunk (P9)."""
+    """One reusable read buffer, grown to the largest read so far (P9).
+
+    It starts empty, so a cursor over a small segment costs a small buffer;
+    a new bytearray replaces it when it grows, since a FrameReader may still
+    hold a view of the old one.
+    """
 
     def __init__(self) -> None:
-        self._buf = bytearray(CHUNK)
+        self._buf = bytearray()
 
     def read(self, fd: int, offset: int, length: int) -> memoryview:
         if length > len(self._buf):

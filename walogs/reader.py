@@ -172,7 +172,11 @@ class _Stream:
         chosen: Optional[tuple[int, str]] = None
         first_stored: Optional[int] = None
         for seq, name in files.items():
-            lsn = _segments.peek_first_lsn(os.path.join(self._dir, name))
+            try:
+                lsn = _segments.peek_first_lsn(os.path.join(self._dir, name))
+            except FileNotFoundError:
+                # Checkpointed since the listing; oldest go first (I14), so it is older than the rest.
+                continue
             if lsn is None:
                 if chosen is None:
                     chosen = (seq, name)
