@@ -1,0 +1,446 @@
+"""examples/gunicorn_app under real gunicorn: 4 sync workers, one writer process,
+300 events posted from 4 client threads while one worker is SIGKILLed.
+
+Every acknowledged POST (it got an LSN) must be readable from every worker that
+answers a GET, at that LSN, with its bytes, in LSN order; LSNs are unique and
+contiguous; no event body appears twice (each attempt posts a unique body, so a
+retried event may appear once per attempt that reached the writer, never more).
+
+Only 127.0.0.1. Bounded in count and time (a deadline per phase; ~3 s typically);
+the server is always stopped (SIGTERM, then SIGKILL) and the test checks that no
+process of it is left. gunicorn is a test requirement: without it this FAILS.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import walogs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
+APP_DIR = os.path.join(ROOT, "examples", "gunicorn_app")
+WRITER_SCRIPT = os.path.join(APP_DIR, "wal_writer.py")
+
+WORKERS = 4
+CLIENTS = 4
+EVENTS = 300
+KILL_AFTER = EVENTS // 2   # acknowledged events before one worker is SIGKILLed
+MAX_ATTEMPTS = 5           # per event; every attempt has its own body
+TEST_BUDGET = 40.0         # seconds for all phases; stopping the server takes at most ~18 more
+
+
+# ------------------------------------------------------------------ processes, via /proc
+
+
+def _stat(pid: int):
+    """(state, ppid, pgrp, starttime) of ``pid``, or None when it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode("ascii", "replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()  # comm may hold spaces and parentheses
+    return fields[0], int(fields[1]), int(fields[2]), int(fields[19])
+
+
+def _identity(pid: int):
+    st = _stat(pid)
+    return None if st is None else (pid, st[3])
+
+
+def _alive(ident) -> bool:
+    """Running (not a zombie) and still the same process (same start time)."""
+    st = _stat(ident[0])
+    return st is not None and st[3] == ident[1] and st[0] not in ("Z", "X")
+
+
+def _children(pid: int) -> list[int]:
+    """Children of ``pid``: /proc/<pid>/task/*/children where the kernel has it, else a scan."""
+    found, have_file = [], False
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+            have_file = True
+        except FileNotFoundError:
+            pass
+    if have_file:
+        return found
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _stat(int(name))
+            if st is not None and st[1] == pid and st[0] not in ("Z", "X"):
+                out.append(int(name))
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def _sockets(pid: int) -> int:
+    """How many sockets ``pid`` has open. An idle sync worker has its listener; one
+    in a POST also has the client's connection and, while it waits, the writer's."""
+    count = 0
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    for fd in fds:
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return count
+
+
+def _group_members(pgrp: int) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _stat(int(name))
+            if st is not None and st[2] == pgrp and st[0] not in ("Z", "X"):
+                out.append(int(name))
+    return out
+
+
+def _free_port() -> int:
+    # gunicorn cannot bind port 0: take a free port from the kernel and release it.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------ the server
+
+
+class Server:
+    """A gunicorn master in its own session, with everything it starts recorded."""
+
+    def __init__(self, tmp_path, port: int) -> None:
+        self.port = port
+        self.log_dir = str(tmp_path / "events")
+        self.log_path = tmp_path / "gunicorn.log"
+        self.seen: set[tuple[int, int]] = set()   # every process of this server we saw
+        env = dict(os.environ, WALOGS_EVENTS_DIR=self.log_dir)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+        env.pop("WEB_CONCURRENCY", None)
+        self._log_file = open(self.log_path, "wb")  # noqa: SIM115 -- open while gunicorn runs
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", os.path.join(APP_DIR, "gunicorn.conf.py"),
+                 "-b", f"127.0.0.1:{port}", "-w", str(WORKERS), "app:app"],
+                cwd=str(tmp_path), env=env, stdin=subprocess.DEVNULL,
+                stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        except BaseException:
+            self._log_file.close()
+            raise
+        self.master = _identity(self.proc.pid) or (self.proc.pid, -1)
+        self.seen.add(self.master)
+
+    def log_tail(self, lines: int = 40) -> str:
+        self._log_file.flush()
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n--- gunicorn output (tail) ---\n" + "\n".join(text[-lines:])
+
+    def scan(self) -> tuple[list[int], list[int]]:
+        """(worker pids, writer-side pids: supervisor and writer), recording all of them."""
+        workers, writer_side = [], []
+        for pid in _children(self.proc.pid):
+            ident = _identity(pid)
+            if ident is None:
+                continue
+            self.seen.add(ident)
+            if WRITER_SCRIPT in _cmdline(pid):
+                writer_side.append(pid)
+                for grandchild in _children(pid):
+                    ident = _identity(grandchild)
+                    if ident is not None:
+                        self.seen.add(ident)
+                        writer_side.append(grandchild)
+            else:
+                workers.append(pid)
+        return sorted(workers), writer_side
+
+    def request(self, method: str, path: str, body: bytes | None = None, timeout: float = 5.0):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers={"Connection": "close"})
+            resp = conn.getresponse()
+            payload = resp.read()
+            pid = resp.getheader("X-Worker-Pid")
+            return resp.status, payload, int(pid) if pid else None
+        finally:
+            conn.close()
+
+    def wait_ready(self, deadline: float) -> None:
+        last = None
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"gunicorn exited with {self.proc.returncode}" + self.log_tail()
+            try:
+                status, _, _ = self.request("GET", "/events?since=1", timeout=2.0)
+                if status == 200 and len(self.scan()[0]) == WORKERS:
+                    return
+                last = status
+            except (OSError, http.client.HTTPException) as exc:
+                last = exc
+            time.sleep(0.1)
+        pytest.fail(f"gunicorn did not answer in time (last: {last!r})" + self.log_tail())
+
+    def stop(self) -> list[tuple[int, int]]:
+        """SIGTERM the master (it stops workers, then the writer), SIGKILL whatever is
+        left; return the processes still alive afterwards (should be none)."""
+        try:
+            self.scan()  # record the latest workers before the master goes
+        except (OSError, ValueError):
+            pass
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        # What the master did not stop (it was killed, or hung) gets SIGTERM, then SIGKILL:
+        # every process of this server we saw, and any other in its process group.
+        pgrp = self.proc.pid
+        others = {ident for ident in self.seen if ident != self.master}
+        others |= {ident for ident in map(_identity, _group_members(pgrp)) if ident is not None}
+
+        def wait_gone(seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end and any(_alive(i) for i in others):
+                time.sleep(0.05)
+
+        wait_gone(2.0)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for ident in others:
+                if _alive(ident):
+                    try:
+                        os.kill(ident[0], sig)
+                    except ProcessLookupError:
+                        pass
+            wait_gone(3.0)
+        self._log_file.close()
+        leftover = {i for i in others if _alive(i)}
+        leftover |= {i for i in map(_identity, _group_members(pgrp)) if i is not None and _alive(i)}
+        return sorted(leftover)
+
+
+# ------------------------------------------------------------------ checks
+
+
+def _entries(items: list) -> list[tuple[int, bytes]]:
+    """A GET /events answer as [(lsn, bytes)]."""
+    return [(item["lsn"], item["data"].encode() if "data" in item else base64.b64decode(item["data_b64"]))
+            for item in items]
+
+
+def _check_view(entries: list[tuple[int, bytes]], acked: dict, posted: set, where: str) -> None:
+    """A view of the whole log: contiguous LSNs from 1, every acknowledged event at
+    its LSN, nothing foreign, no body twice."""
+    lsns = [lsn for lsn, _ in entries]
+    assert lsns == list(range(1, len(lsns) + 1)), f"{where}: LSNs not contiguous from 1: {lsns[:20]}..."
+    bodies = [data for _, data in entries]
+    assert len(set(bodies)) == len(bodies), f"{where}: an event body appears twice"
+    foreign = [b for b in bodies if b not in posted]
+    assert not foreign, f"{where}: entries nobody posted: {foreign[:3]}"
+    assert len(entries) >= max(acked.values()), f"{where}: ends at {len(entries)}, acked up to {max(acked.values())}"
+    for body, lsn in acked.items():
+        assert entries[lsn - 1][1] == body, f"{where}: LSN {lsn} is {entries[lsn - 1][1]!r}, acked {body!r}"
+
+
+def test_events_survive_a_killed_worker(tmp_path):
+    if importlib.util.find_spec("gunicorn") is None:
+        pytest.fail("gunicorn is not installed: install the test requirements "
+                    "(pip install -r requirements-dev.txt, which lists gunicorn)")
+    started = time.monotonic()
+    budget_end = started + TEST_BUDGET
+    token = os.urandom(4).hex()  # event bodies unique to this run
+    server = Server(tmp_path, _free_port())
+    try:
+        server.wait_ready(min(budget_end, time.monotonic() + 15))
+        assert f"codec {walogs.IMPLEMENTATION}" in server.log_path.read_text(), \
+            "the writer does not use the implementation under test" + server.log_tail()
+        initial_workers, writer_side = server.scan()
+        assert len(initial_workers) == WORKERS and len(writer_side) == 2, (initial_workers, writer_side)
+
+        # ---- post EVENTS events from CLIENTS threads; SIGKILL one worker midway
+        lock = threading.Lock()
+        next_event = iter(range(EVENTS))
+        acked: dict[bytes, int] = {}        # body -> LSN
+        unacked: dict[bytes, str] = {}      # body -> what happened (may or may not be in the log)
+        posted: set[bytes] = set()
+        errors: list[BaseException] = []
+        post_deadline = min(budget_end, time.monotonic() + 20)
+
+        read_backs: list[int] = []          # worker pids that served an immediate read-back
+
+        def read_back(lsn: int, body: bytes) -> None:
+            """An acknowledged event is visible at once, from whichever worker answers."""
+            for _ in range(3):  # a GET is safe to repeat (its worker may be the one killed)
+                try:
+                    status, payload, pid = server.request("GET", f"/events?since={lsn}&limit=1")
+                except (OSError, http.client.HTTPException):
+                    continue
+                assert status == 200, (status, payload[:300])
+                assert _entries(json.loads(payload)) == [(lsn, body)], (lsn, body, payload[:300])
+                with lock:
+                    read_backs.append(pid)
+                return
+            raise AssertionError(f"could not read LSN {lsn} back")
+
+        def client() -> None:
+            try:
+                while time.monotonic() < post_deadline:
+                    with lock:
+                        i = next(next_event, None)
+                    if i is None:
+                        return
+                    for attempt in range(MAX_ATTEMPTS):
+                        body = f"event {i:04d} attempt {attempt} run {token}".encode()
+                        with lock:
+                            posted.add(body)
+                        try:
+                            status, payload, _pid = server.request("POST", "/events", body)
+                        except (OSError, http.client.HTTPException) as exc:
+                            with lock:
+                                unacked[body] = repr(exc)
+                            continue
+                        if status == 200:
+                            lsn = json.loads(payload)["lsn"]
+                            with lock:
+                                acked[body] = lsn
+                            if i % 3 == 0:
+                                read_back(lsn, body)
+                            break
+                        with lock:
+                            unacked[body] = f"HTTP {status} {payload[:200]!r}"
+                        time.sleep(0.05)
+            except BaseException as exc:  # noqa: BLE001 -- reported by the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=client, name=f"client-{n}") for n in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        victim = None
+        try:
+            while time.monotonic() < post_deadline and any(t.is_alive() for t in threads):
+                with lock:
+                    n_acked = len(acked)
+                if n_acked >= KILL_AFTER:
+                    # Kill a worker in the middle of a POST if we can catch one waiting
+                    # for the writer (listener + client + writer sockets), else the busiest.
+                    workers, busiest = server.scan()[0], (-1, None)
+                    catch_until = time.monotonic() + 1.0
+                    while time.monotonic() < catch_until and busiest[0] < 3:
+                        for pid in workers:
+                            busiest = max(busiest, (_sockets(pid), pid))
+                        time.sleep(0.0005)
+                    victim = busiest[1]
+                    os.kill(victim, signal.SIGKILL)
+                    break
+                time.sleep(0.002)
+        finally:
+            for t in threads:
+                t.join(max(1.0, post_deadline - time.monotonic() + 6))
+        assert not any(t.is_alive() for t in threads), "clients still running after the deadline"
+        assert not errors, errors
+        assert victim is not None, f"only {len(acked)} events acknowledged before the deadline" + server.log_tail()
+        assert len(acked) == EVENTS, \
+            f"{EVENTS - len(acked)} events never acknowledged; failures: {list(unacked.values())[:5]}" + server.log_tail()
+        assert len(set(acked.values())) == EVENTS, "two POSTs got the same LSN"
+        # Only the killed worker's in-flight request may fail: every other worker answers.
+        assert len(unacked) <= 1, f"{len(unacked)} failed POSTs: {unacked}" + server.log_tail()
+
+        # ---- gunicorn replaces the killed worker
+        restart_deadline = min(budget_end, time.monotonic() + 10)
+        while True:
+            workers = server.scan()[0]
+            fresh = set(workers) - set(initial_workers)
+            if len(workers) == WORKERS and victim not in workers and fresh:
+                break
+            assert time.monotonic() < restart_deadline, \
+                f"killed worker {victim} not replaced: workers {workers}" + server.log_tail()
+            time.sleep(0.05)
+        restarted = fresh.pop()
+
+        # ---- read from the workers until >= 3 of them (ideally all, the new one too) answered
+        views: dict[int, list] = {}   # worker pid -> every answer it gave
+        get_errors: list[BaseException] = []
+        get_deadline = min(budget_end, time.monotonic() + 8)
+
+        def getter() -> None:
+            try:
+                while time.monotonic() < get_deadline:
+                    with lock:
+                        if set(workers) <= set(views):
+                            return
+                    status, payload, pid = server.request("GET", "/events?since=1")
+                    assert status == 200, (status, payload[:300])
+                    with lock:
+                        views.setdefault(pid, []).append(_entries(json.loads(payload)))
+            except BaseException as exc:  # noqa: BLE001 -- reported by the main thread
+                get_errors.append(exc)
+
+        getters = [threading.Thread(target=getter, name=f"getter-{n}") for n in range(2 * WORKERS)]
+        for t in getters:
+            t.start()
+        for t in getters:
+            t.join(max(1.0, get_deadline - time.monotonic() + 6))
+        assert not any(t.is_alive() for t in getters)
+        assert not get_errors, get_errors
+        answered = set(views)
+        assert answered <= set(initial_workers) | set(workers), f"answers from unknown pids {answered}"
+        assert len(answered) >= 3, f"only workers {sorted(answered)} answered GET" + server.log_tail()
+        every = [(pid, entries) for pid, answers in views.items() for entries in answers]
+        for pid, entries in every:
+            _check_view(entries, acked, posted, f"worker {pid}")
+        longest = max((entries for _, entries in every), key=len)
+        for pid, entries in every:
+            assert entries == longest[:len(entries)], f"worker {pid} disagrees with another worker"
+
+        # ---- stop; then the log on disk, read without a live writer, says the same
+        leftover = server.stop()
+        assert not leftover, f"processes left running: {leftover}" + server.log_tail()
+        assert server.proc.returncode == 0, f"gunicorn exited with {server.proc.returncode}" + server.log_tail()
+        assert not os.path.exists(os.path.join(tmp_path, "events.writer.sock")), "writer socket left behind"
+        with walogs.WalReader(server.log_dir) as reader:
+            on_disk = list(reader.iter())
+        assert on_disk[:len(longest)] == longest
+        _check_view(on_disk, acked, posted, "the log on disk")
+        landed_unacked = [body for body in unacked if body in {data for _, data in on_disk}]
+        assert len(on_disk) == EVENTS + len(landed_unacked)
+
+        print(f"\n[gunicorn {WORKERS} sync workers, codec {walogs.IMPLEMENTATION}] "
+              f"events {EVENTS}: posts {len(posted)}, acked {len(acked)}, failed {len(unacked)} "
+              f"(of which in the log: {len(landed_unacked)}); {len(read_backs)} read-backs right after the ack "
+              f"from {len(set(read_backs))} workers; killed worker {victim}, "
+              f"replaced by {restarted}; {len(every)} GETs answered by {len(answered)} workers "
+              f"{sorted(answered)} (restarted one {'seen' if restarted in answered else 'not seen'}); "
+              f"log {len(on_disk)} entries, 0 lost, 0 duplicated; {time.monotonic() - started:.1f} s")
+    finally:
+        leftover = server.stop() if not server._log_file.closed else []
+        assert not leftover, f"processes left running: {leftover}"
