@@ -262,7 +262,29 @@ def judge_tail(scan: SegmentScan, after_lsn: int) -> TailVerdict:
     continuing = find_continuing_frame(scan.path, scan.end, after_lsn)
     if continuing is None:
         return TailVerdict(True, None)
-    return TailVerdict(has_zero_sector(scan.path, scan.end, continuing), continuing)
+    unwritten = zeros_to_sector_end(scan.path, scan.end, continuing) or has_zero_sector(
+        scan.path, scan.end, continuing
+    )
+    return TailVerdict(unwritten, continuing)
+
+
+def zeros_to_sector_end(path: str, bad_offset: int, end: int) -> bool:
+    """True if the bytes from ``bad_offset`` to the next 512-byte boundary (16 at least) are zero.
+
+    P10: the sector that held the end of the last synced frame was rewritten
+    but lost, so the disk shows that sector as it was: the old frames, then
+    zeros. A real frame never has an all-zero header (LSN 0 is never
+    written), so a zeroed header running to the boundary is unwritten storage.
+    """
+    stop = max(bad_offset + FRAME_HEADER_SIZE, (bad_offset // SECTOR + 1) * SECTOR)
+    if stop > end:
+        return False
+    fd = _io.open_read(path)
+    try:
+        data = os.pread(fd, stop - bad_offset, bad_offset)
+    finally:
+        _io.close(fd)
+    return len(data) == stop - bad_offset and not any(data)
 
 
 def corrupt_error(directory: str, scan: SegmentScan, expect_lsn: int, what: str, advice: str,

@@ -50,6 +50,7 @@ class Wal:
         self._durable_lsn = self._next_lsn - 1  # P11: recovery synced what it kept
         # What the next fdatasync will cover: (fd, last lsn, segment, end offset).
         self._sync_target = (fd, self._durable_lsn, self._active.seq, self._active.end)
+        self._synced = self._sync_target  # the last end an fdatasync succeeded for
         self._publisher = publisher
         self._publish(self._sync_target)
         self._stop_interval = threading.Event()
@@ -207,14 +208,41 @@ class Wal:
                     synced = target
             except OSError as exc:
                 self._poison_with(exc)
+                self._cut_unsynced()
                 raise
             finally:
                 with cond:
                     self._syncing = False
                     if synced is not None and synced[1] > self._durable_lsn and self._poison is None:
                         self._durable_lsn = synced[1]
+                        self._synced = synced
                         self._publish_synced(synced)
                     cond.notify_all()
+
+    def _cut_unsynced(self) -> None:
+        """After a failed fdatasync, cut the active segment back to its last successful sync (P2).
+
+        Linux marks the pages of a failed writeback clean: what they held may
+        be on no disk, yet reads still return it, so a reopen would keep those
+        frames and call them durable. They were never acknowledged as durable,
+        so they go now. Not synced again: a failed sync is never retried.
+        """
+        with self._mutex:  # the writer is poisoned: no write is in flight or can start
+            if not self._closed:
+                self._truncate_to_synced()
+
+    def _truncate_to_synced(self) -> None:
+        # Caller holds _mutex.
+        active = self._active
+        _, synced_lsn, synced_seq, synced_end = self._synced
+        end = synced_end if synced_seq == active.seq else 0
+        try:
+            _io.ftruncate(self._fd, end)
+        except OSError:
+            return  # poisoned either way; recovery at reopen judges what is left
+        active.end = end
+        active.last_lsn = synced_lsn if end else 0
+        active.first_lsn = active.first_lsn if end else 0
 
     def sync(self) -> None:
         """Make every written entry durable now."""
@@ -236,6 +264,12 @@ class Wal:
             old_fd, old = self._fd, self._active
             try:
                 _io.fdatasync(old_fd)
+            except OSError as exc:
+                self._poison_with(exc)
+                self._truncate_to_synced()
+                raise
+            self._synced = (old_fd, self._next_lsn - 1, old.seq, old.end)
+            try:
                 seq = old.seq + 1
                 name = _segments.segment_name(seq)
                 new_fd = _io.create_new(os.path.join(self._dir, name))
@@ -255,7 +289,7 @@ class Wal:
             self._completed.append(old)
             self._active = SegmentInfo(seq, name, 0, 0, 0)
             self._fd = new_fd
-            self._sync_target = (new_fd, self._next_lsn - 1, seq, 0)
+            self._sync_target = self._synced = (new_fd, self._next_lsn - 1, seq, 0)
             _io.close(old_fd)
 
     def checkpoint(self, applied_up_to: int) -> int:
@@ -390,7 +424,12 @@ class Wal:
             try:
                 if in_owner and self._poison is None and self._durable_lsn < self._next_lsn - 1:
                     with self._sync_mutex:
-                        _io.fdatasync(self._fd)
+                        try:
+                            _io.fdatasync(self._fd)
+                        except OSError as exc:
+                            self._poison_with(exc)
+                            self._truncate_to_synced()
+                            raise
                     with self._sync_cond:  # appends waiting on a group commit are now durable
                         self._durable_lsn = self._next_lsn - 1
                         self._sync_cond.notify_all()
