@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -83,6 +84,25 @@ def segment_files(directory: str) -> tuple[dict[int, str], bool]:
     return segments, v1
 
 
+def contiguous_segment_files(directory: str, attempts: int = 5) -> tuple[dict[int, str], bool]:
+    """``segment_files``, checked for gaps (I11).
+
+    A listing taken while a live writer rotates and checkpoints is not
+    atomic: it can miss a segment that exists. A gap is only reported when
+    fresh listings keep showing it.
+    """
+    for attempt in range(attempts):
+        files, v1 = segment_files(directory)
+        try:
+            _segments.check_contiguous(directory, files)
+            return files, v1
+        except WalCorruptError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.001 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def examine(directory: str, progress: Optional[Callable[[str, int], None]] = None) -> LogLayout:
     """Scan every segment read-only and judge the tail (FORMAT.md, P10). Never writes.
 
@@ -90,8 +110,7 @@ def examine(directory: str, progress: Optional[Callable[[str, int], None]] = Non
     (I11), an LSN jump (I12) or mid-log damage in the last segment (P10).
     ``progress(name, size)`` is called after each segment is scanned.
     """
-    files, v1 = segment_files(directory)
-    _segments.check_contiguous(directory, files)
+    files, v1 = contiguous_segment_files(directory)
     layout = LogLayout(directory, floor=_floor.read_floor(directory), v1=v1)
     expect = 0
     seqs = list(files)
@@ -143,16 +162,15 @@ def ensure_directory(path: str) -> None:
     """
     if os.path.isdir(path):
         return
-    if os.path.lexists(path):
-        raise NotADirectoryError(errno.ENOTDIR, "not a directory: a log needs a directory of its own", path)
     parent = os.path.dirname(os.path.abspath(path))
     ensure_directory(parent)
     try:
         _io.mkdir(path)
     except FileExistsError:
-        if not os.path.isdir(path):
-            raise
-        return
+        # Another process may have just made it: only a non-directory is an error.
+        if os.path.isdir(path):
+            return
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory: a log needs a directory of its own", path) from None
     _io.sync_dir(parent)
 
 

@@ -35,9 +35,10 @@ class WalReader:
     def __init__(self, path: PathLike) -> None:
         directory = os.path.abspath(os.fsdecode(os.fspath(path)))
         if not os.path.isdir(directory):
-            if os.path.lexists(directory):
+            if not os.path.lexists(directory):
+                raise FileNotFoundError(f"{directory}: no such log directory (a reader never creates one)")
+            if not os.path.isdir(directory):  # not one a writer created in the meantime
                 raise NotADirectoryError(f"{directory}: not a log directory")
-            raise FileNotFoundError(f"{directory}: no such log directory (a reader never creates one)")
         self._dir = directory
         self._closed = False
 
@@ -66,9 +67,7 @@ class WalReader:
         return record if live else None
 
     def _segment_files(self) -> dict[int, str]:
-        files, _ = _recovery.segment_files(self._dir)
-        _segments.check_contiguous(self._dir, files)  # I11
-        return files
+        return _recovery.contiguous_segment_files(self._dir)[0]  # I11
 
     @property
     def first_lsn(self) -> Optional[int]:
@@ -131,7 +130,7 @@ class WalReader:
         if start is not None and (isinstance(start, bool) or not isinstance(start, int)):
             raise TypeError(f"start must be an int LSN or None, not {type(start).__name__}")
         stream = _Stream(self._dir, self)
-        stream.locate(start)  # raises LsnOutOfRangeError for a start older than first_lsn
+        stream.locate(start)  # raises LsnOutOfRangeError for a start that is not stored
         return stream.run(follow, timeout)
 
     def close(self) -> None:
@@ -156,16 +155,22 @@ def _open_cursor(directory: str, seq: int, name: str, expect: int = 0, skip_befo
 
 
 class _Stream:
-    """One iterator's position in the log: a segment cursor that moves forward only (P5)."""
+    """One iterator's position in the log: a segment cursor that moves forward only (P5).
+
+    The first segment is chosen when the iterator is made (so a bad start
+    raises at once) but opened on the first ``next``, so an iterator that is
+    never started holds no descriptor.
+    """
 
     def __init__(self, directory: str, reader: WalReader) -> None:
         self._dir = directory
         self._reader = reader
         self._cursor: Optional[_segments.SegmentCursor] = None
+        self._first: Optional[tuple[int, str]] = None
         self._start = 0
 
     def locate(self, start: Optional[int]) -> None:
-        """Open the segment that holds ``start`` (default: the oldest stored entry)."""
+        """Choose the segment that holds ``start`` (default: the oldest stored entry)."""
         if start is not None and start < 1:
             raise LsnOutOfRangeError(f"{self._dir}: start LSN {start} is not a valid LSN (LSNs start at 1)")
         files = self._reader._segment_files()
@@ -187,16 +192,14 @@ class _Stream:
                 chosen = (seq, name)
             if start is None:
                 break
-        if start is not None and first_stored is not None and start < first_stored:
+        oldest = first_stored if first_stored is not None else _floor.read_floor(self._dir)
+        if start is not None and oldest and start < oldest:
             raise LsnOutOfRangeError(
                 f"{self._dir}: start LSN {start} is older than the oldest stored entry "
-                f"({first_stored}); it was checkpointed away"
+                f"({oldest}); it was checkpointed away"
             )
-        self._start = start if start is not None else (first_stored or 1)
-        if chosen is None:
-            chosen = next(iter(files.items()), None)
-        if chosen is not None:
-            self._cursor = _segments.SegmentCursor(self._dir, chosen[0], chosen[1], 0, self._start)
+        self._start = start if start is not None else max(oldest, 1)
+        self._first = chosen if chosen is not None else next(iter(files.items()), None)
 
     def run(self, follow: bool, timeout: Optional[float]) -> Iterator[tuple[int, bytes]]:
         """Yield what is visible; when following, poll for more until ``timeout`` idle seconds."""
@@ -234,27 +237,44 @@ class _Stream:
 
     def _check_start_not_beyond_end(self) -> None:
         cursor = self._cursor
-        last = cursor.last_lsn if cursor is not None else 0
-        end = last or max(_floor.read_floor(self._dir) - 1, 0)
+        published = self._reader._published_end()
+        end = max(
+            cursor.last_lsn if cursor is not None else 0,
+            published.lsn if published is not None else 0,
+            _floor.read_floor(self._dir) - 1,
+        )
         if self._start > end + 1:
             raise LsnOutOfRangeError(
                 f"{self._dir}: start LSN {self._start} is beyond the visible end (LSN {end}); "
                 "nothing with that LSN has been written yet"
             )
 
+    def _open_first(self) -> bool:
+        if self._first is None:  # no segment existed yet: look again
+            self.locate(self._start if self._start > 1 else None)
+            if self._first is None:
+                return False
+        seq, name = self._first
+        self._cursor = _segments.SegmentCursor(self._dir, seq, name, 0, self._start)
+        return True
+
     def _available(self) -> Iterator[tuple[int, bytes]]:
         """Yield every entry between the cursor and the visible end, across segments."""
-        if self._cursor is None:
-            self.locate(None if self._start <= 1 else self._start)
-            if self._cursor is None:
-                return
-        end = self._reader._published_end()
+        if self._cursor is None and not self._open_first():
+            return
         while True:
             cursor = self._cursor
             assert cursor is not None
+            # The size first, then the writer: a writer that appears in between
+            # cannot get its unsynced appends below a size taken before it (P4).
+            size = cursor.size()
+            end = self._reader._published_end()
             if end is not None and cursor.seq > end.seq:
                 return
-            limit = end.offset if end is not None and cursor.seq == end.seq else None
+            if end is None:
+                limit: Optional[int] = size
+            else:
+                limit = end.offset if cursor.seq == end.seq else None
             yield from cursor.frames(limit)
             files = _recovery.segment_files(self._dir)[0]
             last_seq = max(files, default=cursor.seq)
@@ -267,19 +287,24 @@ class _Stream:
             # The writer only starts segment n+1 after n is complete and synced.
             if cursor.offset < cursor.size():
                 continue  # a completed segment has more than we saw at the start of this pass
-            nxt = cursor.seq + 1
-            if nxt not in files:
-                if min(files) > nxt:  # P5: checkpointed away under us; never skip ahead
-                    raise LsnOutOfRangeError(
-                        f"{self._dir}: segment {_segments.segment_name(nxt)} was removed (by a checkpoint) "
-                        f"before LSN {cursor.expect or self._start} was read; start again from first_lsn"
-                    )
-                raise WalCorruptError(
-                    f"{self._dir}: segment {_segments.segment_name(nxt)} is missing after "
-                    f"{os.path.basename(cursor.path)} (I11)"
-                )
-            self._cursor = _segments.SegmentCursor(self._dir, nxt, files[nxt], cursor.expect, self._start)
+            self._cursor = self._next_segment(cursor, files)
             cursor.close()
+
+    def _next_segment(self, cursor: _segments.SegmentCursor, files: dict[int, str]) -> _segments.SegmentCursor:
+        nxt = cursor.seq + 1
+        if nxt not in files:
+            files = self._reader._segment_files()  # a listing is not atomic: look again
+        if nxt not in files:
+            if not files or min(files) > nxt:  # P5: checkpointed away under us; never skip ahead
+                raise LsnOutOfRangeError(
+                    f"{self._dir}: segment {_segments.segment_name(nxt)} was removed (by a checkpoint) "
+                    f"before LSN {cursor.expect or self._start} was read; start again from first_lsn"
+                )
+            raise WalCorruptError(
+                f"{self._dir}: segment {_segments.segment_name(nxt)} is missing after "
+                f"{os.path.basename(cursor.path)} (I11)"
+            )
+        return _segments.SegmentCursor(self._dir, nxt, files[nxt], cursor.expect, self._start)
 
     def _judge_stop(self, cursor: _segments.SegmentCursor, end: Optional[_visible.VisibleEnd], is_last: bool) -> None:
         """Reading stopped at something that is not a frame: the end of what is visible, or damage."""
