@@ -139,9 +139,9 @@ EFBIG_CASES = [
 def test_real_efbig(log_dir, mode, limit, size):
     """P2, I2, P1: a real short write then EFBIG (RLIMIT_FSIZE). The failing call raises
     OSError(EFBIG); every later write call raises WalError and no sync is attempted after
-    the failure, close() included; the fresh writer cuts the partial frame, keeps every
-    acknowledged entry plus at most the whole frames of the failed call that reached the
-    file (a batch cut by the limit: a prefix of it), and continues after them."""
+    the failure, close() included; the failed call's bytes are cut at once (whole frames of a
+    batch too: none was acknowledged), so the fresh writer finds exactly the acknowledged
+    entries and continues after them."""
     out = subprocess.run([sys.executable, "-c", _CHILD, str(log_dir), mode, str(limit), str(size)],
                          capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
     assert out.returncode == 0, out.stderr
@@ -163,27 +163,18 @@ def test_real_efbig(log_dir, mode, limit, size):
     else:
         assert where["segments_after"] == where["segments_before"] == 1, where
         start = where["offset_before"]
-    assert os.path.getsize(log_dir / segment) == limit  # the kernel's short write: up to the limit
-    # Whole frames of the failed call that fit below the limit survive; the rest is a torn tail.
-    sizes = [16 + len(p) for p in pending]
-    whole, offset = 0, start
-    while whole < len(sizes) and offset + sizes[whole] <= limit:
-        offset += sizes[whole]
-        whole += 1
-    first = where["first_lsn"]
-    on_disk = acked + [(first + j, pending[j]) for j in range(whole)]
+    # The kernel wrote up to the limit, then refused (EFBIG); the writer then cut every byte of
+    # the failed call, whole frames included: none was acknowledged, and a caller retrying a
+    # batch must not find half of it stored.
+    assert os.path.getsize(log_dir / segment) == start
+    whole = 0
     with walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=400 if mode == "rotation" else None)) as wal:
         recovered = list(wal)
-        # Recovery keeps the whole frames of the failed call that reached the file (they were never
-        # acknowledged, so a writer that cuts them after the failure is right too); never more.
-        assert recovered in (on_disk, acked), recovered[len(acked):]
-        if recovered == on_disk:
-            assert wal.tail_state == (walogs.TailState.CLEAN if offset == limit else walogs.TailState(offset))
-        else:
-            assert wal.tail_state in (walogs.TailState.CLEAN, walogs.TailState(start))
+        assert recovered == acked, recovered[len(acked):]
+        assert wal.tail_state == walogs.TailState.CLEAN
         assert wal.next_lsn == recovered[-1][0] + 1
         assert wal.append(b"fresh") == recovered[-1][0] + 1 > acked[-1][0]  # P1: no acknowledged LSN again
-    print(f"\n[failing disk] EFBIG {mode} limit={limit}: {len(acked)} acked, {whole}/{len(pending)} frames of "
+    print(f"\n[failing disk] EFBIG {mode} limit={limit}: {len(acked)} acked, {len(pending)} frames of "
           f"the failed call on disk, {len(recovered) - len(acked)} recovered, later calls {report['later'][0]!r}")
 
 
@@ -289,17 +280,6 @@ def later_calls(wal):
             ("sync", wal.sync), ("rotate", wal.rotate), ("checkpoint", lambda: wal.checkpoint(10**9)))
 
 
-def _probe_not_poisoned(wal, inj: Injector, calls_at_failure: int) -> bool:
-    """True if the writer is not poisoned. Probes with sync(): under "always" every written
-    entry is already durable, so an unpoisoned writer returns without a sync call."""
-    try:
-        wal.sync()
-    except walogs.WalError:
-        return False
-    assert inj.calls == calls_at_failure, "sync() of a fully synced log made a sync call"
-    return True
-
-
 @pytest.mark.parametrize("n", range(1, scale(50, 130) + 1))
 @pytest.mark.parametrize("target", ["fdatasync", "sync_dir", "any"])
 def test_injected_eio(log_dir, monkeypatch, target, n):
@@ -308,10 +288,9 @@ def test_injected_eio(log_dir, monkeypatch, target, n):
     inj = Injector(monkeypatch, target, n)
     state = _run_until_failure(log_dir, inj)
     wal: walogs.Wal | None = state["wal"]
-    if state["failed_op"] is None:
-        assert inj.target_calls < n, "the injected EIO was swallowed: no call raised it"
-        wal.close()
-        pytest.skip(f"the workload makes only {inj.target_calls} {target} calls")
+    assert state["failed_op"] is not None, (
+        f"the injected EIO never fired: the workload made {inj.target_calls} {target} calls (< {n}) "
+        "or swallowed it; grow the workload")
     kind, exc = state["failed_op"]
     assert exc.errno == errno.EIO and inj.failed_in == kind, (kind, inj.failed_in, exc)
     acked: dict[int, bytes] = state["acked"]
@@ -319,7 +298,6 @@ def test_injected_eio(log_dir, monkeypatch, target, n):
     max_acked = max(acked, default=0)
     calls_at_failure = inj.calls
 
-    known_bug = False
     if wal is not None and not wal.closed:
         # The failing call was not acknowledged, and nothing after it can be (P2).
         assert wal.durable_lsn <= max_acked
@@ -327,26 +305,20 @@ def test_injected_eio(log_dir, monkeypatch, target, n):
             seen = list(reader.iter())
         assert all(lsn in acked and acked[lsn] == data for lsn, data in seen), (
             f"a reader saw an unacknowledged entry after {inj.failed_function} failed in {kind}")
-        if kind == "checkpoint" and _probe_not_poisoned(wal, inj, calls_at_failure):
-            # Known bug, pinned by test_failed_sync_in_checkpoint_poisons_the_writer: checkpoint()
-            # does not poison. Skip the later-write checks here (they would succeed and change
-            # the log) and still check what a fresh writer recovers.
-            known_bug = True
-        else:
-            outcomes = []
-            for name, call in later_calls(wal):
-                try:
-                    call()
-                    outcomes.append(f"{name}: succeeded")
-                except walogs.WalError as later:
-                    outcomes.append(f"{name}: poisoned" if "poisoned" in str(later) else f"{name}: WalError {later}")
-                except OSError as later:
-                    outcomes.append(f"{name}: OSError {later.errno}")
-            assert all(o.endswith(": poisoned") for o in outcomes), (
-                f"EIO from {inj.failed_function} in {kind}() did not poison the writer; later calls: {outcomes} "
-                f"({inj.calls - calls_at_failure} more sync calls) (P2)")
-            assert inj.calls == calls_at_failure, (
-                f"{inj.calls - calls_at_failure} sync call(s) after {inj.failed_function} failed in {kind} (P2)")
+        outcomes = []
+        for name, call in later_calls(wal):
+            try:
+                call()
+                outcomes.append(f"{name}: succeeded")
+            except walogs.WalError as later:
+                outcomes.append(f"{name}: poisoned" if "poisoned" in str(later) else f"{name}: WalError {later}")
+            except OSError as later:
+                outcomes.append(f"{name}: OSError {later.errno}")
+        assert all(o.endswith(": poisoned") for o in outcomes), (
+            f"EIO from {inj.failed_function} in {kind}() did not poison the writer; later calls: {outcomes} "
+            f"({inj.calls - calls_at_failure} more sync calls) (P2)")
+        assert inj.calls == calls_at_failure, (
+            f"{inj.calls - calls_at_failure} sync call(s) after {inj.failed_function} failed in {kind} (P2)")
         wal.close()  # never syncs a poisoned writer
         assert inj.calls == calls_at_failure, "close() synced a poisoned writer (P2)"
     else:
@@ -376,9 +348,6 @@ def test_injected_eio(log_dir, monkeypatch, target, n):
             assert new == lsns[-1] + 1
     print(f"\n[failing disk] EIO on {target} call {n}: failed {inj.failed_function} in {kind}; "
           f"{len(acked)} acked, {len(extra)} of {len(pending)} unacknowledged recovered")
-    if known_bug:
-        pytest.xfail(f"known bug, checkpoint() unpoisoned after EIO on {inj.failed_function} "
-                     "(test_failed_sync_in_checkpoint_poisons_the_writer)")
 
 
 @pytest.mark.parametrize("function,nth", [("fsync", 1), ("sync_dir", 1), ("sync_dir", 2), ("sync_dir", 3)],

@@ -122,6 +122,13 @@ def examine(directory: str, progress: Optional[Callable[[str, int], None]] = Non
             progress(files[seq], scan.size)
         if not scan.clean:
             _judge_damage(directory, scan, expect, is_last, layout)
+        if not is_last and scan.size == 0:
+            # rotate() never completes an empty segment: this one lost its entries.
+            raise WalCorruptError(
+                f"{directory}: completed segment {files[seq]} is empty; a completed segment always "
+                "holds entries, so they were lost: restore the segment from a backup",
+                segment=files[seq], offset=0,
+            )
         layout.segments.append(SegmentInfo(seq, files[seq], scan.first_lsn, scan.last_lsn, scan.end))
         if scan.count:
             expect = scan.last_lsn + 1

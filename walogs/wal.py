@@ -176,6 +176,12 @@ class Wal:
             _io.pwrite_all(self._fd, frames, self._active.end)
         except OSError as exc:
             self._poison_with(exc)
+            # Whole frames of a failed batch that reached the file were never acknowledged:
+            # cut them, so a reopen cannot keep half a batch that the caller will retry.
+            try:
+                _io.ftruncate(self._fd, self._active.end)
+            except OSError:
+                pass
             raise
         active = self._active
         active.end += len(frames)
@@ -311,13 +317,18 @@ class Wal:
             if not victims:
                 return 0
             floor = max(seg.last_lsn for seg in self._completed[:victims]) + 1
-            if floor > 1:
-                _floor.write_floor(self._dir, floor)
-            for _ in range(victims):
-                seg = self._completed[0]
-                _io.unlink(os.path.join(self._dir, seg.name))
-                del self._completed[0]
-                _io.sync_dir(self._dir)  # I14: a crash leaves a contiguous suffix
+            try:
+                if floor > 1:
+                    _floor.write_floor(self._dir, floor)
+                for _ in range(victims):
+                    seg = self._completed[0]
+                    _io.unlink(os.path.join(self._dir, seg.name))
+                    del self._completed[0]
+                    _io.sync_dir(self._dir)  # I14: a crash leaves a contiguous suffix
+            except OSError as exc:
+                # P2: a failed directory sync may have lost the unlink; never sync it again as if fine.
+                self._poison_with(exc)
+                raise
             return victims
 
     # ------------------------------------------------------------------ reading
