@@ -29,8 +29,10 @@ import pytest
 
 import walogs
 
+# Where walogs is imported from (the source tree, or site-packages when testing the wheel)
+# and where the example lives (beside tests/, in both cases).
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
-APP_DIR = os.path.join(ROOT, "examples", "gunicorn_app")
+APP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "gunicorn_app")
 WRITER_SCRIPT = os.path.join(APP_DIR, "wal_writer.py")
 
 WORKERS = 4
