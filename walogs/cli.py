@@ -129,7 +129,10 @@ def _describe(verdict: dict[str, Any]) -> str:
         first, last = verdict["first_lsn"], verdict["last_lsn"]
         stored = f"LSN {first}..{last}" if first else "no entries"
         return f"clean, {stored}, next LSN {verdict['next_lsn']}"
-    return f"{verdict['status']}: {verdict['reason']}"
+    if verdict["status"] == "torn":
+        return (f"torn tail in {verdict['segment']} at offset {verdict['offset']} "
+                f"({verdict['torn_bytes']} bytes); the next writer open will cut it")
+    return f"corrupt: {verdict['reason']}"
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -138,9 +141,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     code = {"clean": EXIT_OK, "torn": EXIT_TORN, "corrupt": EXIT_CORRUPT}[verdict["status"]]
     if args.json:
         print(json.dumps(verdict, indent=2))
-    elif verdict["status"] == "torn":
-        print(f"torn tail in {verdict['segment']} at offset {verdict['offset']} "
-              f"({verdict['torn_bytes']} bytes); the next writer open will cut it")
     else:
         print(_describe(verdict))
     return code
