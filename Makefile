@@ -52,6 +52,9 @@ test-python: build
 stress: build
 	WALOGS_STRESS=$${WALOGS_STRESS:-1} $(PYTEST) tests
 	WALOGS_STRESS=$${WALOGS_STRESS:-1} WALOGS_PURE_PYTHON=1 $(PYTEST) tests
+	@if $(PY) -m pip install -q --disable-pip-version-check atheris; then \
+		$(PY) tests/fuzz_atheris.py -atheris_runs=$${FUZZ_RUNS:-200000}; \
+	else echo "atheris did not install here: the coverage-guided fuzz run was not done"; fi
 
 bench: build
 	$(PY) benchmarks/run.py
