@@ -1,0 +1,360 @@
+#!/usr/bin/env python3
+"""Where the time goes: breakdowns behind the figures that run.py compares.
+
+Usage::
+
+    python3 benchmarks/probe.py [none] [group] [batch] [iter] [--dir DIR]
+
+Nothing here changes walogs. ``group`` counts fdatasync calls by wrapping
+``walogs._io.fdatasync`` in this process only (walogs looks system calls up
+as ``_io.name`` at call time, for tests). Numbers from a shared machine are
+noisy: read them as proportions, and compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import timeit
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import walogs  # noqa: E402
+from walogs import _codec, _io, _lock, _segments, _visible  # noqa: E402
+
+
+def ns_per_call(stmt: str, env: dict, number: int = 100_000) -> float:
+    """Best of 5 repeats, in ns per call."""
+    return min(timeit.repeat(stmt, globals=env, number=number, repeat=5)) / number * 1e9
+
+
+def top_profile(fn, lines: int = 12) -> str:
+    prof = cProfile.Profile()
+    prof.enable()
+    fn()
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(lines)
+    text = out.getvalue()
+    return text[text.index("ncalls"):] if "ncalls" in text else text
+
+
+# --------------------------------------------------------------------------- append sync="none"
+
+
+def probe_none(work: str) -> None:
+    print("== append sync=\"none\": cost of each step of Wal.append (ns per call, best of 5) ==")
+    wal = walogs.Wal.open(os.path.join(work, "none"), walogs.WalConfig(sync="none"))
+    data = os.urandom(100)
+    fd = os.open(os.path.join(work, "raw"), os.O_WRONLY | os.O_CREAT, 0o644)
+    env = {"wal": wal, "data": data, "frame": os.urandom(116), "fd": fd, "os": os, "_codec": _codec,
+           "_io": _io, "_visible": _visible, "_lock": _lock, "pub": wal._publisher, "mutex": wal._mutex,
+           "target": wal._sync_target}
+    steps = [
+        ("Wal.append (whole call)", "wal.append(data)"),
+        ("os.write(fd, 116 B) (the baseline)", "os.write(fd, frame)"),
+        ("os.pwrite(fd, 116 B, off)", "os.pwrite(fd, frame, 0)"),
+        ("_io.pwrite_all (memoryview + loop + slice)", "_io.pwrite_all(fd, frame, 0)"),
+        ("_codec.encode(lsn, data)", "_codec.encode(1, data)"),
+        ("wal._publish(target) (mmap record)", "wal._publish(target)"),
+        ("  _visible._encode (struct + zlib.crc32 + concat)", "_visible._encode(2, 1, 5, 100)"),
+        ("with self._mutex (RLock)", "with mutex: pass"),
+        ("wal._check_writable()", "wal._check_writable()"),
+        ("  _lock.fork_generation()", "_lock.fork_generation()"),
+    ]
+    results = {}
+    for label, stmt in steps:
+        results[label] = ns_per_call(stmt, env)
+        print(f"  {results[label]:8.0f}  {label}")
+    whole = results["Wal.append (whole call)"]
+    parts = ["_io.pwrite_all (memoryview + loop + slice)", "_codec.encode(lsn, data)",
+             "wal._publish(target) (mmap record)", "with self._mutex (RLock)", "wal._check_writable()"]
+    listed = sum(results[p] for p in parts)
+    print(f"  -> append = pwrite_all {results[parts[0]]:.0f} (of which the syscall ~{results['os.pwrite(fd, 116 B, off)']:.0f})"
+          f" + publish {results[parts[2]]:.0f} + lock {results[parts[3]]:.0f} + checks {results[parts[4]]:.0f}"
+          f" + encode {results[parts[1]]:.0f} + the rest of append/_write {whole - listed:.0f} ns"
+          f" (attribute updates, sync-target tuple, calls); os.write alone {results['os.write(fd, 116 B) (the baseline)']:.0f} ns")
+    append = wal.append
+    print("  cProfile of 100k appends (profiler overhead inflates small functions):")
+
+    def loop() -> None:
+        for _ in range(100_000):
+            append(data)
+    print("    " + top_profile(loop).replace("\n", "\n    "))
+    wal.close()
+    os.close(fd)
+
+
+# --------------------------------------------------------------------------- group commit
+
+
+def probe_group(work: str, seconds: float = 2.0) -> None:
+    print("== group commit: fdatasync calls and appends per sync (1 and 8 threads, alternated) ==")
+    real = _io.fdatasync
+    stats = {"n": 0, "busy": 0.0}
+
+    def counting(fd: int) -> None:
+        t = time.perf_counter()
+        real(fd)
+        stats["busy"] += time.perf_counter() - t
+        stats["n"] += 1
+
+    _io.fdatasync = counting
+    data = os.urandom(100)
+    try:
+        for rep, nthreads in enumerate((1, 8, 8, 1, 1, 8)):
+            path = os.path.join(work, f"group-{rep}")
+            wal = walogs.Wal.open(path)
+            stats.update(n=0, busy=0.0)
+            stop = time.perf_counter() + seconds
+            counts = [0] * nthreads
+
+            def worker(i: int) -> None:
+                c = 0
+                while time.perf_counter() < stop:
+                    wal.append(data)
+                    c += 1
+                counts[i] = c
+
+            threads = [threading.Thread(target=worker, args=(i,)) for i in range(nthreads)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.perf_counter() - t0
+            total, syncs = sum(counts), max(stats["n"], 1)
+            print(f"  {nthreads} thread(s): {total / elapsed:7.0f} appends/s, {syncs / elapsed:6.0f} fdatasync/s, "
+                  f"{total / syncs:4.2f} appends per fdatasync, fdatasync {stats['busy'] / syncs * 1e6:5.0f} us, "
+                  f"disk busy {stats['busy'] / elapsed * 100:3.0f}% of the time, "
+                  f"{(elapsed - stats['busy']) / syncs * 1e6:4.0f} us between syncs")
+            wal.close()
+            shutil.rmtree(path)
+    finally:
+        _io.fdatasync = real
+
+
+# --------------------------------------------------------------------------- batch of 1000
+
+
+def probe_batch(work: str) -> None:
+    print("== append_batch(1000) vs SQLite transaction: CPU part and sync part (ms per batch, median of 30) ==")
+    items = [os.urandom(100) for _ in range(1000)]
+    rows = [(x,) for x in items]
+
+    def wal_batch(sync: str) -> float:
+        path = os.path.join(work, f"batch-{sync}-{time.perf_counter_ns()}")
+        wal = walogs.Wal.open(path, walogs.WalConfig(sync=sync))
+        times = []
+        for _ in range(30):
+            t = time.perf_counter()
+            wal.append_batch(items)
+            times.append(time.perf_counter() - t)
+        wal.close()
+        shutil.rmtree(path)
+        return statistics.median(times) * 1e3
+
+    def sqlite_batch(sync: str) -> float:
+        path = os.path.join(work, f"sq-{sync}-{time.perf_counter_ns()}.db")
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={sync}")
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+        times = []
+        for _ in range(30):
+            t = time.perf_counter()
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO t (data) VALUES (?)", rows)
+            conn.execute("COMMIT")
+            times.append(time.perf_counter() - t)
+        conn.close()
+        return statistics.median(times) * 1e3
+
+    env = {"_codec": _codec, "items": items}
+    enc = ns_per_call("_codec.encode_batch(1, items)", env, number=200) / 1e6
+    for rnd in range(2):
+        w_none, w_always = wal_batch("none"), wal_batch("always")
+        s_off, s_full = sqlite_batch("OFF"), sqlite_batch("FULL")
+        print(f"  round {rnd + 1}: walogs sync=none {w_none:.3f} ms (encode_batch alone {enc:.3f} ms), "
+              f"sync=always {w_always:.3f} ms -> sync part {w_always - w_none:.3f} ms")
+        print(f"           SQLite synchronous=OFF {s_off:.3f} ms, FULL {s_full:.3f} ms -> sync part {s_full - s_off:.3f} ms; "
+              f"ratio FULL/always {s_full / w_always:.2f}x")
+
+
+# --------------------------------------------------------------------------- iteration layers
+
+
+_LAYERS = r'''
+import json, os, sys, time
+import walogs
+from walogs import _segments
+from walogs._codec import codec
+path, entries = sys.argv[1], int(sys.argv[2])
+names = sorted(n for n in os.listdir(path) if n.startswith("wal-"))
+with open(os.path.join(path, names[0]), "rb") as f:
+    chunk = bytearray(f.read(_segments.CHUNK))  # one warm 4 MiB buffer, as SegmentCursor reuses one
+view = memoryview(chunk)
+per_chunk = codec.scan(view, 0, 0)[1]
+rounds = max(1, entries // per_chunk)
+tuples = [(i, b"x" * 100) for i in range(per_chunk)]
+def loop_only():
+    c = 0
+    for _ in range(rounds):
+        for _lsn, _data in tuples:
+            c += 1
+    return c
+def scan_only():
+    c = 0
+    for _ in range(rounds):
+        c += codec.scan(view, 0, 0)[1]
+    return c
+def frame_reader():
+    c = 0
+    for _ in range(rounds):
+        for _lsn, _data in codec.FrameReader(view, 0, 0, 0):
+            c += 1
+    return c
+def _one_layer():
+    for _ in range(rounds):
+        yield from codec.FrameReader(view, 0, 0, 0)
+def one_generator():
+    c = 0
+    for _lsn, _data in _one_layer():
+        c += 1
+    return c
+def _readers():
+    for _ in range(rounds):
+        reader = codec.FrameReader(view, 0, 0, 0)
+        yield reader
+        # here a stream would check reader.status / reader.offset and pick the next chunk
+def chained():
+    import itertools
+    c = 0
+    for _lsn, _data in itertools.chain.from_iterable(_readers()):
+        c += 1
+    return c
+def _three():
+    yield from _two()
+def _two():
+    yield from _one_layer()
+def three_generators():
+    c = 0
+    for _lsn, _data in _three():
+        c += 1
+    return c
+def cursor():
+    c = 0
+    for seq, n in enumerate(names, 1):
+        cur = _segments.SegmentCursor(path, seq, n, 0, 0)
+        for _lsn, _data in cur.frames(None):
+            c += 1
+        cur.close()
+    return c
+def reader():
+    c = 0
+    for _lsn, _data in walogs.WalReader(path).iter():
+        c += 1
+    return c
+out = {"implementation": walogs.IMPLEMENTATION}
+for name, fn in (("for-loop over ready (lsn, bytes) tuples", loop_only),
+                 ("codec.scan (validate only, no objects)", scan_only),
+                 ("FrameReader over one warm 4 MiB buffer", frame_reader),
+                 ("  + 1 generator (yield from FrameReader)", one_generator),
+                 ("  + 3 nested generators", three_generators),
+                 ("  chain.from_iterable(one FrameReader per chunk)", chained),
+                 ("SegmentCursor.frames (preads + 1 generator)", cursor),
+                 ("WalReader.iter (run/_available/frames)", reader)):
+    best = None
+    for _ in range(5):
+        t = time.perf_counter(); c = fn(); dt = time.perf_counter() - t
+        best = dt if best is None else min(best, dt)
+    out[name] = [c, best / c * 1e9]
+print(json.dumps(out))
+'''
+
+
+def probe_iter(work: str, entries: int = 1_000_000) -> None:
+    import json
+    print(f"== iteration of {entries:,} entries: ns per entry at each layer (best of 5, fresh process each) ==")
+    path = os.path.join(work, "iter")
+    pool = [os.urandom(100) for _ in range(10_000)]
+    with walogs.Wal.open(path, walogs.WalConfig(sync="none")) as wal:
+        for _ in range(entries // len(pool)):
+            wal.append_batch(pool)
+    db = os.path.join(work, "iter.db")
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+    conn.execute("BEGIN")
+    for _ in range(entries // len(pool)):
+        conn.executemany("INSERT INTO t (data) VALUES (?)", [(x,) for x in pool])
+    conn.execute("COMMIT")
+    conn.close()
+    results = {}
+    for pure in (False, True):
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env.pop("WALOGS_PURE_PYTHON", None)
+        if pure:
+            env["WALOGS_PURE_PYTHON"] = "1"
+        proc = subprocess.run([sys.executable, "-c", _LAYERS, path, str(entries)], env=env, capture_output=True, text=True,
+                              check=True, cwd=ROOT)
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[res.pop("implementation")] = res
+    conn = sqlite3.connect(db)
+    best = None
+    for _ in range(3):
+        t = time.perf_counter()
+        c = sum(1 for _ in conn.execute("SELECT id, data FROM t"))
+        dt = time.perf_counter() - t
+        best = dt if best is None else min(best, dt)
+    conn.close()
+    layers = list(results["cython"])
+    print(f"  {'layer':45} {'cython':>8} {'python':>8}  (ns/entry)")
+    for layer in layers:
+        print(f"  {layer:45} {results['cython'][layer][1]:8.0f} {results['python'][layer][1]:8.0f}")
+    print(f"  {'SQLite SELECT id, data (cursor iteration)':45} {best / c * 1e9:8.0f}")
+    cy, py = results["cython"], results["python"]
+    top, fr = "WalReader.iter (run/_available/frames)", "FrameReader over one warm 4 MiB buffer"
+    print(f"  -> compiled/pure: FrameReader alone {py[fr][1] / cy[fr][1]:.1f}x, through WalReader.iter "
+          f"{py[top][1] / cy[top][1]:.1f}x; compiled, the layers above FrameReader add "
+          f"{cy[top][1] - cy[fr][1]:.0f} ns/entry (as much in both implementations); "
+          f"SQLite / WalReader.iter = {best / c * 1e9 / cy[top][1]:.2f}x, SQLite / bare FrameReader = "
+          f"{best / c * 1e9 / cy[fr][1]:.2f}x")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", nargs="*", help="none, group, batch, iter (default: all)")
+    parser.add_argument("--dir", help="parent of the temporary work directory")
+    args = parser.parse_args()
+    args.what = args.what or ["none", "group", "batch", "iter"]
+    bad = [w for w in args.what if w not in ("none", "group", "batch", "iter")]
+    if bad:
+        parser.error(f"unknown probe(s): {', '.join(bad)}")
+    work = tempfile.mkdtemp(prefix="walogs-probe-", dir=args.dir)
+    try:
+        print(f"walogs {walogs.IMPLEMENTATION}, python {sys.version.split()[0]}, load {os.getloadavg()[0]:.2f}")
+        for what in args.what:
+            {"none": probe_none, "group": probe_group, "batch": probe_batch, "iter": probe_iter}[what](work)
+            print()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
