@@ -17,7 +17,6 @@ scale    wait for "go" on stdin, then iterate (for reader_scaling)
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import time

@@ -3,7 +3,7 @@
 
 Usage::
 
-    python3 benchmarks/probe.py [none] [group] [batch] [iter] [--dir DIR]
+    python3 benchmarks/probe.py [always] [none] [group] [batch] [iter] [--dir DIR]
 
 Nothing here changes walogs. ``group`` counts fdatasync calls by wrapping
 ``walogs._io.fdatasync`` in this process only (walogs looks system calls up
@@ -34,8 +34,8 @@ ROOT = BENCH.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import walogs  # noqa: E402
-from walogs import _codec, _io, _lock, _segments, _visible  # noqa: E402
+import walogs
+from walogs import _codec, _io, _lock, _visible
 
 
 def ns_per_call(stmt: str, env: dict, number: int = 100_000) -> float:
@@ -55,6 +55,47 @@ def top_profile(fn, lines: int = 12) -> str:
 
 
 # --------------------------------------------------------------------------- append sync="none"
+
+
+class _MinimalWriter:
+    """The least Python an append with walogs' duties can be: the lower bound for a pure-Python writer path."""
+
+    def __init__(self, work: str) -> None:
+        import mmap
+        import struct
+        import zlib
+        self._fd = os.open(os.path.join(work, "sketch.log"), os.O_WRONLY | os.O_CREAT, 0o644)
+        vfd = os.open(os.path.join(work, "sketch.visible"), os.O_RDWR | os.O_CREAT, 0o644)
+        os.ftruncate(vfd, 32)
+        self._map = mmap.mmap(vfd, 32)
+        os.close(vfd)
+        self._lock = threading.RLock()
+        self._pack = struct.Struct("<IIQQ").pack
+        self._crc = zlib.crc32
+        self._closed = False
+        self._poison = None
+        self._lsn = 1
+        self._end = 0
+
+    def append(self, data: bytes, publish: bool = True) -> int:
+        with self._lock:
+            if self._closed or self._poison is not None:
+                raise RuntimeError("closed")
+            lsn = self._lsn
+            frame = _codec.encode(lsn, data)
+            n = os.pwrite(self._fd, frame, self._end)
+            if n != len(frame):
+                raise OSError("short write")
+            self._end += n
+            self._lsn = lsn + 1
+            if publish:
+                body = self._pack(2, 1, lsn, self._end)
+                self._map[:32] = b"WLVE" + self._crc(body).to_bytes(4, "little") + body
+        return lsn
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
 
 
 def probe_none(work: str) -> None:
@@ -89,6 +130,14 @@ def probe_none(work: str) -> None:
           f" + publish {results[parts[2]]:.0f} + lock {results[parts[3]]:.0f} + checks {results[parts[4]]:.0f}"
           f" + encode {results[parts[1]]:.0f} + the rest of append/_write {whole - listed:.0f} ns"
           f" (attribute updates, sync-target tuple, calls); os.write alone {results['os.write(fd, 116 B) (the baseline)']:.0f} ns")
+    # What a leaner Python append could reach: one function doing the same work (a sketch, not walogs).
+    sketch = _MinimalWriter(work)
+    env.update(sketch=sketch)
+    lean = ns_per_call("sketch.append(data)", env)
+    print(f"  a minimal one-function Python append (RLock, checks, encode, pwrite, 32-byte mmap publish): "
+          f"{lean:.0f} ns -> {results['os.write(fd, 116 B) (the baseline)'] / lean:.2f}x of os.write; "
+          f"without the per-append publish: {ns_per_call('sketch.append(data, False)', env):.0f} ns")
+    sketch.close()
     append = wal.append
     print("  cProfile of 100k appends (profiler overhead inflates small functions):")
 
@@ -98,6 +147,55 @@ def probe_none(work: str) -> None:
     print("    " + top_profile(loop).replace("\n", "\n    "))
     wal.close()
     os.close(fd)
+
+
+# --------------------------------------------------------------------------- durable append
+
+
+def probe_always(work: str, rounds: int = 6, seconds: float = 0.5) -> None:
+    print("== durable append, 1 thread: fdatasync vs the rest (us per append; walogs and os.write+fdatasync "
+          f"alternate in {seconds} s runs, as in run.py) ==")
+    real = _io.fdatasync
+    acc = {"t": 0.0, "n": 0}
+
+    def timed(fd: int) -> None:
+        t = time.perf_counter()
+        real(fd)
+        acc["t"] += time.perf_counter() - t
+        acc["n"] += 1
+
+    _io.fdatasync = timed
+    rows = []
+    try:
+        wal = walogs.Wal.open(os.path.join(work, "always"))
+        fd = os.open(os.path.join(work, "always-raw"), os.O_WRONLY | os.O_CREAT, 0o644)
+        data, frame = os.urandom(100), os.urandom(116)
+        for _ in range(rounds):
+            acc.update(t=0.0, n=0)
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() < t0 + seconds:
+                wal.append(data)
+                n += 1
+            w_op, w_sync = (time.perf_counter() - t0) / n * 1e6, acc["t"] / acc["n"] * 1e6
+            n, busy, t0 = 0, 0.0, time.perf_counter()
+            while time.perf_counter() < t0 + seconds:
+                os.write(fd, frame)
+                t1 = time.perf_counter()
+                os.fdatasync(fd)
+                busy += time.perf_counter() - t1
+                n += 1
+            r_op, r_sync = (time.perf_counter() - t0) / n * 1e6, busy / n * 1e6
+            rows.append((w_op, w_sync, r_op, r_sync))
+            print(f"  walogs {w_op:6.1f} (fdatasync {w_sync:6.1f} + rest {w_op - w_sync:5.1f}) | "
+                  f"raw {r_op:6.1f} (fdatasync {r_sync:6.1f} + rest {r_op - r_sync:5.1f})  -> {r_op / w_op:.2f}x")
+        wal.close()
+        os.close(fd)
+    finally:
+        _io.fdatasync = real
+    med = [statistics.median(col) for col in zip(*rows)]
+    print(f"  -> medians: walogs spends {med[0] - med[1]:.1f} us per append outside fdatasync, the raw loop "
+          f"{med[2] - med[3]:.1f} us; fdatasync {med[1]:.1f} vs {med[3]:.1f} us. 0.9x of the raw loop "
+          f"allows walogs {med[2] / 0.9 - med[2]:.1f} us more per append than the raw loop")
 
 
 # --------------------------------------------------------------------------- group commit
@@ -124,7 +222,7 @@ def probe_group(work: str, seconds: float = 2.0) -> None:
             stop = time.perf_counter() + seconds
             counts = [0] * nthreads
 
-            def worker(i: int) -> None:
+            def worker(i: int, wal: walogs.Wal = wal, stop: float = stop, counts: list = counts) -> None:
                 c = 0
                 while time.perf_counter() < stop:
                     wal.append(data)
@@ -338,18 +436,19 @@ def probe_iter(work: str, entries: int = 1_000_000) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="*", help="none, group, batch, iter (default: all)")
+    parser.add_argument("what", nargs="*", help="always, none, group, batch, iter (default: all)")
     parser.add_argument("--dir", help="parent of the temporary work directory")
     args = parser.parse_args()
-    args.what = args.what or ["none", "group", "batch", "iter"]
-    bad = [w for w in args.what if w not in ("none", "group", "batch", "iter")]
+    probes = {"always": probe_always, "none": probe_none, "group": probe_group, "batch": probe_batch, "iter": probe_iter}
+    args.what = args.what or list(probes)
+    bad = [w for w in args.what if w not in probes]
     if bad:
         parser.error(f"unknown probe(s): {', '.join(bad)}")
     work = tempfile.mkdtemp(prefix="walogs-probe-", dir=args.dir)
     try:
         print(f"walogs {walogs.IMPLEMENTATION}, python {sys.version.split()[0]}, load {os.getloadavg()[0]:.2f}")
         for what in args.what:
-            {"none": probe_none, "group": probe_group, "batch": probe_batch, "iter": probe_iter}[what](work)
+            probes[what](work)
             print()
     finally:
         shutil.rmtree(work, ignore_errors=True)

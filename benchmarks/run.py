@@ -42,15 +42,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import walogs  # noqa: E402  (after the path set-up: the package of this checkout)
-from walogs import Wal, WalConfig, WalReader  # noqa: E402
+import walogs
+from walogs import Wal, WalConfig, WalReader
 
 ENTRY_SIZE = 100
 FRAME_SIZE = ENTRY_SIZE + walogs.FRAME_HEADER_SIZE  # 116
@@ -161,7 +161,7 @@ def run_worker(task: str, args: dict, *, pure: bool = False, timeout: float = 30
     """Run one task of _worker.py in a fresh interpreter and return its RESULT."""
     proc = subprocess.run(
         [sys.executable, str(WORKER), task, json.dumps(args)],
-        cwd=ROOT, env=worker_env(pure), capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT, env=worker_env(pure), capture_output=True, text=True, timeout=timeout, check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"worker {task} (pure={pure}) exited {proc.returncode}: {proc.stderr[-2000:]}")
@@ -213,12 +213,12 @@ class Row:
     label: str
     subject: str  # absolute measured value, formatted
     baseline: str  # absolute baseline value, formatted ("—" if none)
-    ratio: Optional[float]  # subject / baseline, or target / measured (headroom) without a baseline
+    ratio: float | None  # subject / baseline, or target / measured (headroom) without a baseline
     target: str  # e.g. ">= 0.9x", "< 1 ms", "report only"
-    target_ratio: Optional[float]  # the ratio that meets the target (None: report only)
-    met: Optional[bool]
+    target_ratio: float | None  # the ratio that meets the target (None: report only)
+    met: bool | None
     headroom: bool = False  # True: ratio is target / measured, not subject / baseline
-    spread: Optional[tuple[float, float]] = None  # min and max of the per-repeat paired ratios
+    spread: tuple[float, float] | None = None  # min and max of the per-repeat paired ratios
 
 
 @dataclass
@@ -231,7 +231,7 @@ class Figure:
     data: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    error: Optional[str] = None
+    error: str | None = None
 
     def as_json(self) -> dict:
         return {
@@ -242,7 +242,7 @@ class Figure:
 
 
 def ratio_row(label: str, subj_runs: list[float], base_runs: list[float], unit: str,
-              target: Optional[float], fmt: Callable[[float], str] = si) -> tuple[Row, dict]:
+              target: float | None, fmt: Callable[[float], str] = si) -> tuple[Row, dict]:
     """A row comparing medians, and the raw data for results.json."""
     s, b = median(subj_runs), median(base_runs)
     ratio = s / b if b else math.inf
@@ -841,7 +841,8 @@ def fs_type(path: str) -> dict:
     except OSError:
         pass
     try:
-        stat_f = subprocess.run(["stat", "-f", "-c", "%T", real], capture_output=True, text=True, timeout=10).stdout.strip()
+        stat_f = subprocess.run(["stat", "-f", "-c", "%T", real], capture_output=True, text=True, timeout=10,
+                                check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         stat_f = "?"
     return {"mount_point": best[0], "type": best[1], "device": best[2], "stat_f": stat_f}
@@ -855,12 +856,12 @@ def machine_info(workdir: str) -> dict:
     except OSError:
         pass
     try:
-        nproc = int(subprocess.run(["nproc"], capture_output=True, text=True, timeout=10).stdout.strip())
+        nproc = int(subprocess.run(["nproc"], capture_output=True, text=True, timeout=10, check=False).stdout.strip())
     except (OSError, ValueError, subprocess.SubprocessError):
         nproc = len(os.sched_getaffinity(0))
     try:
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
+                                capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = "?"
     mem = "?"
@@ -896,7 +897,7 @@ def fmt_ratio(row: Row) -> str:
     return text
 
 
-def fmt_met(met: Optional[bool]) -> str:
+def fmt_met(met: bool | None) -> str:
     return "—" if met is None else ("yes" if met else "**NO**")
 
 
@@ -911,7 +912,7 @@ def table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
-def draw(figures: list[Figure], png: Path, info: dict, quick: bool) -> Optional[str]:
+def draw(figures: list[Figure], png: Path, info: dict, quick: bool) -> str | None:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -952,7 +953,7 @@ def draw(figures: list[Figure], png: Path, info: dict, quick: bool) -> Optional[
 # --------------------------------------------------------------------------- main
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test (~1 minute)")
     parser.add_argument("--only", metavar="NAME[,NAME]", help="run only these figures")
@@ -994,7 +995,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             t0 = time.perf_counter()
             try:
                 fig = FIGURES[name][0](bench)
-            except Exception as exc:  # one broken figure must not hide the others
+            except Exception as exc:  # noqa: BLE001  (one broken figure must not hide the others)
                 traceback.print_exc()
                 fig = Figure(name, "", "", "", error=f"{type(exc).__name__}: {exc}")
             fig.seconds = time.perf_counter() - t0
