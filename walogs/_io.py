@@ -47,7 +47,11 @@ def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     A short write followed by an error (EFBIG, ENOSPC, EIO) raises that
     error; the caller must treat the bytes as possibly half on disk.
     """
-    view = memoryview(data)
+    written = os.pwrite(fd, data, offset)
+    if written == len(data):
+        return
+    view = memoryview(data)[written:]
+    offset += written
     while view:
         written = os.pwrite(fd, view, offset)
         view = view[written:]

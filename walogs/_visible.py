@@ -116,7 +116,8 @@ class Publisher:
     def publish(self, state: int, seq: int, lsn: int, offset: int) -> None:
         """Make (seq, lsn, offset) the end readers may read up to."""
         if self._map is not None:
-            self._map[:SIZE] = _encode(state, seq, lsn, offset)
+            crc = zlib.crc32(_BODY.pack(state, seq, lsn, offset))
+            _RECORD.pack_into(self._map, 0, _MAGIC, crc, state, seq, lsn, offset)
 
     def close(self, mark_closed: bool) -> None:
         """Unmap; ``mark_closed`` (only in the writer's own process) records that no writer publishes."""
