@@ -6,7 +6,7 @@ DEPS   := $(VENV)/.stamp-deps
 BUILT  := .stamp-build
 PYTEST := $(PY) -m pytest -n auto -q -p no:cacheprovider
 
-.PHONY: all demo test test-cython test-python build bench stress annotate lint wheel wheel-test sdist clean system-deps
+.PHONY: all demo test test-cython test-python build bench stress annotate lint wheel wheel-test sdist sdist-test clean system-deps
 
 all: build
 
@@ -41,6 +41,7 @@ demo: build
 test: build
 	WALOGS_PURE_PYTHON=1 $(PYTEST) tests
 	$(MAKE) wheel-test
+	$(MAKE) sdist-test
 
 test-cython: build
 	$(PYTEST) tests
@@ -85,7 +86,19 @@ wheel-test: wheel
 	cd $(WHEEL_RUN) && ../wheel-venv/bin/python -m pytest -n auto -q -p no:cacheprovider tests
 
 sdist: $(DEPS)
+	rm -f dist/walogs-*.tar.gz
 	$(PY) -m build --sdist --no-isolation -o dist .
+
+# The sdist holds the .pyx, not generated C: it must build with the Cython from
+# pyproject.toml, and without a C compiler install as pure Python with a warning.
+sdist-test: sdist
+	rm -rf build/sdist-venv && $(PYTHON) -m venv build/sdist-venv
+	CC=/bin/false build/sdist-venv/bin/python -m pip install -v --no-cache-dir dist/walogs-*.tar.gz > build/sdist-nocc.log 2>&1
+	grep -q "walogs will use the pure-Python codec" build/sdist-nocc.log
+	cd build && sdist-venv/bin/python -c "import walogs; assert walogs.IMPLEMENTATION == 'python', walogs.IMPLEMENTATION"
+	build/sdist-venv/bin/python -m pip install -q --no-cache-dir --force-reinstall --no-deps dist/walogs-*.tar.gz
+	cd build && sdist-venv/bin/python -c "import walogs; assert walogs.IMPLEMENTATION == 'cython', walogs.IMPLEMENTATION; \
+		print('sdist: pure-Python fallback without a compiler, compiled with one')"
 
 annotate: $(DEPS)
 	$(VENV)/bin/cython -3 -a walogs/_frame.pyx -o build/_frame_annotated.c

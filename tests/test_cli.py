@@ -736,3 +736,36 @@ def test_repair_on_a_clean_log_has_nothing_to_do(sample, capsys):
     assert cli.main(["repair", str(s.dir)]) == 0
     assert "nothing to repair" in capsys.readouterr().out
     assert snapshot(s.dir) == before
+
+
+def test_verify_shows_progress_on_a_terminal_only(tmp_path):
+    """verify reports progress when stderr is a terminal (a real pty here) and stays quiet when piped."""
+    import pty
+
+    log = tmp_path / "log"
+    with walogs.Wal.open(log, walogs.WalConfig(max_segment_size=4096)) as wal:
+        wal.append_batch(bytes(100) for _ in range(200))
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "walogs", "verify", str(log)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=secondary, timeout=60)
+        os.close(secondary)
+        secondary = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO once the child's end is closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(primary)
+        if secondary >= 0:
+            os.close(secondary)
+    assert proc.returncode == 0
+    assert b"verifying wal-000001.log" in b"".join(chunks)
+    piped = subprocess.run([sys.executable, "-m", "walogs", "verify", str(log)], cwd=ROOT,
+                           capture_output=True, timeout=60)
+    assert piped.returncode == 0 and piped.stderr == b""
