@@ -57,7 +57,9 @@ stress: build
 		$(PY) tests/fuzz_atheris.py -atheris_runs=$${FUZZ_RUNS:-200000}; \
 	else echo "atheris did not install here: the coverage-guided fuzz run was not done"; fi
 
+# matplotlib only draws benchmarks/results.png; the table and JSON need nothing extra.
 bench: build
+	@$(PY) -m pip install -q --disable-pip-version-check matplotlib || echo "matplotlib did not install: no chart"
 	$(PY) benchmarks/run.py
 
 # A manylinux wheel: built without isolation from .venv's Cython, repaired
