@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from vectors import VECTORS, frame  # tests/vectors.py: literal hex frames, struct + zlib
 
 from walogs import _frame_py as py
+from walogs import errors as walogs_errors
 from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError
 
 PURE = os.environ.get("WALOGS_PURE_PYTHON", "") not in ("", "0")
@@ -227,6 +228,19 @@ def test_frame_reader_signature_and_doc_identical():
     assert inspect.cleandoc(cy.FrameReader.__doc__) == inspect.cleandoc(py.FrameReader.__doc__)
     for attr in ("offset", "status", "last_lsn"):
         assert hasattr(cy.FrameReader, attr)
+
+
+@needs_cy
+def test_chain_reader_signature_and_doc_identical():
+    def shape(sig):
+        return [(p.name, p.kind, p.default) for p in sig.parameters.values()]
+
+    assert shape(inspect.signature(cy.ChainReader)) == shape(inspect.signature(py.ChainReader)) == [
+        ("readers", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty)
+    ]
+    assert inspect.cleandoc(cy.ChainReader.__doc__) == inspect.cleandoc(py.ChainReader.__doc__)
+    assert shape(inspect.signature(cy.ChainReader.close)) == shape(inspect.signature(py.ChainReader.close))
+    assert cy.ChainReader.close.__doc__ == py.ChainReader.close.__doc__
 
 
 # ---------------------------------------------------------------------------
@@ -601,6 +615,322 @@ def test_large_buffers_release_the_gil_correctly():
 
 
 # ---------------------------------------------------------------------------
+# ChainReader: FrameReaders one after another, each made after the last one stopped (P8)
+
+
+def run_chain(m, steps, close_after=None):
+    """Everything a ChainReader over a scripted ``readers`` generator shows, as comparable data.
+
+    Steps: ("reader", *FrameReader args) yields a FrameReader and, once resumed,
+    logs what the exhausted reader says (offset, status, last_lsn); ("raise",
+    type, message) raises; ("yield", obj) yields obj; ("next",) and ("close",)
+    re-enter the chain from inside ``readers``. The generator's ``finally`` is
+    logged too, so the log shows when ``readers`` was closed.
+    """
+    log = []
+    chain = None
+
+    def readers():
+        try:
+            for step in steps:
+                kind = step[0]
+                if kind == "reader":
+                    reader = m.FrameReader(*step[1:])
+                    yield reader
+                    log.append(("stopped", reader.offset, reader.status, reader.last_lsn))
+                elif kind == "raise":
+                    raise step[1](step[2])
+                elif kind == "yield":
+                    yield step[1]
+                elif kind == "next":
+                    log.append(("inner next", outcome(lambda: next(chain))))
+                else:
+                    log.append(("inner close", outcome(chain.close)))
+        finally:
+            log.append("finally")
+
+    chain = m.ChainReader(readers())
+    assert iter(chain) is chain
+    got = []
+    while True:
+        res = outcome(lambda: next(chain))
+        got.append(res)
+        if res[0] == "raise":
+            break
+        if close_after is not None and len(got) == close_after:
+            log.append(("close", outcome(chain.close)))
+    got.append(outcome(lambda: next(chain)))  # an ended chain stays ended
+    log.append(("close again", outcome(chain.close)))
+    return got, log
+
+
+BIG = frame(7, bytes(range(256)) * 400)  # 100 KiB: the readers release the GIL for it
+CHAIN_STEPS = [
+    ("reader", SMALL),
+    ("reader", b""),
+    ("reader", frames_buf(15, (3, 0, 7)), 0, 15),
+    ("reader", frames_buf(18, (1, 2)), 0, 17),  # wrong expect_lsn: BAD_LSN at once, nothing yielded
+    ("reader", SMALL, 16, 11, 13),  # offset, expect_lsn, skip_before
+    ("reader", SMALL[:40] + b"\xff" + SMALL[41:], 0, 10),  # damage: stops before it (I10)
+    ("reader", SMALL[:-3]),  # torn: SHORT
+    ("reader", bytearray(SMALL), 0, 0, MAX_LSN),  # every frame skipped
+    ("reader", memoryview(BIG + BIG[:20])),
+    ("reader", BIG, 0, 0, 8),
+]
+
+
+def test_chain_reader_reads_each_reader_to_its_end_in_turn():
+    """P8, I10: the frames of every reader in order, each reader's stop seen before the next is made."""
+    got, log = same(run_chain, CHAIN_STEPS)[1]
+    expected_frames, expected_log = [], []
+    for step in CHAIN_STEPS:
+        reader = py.FrameReader(*step[1:])
+        expected_frames += [("ok", f) for f in reader]
+        expected_log.append(("stopped", reader.offset, reader.status, reader.last_lsn))
+    assert got == expected_frames + [("raise", StopIteration, "")] * 2
+    assert log == expected_log + ["finally", ("close again", ("ok", None))]
+    assert expected_log[3][2] == py.SCAN_BAD_LSN and expected_log[6][2] == py.SCAN_SHORT
+
+
+def test_chain_reader_over_nothing():
+    for m in IMPLS:
+        assert list(m.ChainReader([])) == []
+        assert list(m.ChainReader(iter([m.FrameReader(b""), m.FrameReader(SMALL, len(SMALL))]))) == []
+        assert list(m.ChainReader(m.FrameReader(SMALL, b) for b in SMALL_BOUNDARIES[-2:])) == [(14, SMALL[-40:])]
+    res = same(lambda m: m.ChainReader(None))
+    assert res[:2] == ("raise", TypeError)
+    res = same(lambda m: m.ChainReader(5))
+    assert res[:2] == ("raise", TypeError)
+
+
+@pytest.mark.parametrize("where", range(4))
+@pytest.mark.parametrize(
+    "exc", [OSError, KeyError, walogs_errors.WalCorruptError, walogs_errors.LsnOutOfRangeError, StopIteration]
+)
+def test_chain_reader_propagates_what_readers_raises(where, exc):
+    """Frames before the exception, then the exception itself, then nothing: the chain has ended
+    and ``readers`` has finished (its finally ran), in both codecs alike."""
+    steps = [("reader", SMALL), ("reader", frames_buf(15, (1, 2)), 0, 15), ("reader", SMALL)]
+    steps.insert(where, ("raise", exc, f"boom at {where}"))
+    got, log = same(run_chain, steps)[1]
+    if exc is StopIteration:  # inside a generator it becomes RuntimeError (PEP 479)
+        assert got[-2] == ("raise", RuntimeError, "generator raised StopIteration")
+    else:
+        assert got[-2][:2] == ("raise", exc)
+    assert got[-1] == ("raise", StopIteration, "")
+    assert len(got) - 2 == [0, 5, 7, 12][where]
+    assert log[-2:] == ["finally", ("close again", ("ok", None))]
+
+
+def test_chain_reader_exceptions_carry_no_stop_iteration_context():
+    """An error from readers, raised when a reader ran out, is not "during handling of StopIteration"."""
+    for m in IMPLS:
+
+        def readers(m=m):
+            yield m.FrameReader(SMALL)
+            raise walogs_errors.WalCorruptError("damaged")
+
+        with pytest.raises(walogs_errors.WalCorruptError) as info:
+            list(m.ChainReader(readers()))
+        assert info.value.__context__ is None and info.value.__cause__ is None
+
+
+def test_chain_reader_ends_on_base_exceptions_too():
+    for m in IMPLS:
+        log = []
+
+        def readers(m=m, log=log):
+            try:
+                yield m.FrameReader(SMALL)
+                raise KeyboardInterrupt
+            finally:
+                log.append("finally")
+
+        chain = m.ChainReader(readers())
+        assert len([next(chain) for _ in range(5)]) == 5
+        with pytest.raises(KeyboardInterrupt):
+            next(chain)
+        assert log == ["finally"]
+        with pytest.raises(StopIteration):
+            next(chain)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [None, b"", 5, [(1, b"x")], iter([(1, b"x")]), "FrameReader"],
+    ids=["None", "bytes", "int", "list", "iterator", "str"],
+)
+def test_chain_reader_refuses_anything_but_frame_readers(bad):
+    steps = [("reader", SMALL), ("yield", bad), ("reader", SMALL)]
+    got, log = same(run_chain, steps)[1]
+    assert got[5:] == [
+        ("raise", TypeError, f"ChainReader: readers must yield FrameReader objects, not {type(bad).__name__}"),
+        ("raise", StopIteration, ""),
+    ]
+    assert log == [("stopped", len(SMALL), py.SCAN_END, 14), "finally", ("close again", ("ok", None))]
+
+
+@needs_cy
+def test_chain_reader_refuses_the_other_codecs_frame_readers():
+    for m, other in ((py, cy), (cy, py)):
+        chain = m.ChainReader([other.FrameReader(SMALL)])
+        with pytest.raises(TypeError, match="must yield FrameReader objects, not FrameReader"):
+            next(chain)
+
+
+@pytest.mark.parametrize("close_after", [1, 4, 5, 6, 9, 10])
+def test_chain_reader_close(close_after):
+    """close() ends the chain at once and runs the generator's finally; later calls do nothing."""
+    steps = [("reader", SMALL), ("reader", frames_buf(15, (1, 2, 3, 4, 5)), 0, 15)]
+    got, log = same(run_chain, steps, close_after)[1]
+    assert got == [("ok", f) for f in (py.decode(SMALL)[0] + py.decode(frames_buf(15, (1, 2, 3, 4, 5)))[0])][
+        :close_after
+    ] + [("raise", StopIteration, "")] * 2
+    assert log[-3:] == ["finally", ("close", ("ok", None)), ("close again", ("ok", None))]
+
+
+def test_chain_reader_close_before_start_and_when_readers_cannot_close():
+    for m in IMPLS:
+        log = []
+
+        def readers(m=m, log=log):
+            try:
+                yield m.FrameReader(SMALL)
+            finally:
+                log.append("finally")
+
+        chain = m.ChainReader(readers())
+        chain.close()  # never started: the generator closes without running its body
+        assert log == []
+        with pytest.raises(StopIteration):
+            next(chain)
+        chain = m.ChainReader([m.FrameReader(SMALL)])  # a list iterator has no close()
+        assert next(chain) == (10, b"")
+        chain.close()
+        assert list(chain) == []
+
+
+def test_chain_reader_cannot_be_reentered():
+    """Like a generator: next() or close() from inside readers is a ValueError; the outer next goes on."""
+    steps = [("reader", SMALL), ("next",), ("close",), ("reader", frames_buf(15, (1,)), 0, 15)]
+    got, log = same(run_chain, steps)[1]
+    busy = ("raise", ValueError, "ChainReader already executing")
+    assert [lsn for _, (lsn, _) in got[:-2]] == [10, 11, 12, 13, 14, 15]
+    assert log[1:3] == [("inner next", busy), ("inner close", busy)]
+
+
+def test_chain_reader_honours_frame_reader_subclasses():
+    """A subclass's own __next__ is what the chain uses (the compiled chain reads only exact
+    FrameReaders in C); an exception from a reader ends the chain and closes readers."""
+
+    def run(m):
+        class Upper(m.FrameReader):
+            def __next__(self):
+                lsn, data = super().__next__()
+                return lsn, data.upper()
+
+        class Plain(m.FrameReader):
+            pass
+
+        class Failing(m.FrameReader):
+            def __next__(self):
+                if self.last_lsn >= 11:
+                    raise OSError("reader failed")
+                return super().__next__()
+
+        text = frames_buf(1, ()) + b"".join(frame(1 + i, w) for i, w in enumerate([b"ab", b"cd"]))
+        log = []
+
+        def readers():
+            try:
+                for cls, args in ((Upper, (text,)), (Plain, (SMALL,)), (Failing, (SMALL,)), (Plain, (SMALL,))):
+                    reader = cls(*args)
+                    yield reader
+                    log.append((cls.__name__, reader.offset, reader.status))
+            finally:
+                log.append("finally")
+
+        chain = m.ChainReader(readers())
+        got = []
+        try:
+            for item in chain:
+                got.append(item)  # noqa: PERF402 - keeps the frames before the exception
+        except OSError as exc:
+            got.append(str(exc))
+        return got, log, list(chain)
+
+    got, log, rest = same(run)[1]
+    assert got == [(1, b"AB"), (2, b"CD")] + py.decode(SMALL)[0] + py.decode(SMALL)[0][:2] + ["reader failed"]
+    assert log == [("Upper", len(frame(1, b"ab")) * 2, py.SCAN_END), ("Plain", len(SMALL), py.SCAN_END), "finally"]
+    assert rest == []
+
+
+def test_dropping_a_chain_closes_its_readers():
+    """A chain dropped mid-way lets its generator go, which runs its finally (a descriptor closes)."""
+    import gc
+
+    for m in IMPLS:
+        log = []
+
+        def readers(m=m, log=log):
+            try:
+                yield m.FrameReader(SMALL)
+            finally:
+                log.append("finally")
+
+        chain = m.ChainReader(readers())
+        next(chain)
+        del chain
+        gc.collect()
+        assert log == ["finally"]
+
+
+def cursor_readers(m, buf, chunk, log):
+    """SegmentCursor.readers' walk over an in-memory file read ``chunk`` bytes at a time: each reader
+    starts where the last one stopped; a frame larger than a chunk is read whole."""
+    pos, expect = 0, 0
+    while pos < len(buf):
+        start = pos
+        piece = buf[start : start + chunk]
+        reader = m.FrameReader(piece, 0, expect)
+        yield reader
+        pos, expect = start + reader.offset, reader.last_lsn + 1 if reader.last_lsn else expect
+        log.append((pos, reader.status))
+        if reader.status == m.SCAN_END:
+            continue
+        if reader.status != m.SCAN_SHORT or start + len(piece) >= len(buf):
+            return
+        if reader.offset or len(piece) - reader.offset < HDR:
+            continue
+        length = struct.unpack_from("<I", piece, 0)[0]
+        reader = m.FrameReader(buf[start : start + HDR + length], 0, expect)
+        yield reader
+        pos, expect = start + reader.offset, reader.last_lsn + 1 if reader.last_lsn else expect
+        log.append((pos, reader.status))
+        if not reader.offset:
+            return
+
+
+def chain_over_chunks(m, buf, chunk):
+    log = []
+    return list(m.ChainReader(cursor_readers(m, buf, chunk, log))), log
+
+
+@pytest.mark.parametrize("chunk", [16, 17, 33, 50, 1000])
+def test_chain_reader_walks_a_log_in_chunks(chunk):
+    """What a segment cursor does with it: any chunk size gives decode's frames and stop (I5, I10)."""
+    rnd = random.Random(0xC4A1)
+    for buf in (SMALL, SMALL[:-1], SMALL + bytes(20), SMALL[:60] + b"\x00" + SMALL[61:], BIG + SMALL, b""):
+        frames, log = same(chain_over_chunks, buf, chunk)[1]
+        assert frames == py.decode(buf)[0]
+        assert not log or log[-1][0] == py.decode(buf)[1]
+    entries = [rnd.randbytes(rnd.randrange(0, 90)) for _ in range(300)]
+    buf = b"".join(frame(100 + i, e) for i, e in enumerate(entries))
+    frames, _ = same(chain_over_chunks, buf, chunk)[1]
+    assert frames == list(zip(range(100, 400), entries))
+
+
+# ---------------------------------------------------------------------------
 # find_frame's LSN window (P10)
 
 
@@ -742,3 +1072,13 @@ def test_hypothesis_find_frame_near_a_real_frame(prefix, cut, lsn, after_delta, 
     after = lsn - 1 - (after_delta % 5) if -3 <= after_delta <= 300 else after_delta
     check_find(buf, 0, after, bad)
     check_find(buf, 0, lsn - 1, bad)
+
+
+@HYP
+@given(st.one_of(st.binary(max_size=300), logs()), st.integers(HDR, 120))
+def test_hypothesis_chain_reader_in_chunks(buf, chunk):
+    """P8, I10: a ChainReader walking damaged bytes in chunks gives decode's frames, in both codecs."""
+    res = same(chain_over_chunks, buf, chunk)
+    assert res[0] == "ok", res
+    frames, _log = res[1]
+    assert frames == py.decode(buf)[0]

@@ -24,6 +24,9 @@ How this module stays safe and fast:
   it for the CRC and copy of frames above 64 KiB. A bytearray, mmap or
   memoryview stays pinned by the typed memoryview meanwhile (it cannot be
   resized or closed under the loop).
+- ``ChainReader`` takes each frame from its current FrameReader with a direct
+  C call (``FrameReader._next``), so iterating a whole log costs one C-level
+  ``next`` per entry; Python code runs only between readers (once per chunk).
 - Integer arguments (LSNs, offsets) are range-checked as Python ints before
   they are converted, so an out-of-range value gives the spec's ValueError,
   never an OverflowError, and C arithmetic on LSNs is unsigned 64-bit.
@@ -597,6 +600,15 @@ Iterator of ``(lsn, data)`` over the frames of a buffer, one per ``next``.
         return self
 
     def __next__(self):
+        cdef object item = self._next()
+        if item is None:
+            raise StopIteration
+        return item
+
+    @cython.final
+    cdef object _next(self):
+        # __next__ without the StopIteration: the next (lsn, data), or None once
+        # the reader has stopped. ChainReader calls it directly, in C.
         cdef int status
         cdef Py_ssize_t off
         cdef Py_ssize_t total = 0
@@ -625,7 +637,113 @@ Iterator of ``(lsn, data)`` over the frames of a buffer, one per ``next``.
             if self._skip_all or lsn < self._skip_before:
                 continue
             return lsn, _copy_out(self._p + off + _HDR, total - _HDR)
-        raise StopIteration
+        return None
+
+
+cdef object _END = object()    # "no frame": a reader or ``readers`` is exhausted
+
+
+cdef inline object _pull(object reader):
+    # The next frame of reader, or _END. A FrameReader is read in C; a subclass
+    # through its own __next__, which it may override (as in the spec).
+    cdef object item
+    if type(reader) is FrameReader:
+        item = (<FrameReader>reader)._next()
+        return _END if item is None else item
+    return next(reader, _END)
+
+
+@cython.embedsignature(False)
+@cython.auto_pickle(False)   # holds an iterator (usually a generator): not picklable
+cdef class ChainReader:
+    # The text-signature header again, as for FrameReader.
+    """ChainReader(readers)
+--
+
+Iterator of ``(lsn, data)`` over the frames of each FrameReader from ``readers``, in turn.
+
+    ``readers`` is an iterable of FrameReader objects, typically a generator.
+    The next reader is asked for only when the current one is exhausted, so
+    whatever produces them can look at the exhausted reader (``status``,
+    ``offset``, ``last_lsn``) before it makes the next one: read on from
+    where that one stopped, or end the chain. Each reader's frames come out
+    exactly as its own ``next`` gives them.
+
+    The chain ends when ``readers`` is exhausted, or when ``readers`` or a
+    reader raises: the exception propagates and ``readers`` is closed (if it
+    has a ``close`` method). An ended chain raises StopIteration. Anything
+    but a FrameReader from ``readers`` is a TypeError. :meth:`close` ends
+    the chain early. Like a generator, a chain cannot be re-entered while a
+    ``next`` runs (ValueError).
+    """
+
+    cdef object _readers      # iterator of FrameReaders; None once the chain has ended
+    cdef object _reader       # the reader being read; None before the first one
+    cdef bint _running        # inside __next__: re-entry is a ValueError, as for generators
+
+    def __init__(self, readers: Iterable[FrameReader]) -> None:
+        self._readers = iter(readers)
+        self._reader = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        # The hot path is one C call into the current reader per frame;
+        # Python code (readers) runs only when a reader is exhausted.
+        cdef object reader = self._reader
+        cdef object item
+        if self._running:
+            raise ValueError("ChainReader already executing")
+        self._running = True
+        try:
+            item = _END if reader is None else _pull(reader)
+            if item is _END:
+                item = self._refill()
+        except BaseException:
+            self._running = False
+            self._end(True)
+            raise
+        self._running = False
+        if item is _END:
+            raise StopIteration
+        return item
+
+    cdef object _refill(self):
+        # The spec's _refill: the first frame of the next readers, or _END when
+        # readers is exhausted (which ends the chain).
+        cdef object reader
+        cdef object item
+        while self._readers is not None:
+            reader = next(self._readers, _END)
+            if reader is _END:
+                self._end(False)
+                break
+            if not isinstance(reader, FrameReader):
+                raise TypeError(
+                    f"ChainReader: readers must yield FrameReader objects, not {type(reader).__name__}"
+                )
+            self._reader = reader
+            item = _pull(reader)
+            if item is not _END:
+                return item
+        return _END
+
+    cdef int _end(self, bint close) except -1:
+        readers = self._readers
+        self._readers = None
+        self._reader = None
+        if close and readers is not None:
+            closer = getattr(readers, "close", None)
+            if closer is not None:
+                closer()
+        return 0
+
+    def close(self) -> None:
+        """End the chain now and close ``readers`` (a generator runs its ``finally`` blocks)."""
+        if self._running:
+            raise ValueError("ChainReader already executing")
+        self._end(True)
 
 
 def decode(buf: object, offset: int = 0, expect_lsn: int = 0) -> tuple[list[tuple[int, bytes]], int, int]:

@@ -208,6 +208,94 @@ class FrameReader:
         raise StopIteration
 
 
+_END = object()
+""""No frame": a reader or ``readers`` is exhausted."""
+
+
+class ChainReader:
+    """Iterator of ``(lsn, data)`` over the frames of each FrameReader from ``readers``, in turn.
+
+    ``readers`` is an iterable of FrameReader objects, typically a generator.
+    The next reader is asked for only when the current one is exhausted, so
+    whatever produces them can look at the exhausted reader (``status``,
+    ``offset``, ``last_lsn``) before it makes the next one: read on from
+    where that one stopped, or end the chain. Each reader's frames come out
+    exactly as its own ``next`` gives them.
+
+    The chain ends when ``readers`` is exhausted, or when ``readers`` or a
+    reader raises: the exception propagates and ``readers`` is closed (if it
+    has a ``close`` method). An ended chain raises StopIteration. Anything
+    but a FrameReader from ``readers`` is a TypeError. :meth:`close` ends
+    the chain early. Like a generator, a chain cannot be re-entered while a
+    ``next`` runs (ValueError).
+    """
+
+    _running = False  # inside __next__: re-entry is a ValueError, as for generators
+
+    def __init__(self, readers: Iterable[FrameReader]) -> None:
+        self._readers: Iterator[FrameReader] | None = iter(readers)  # None once the chain has ended
+        self._reader: FrameReader | None = None  # the reader being read; None before the first one
+
+    def __iter__(self) -> ChainReader:
+        return self
+
+    def __next__(self) -> tuple[int, bytes]:
+        reader = self._reader
+        if self._running:
+            raise ValueError("ChainReader already executing")
+        self._running = True
+        try:
+            if reader is not None:
+                # reader.__next__() rather than next(reader, _END): a direct call
+                # of a Python method is the cheapest per frame.
+                try:
+                    item = reader.__next__()
+                except StopIteration:
+                    reader = None
+            if reader is None:
+                item = self._refill()  # outside the handler: its errors get no StopIteration context
+        except BaseException:
+            self._running = False
+            self._end(True)
+            raise
+        self._running = False
+        if reader is None and item is _END:  # (reader is None: only after a refill)
+            raise StopIteration
+        return item  # type: ignore[return-value]
+
+    def _refill(self) -> object:
+        """The first frame of the next readers, or _END when ``readers`` is exhausted (the chain ends)."""
+        while self._readers is not None:
+            reader = next(self._readers, _END)
+            if reader is _END:
+                self._end(False)
+                break
+            if not isinstance(reader, FrameReader):
+                raise TypeError(
+                    f"ChainReader: readers must yield FrameReader objects, not {type(reader).__name__}"
+                )
+            self._reader = reader
+            item = next(reader, _END)
+            if item is not _END:
+                return item
+        return _END
+
+    def _end(self, close: bool) -> None:
+        readers = self._readers
+        self._readers = None
+        self._reader = None
+        if close and readers is not None:
+            closer = getattr(readers, "close", None)
+            if closer is not None:
+                closer()
+
+    def close(self) -> None:
+        """End the chain now and close ``readers`` (a generator runs its ``finally`` blocks)."""
+        if self._running:
+            raise ValueError("ChainReader already executing")
+        self._end(True)
+
+
 def decode(buf: object, offset: int = 0, expect_lsn: int = 0) -> tuple[list[tuple[int, bytes]], int, int]:
     """Decode frames from ``offset`` on: ``(frames, end_offset, status)``.
 
