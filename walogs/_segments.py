@@ -349,7 +349,23 @@ class SegmentCursor:
         return _io.file_size(self._fd)
 
     def frames(self, limit: Optional[int] = None) -> Iterator[tuple[int, bytes]]:
-        """Yield frames from ``offset`` up to ``limit`` (None: the file's size now)."""
+        """The frames from ``offset`` up to ``limit`` (None: the file's size now), as an iterator.
+
+        A ChainReader over :meth:`readers`: one C-level ``next`` per frame
+        with the compiled codec, Python only between chunks.
+        """
+        return codec.ChainReader(self.readers(limit))
+
+    def readers(self, limit: Optional[int] = None) -> Iterator[codec.FrameReader]:
+        """The FrameReaders that read the frames from ``offset`` up to ``limit`` (None: the file's size now).
+
+        For a ChainReader: each reader must be read to its end before the
+        next one is asked for. In between, this moves ``offset`` and
+        ``expect`` past what the reader read, and it reads on from there
+        (the next chunk, or a frame larger than a chunk whole) or stops,
+        setting ``status`` and ``bad_lsn``. The file size is taken when the
+        first reader is asked for.
+        """
         fd = self._fd
         assert fd is not None
         stop = _io.file_size(fd) if limit is None else limit
@@ -358,7 +374,7 @@ class SegmentCursor:
             start = self.offset
             view = self._chunks.read(fd, start, min(CHUNK, stop - start))
             reader = codec.FrameReader(view, 0, self.expect, self.skip_before)
-            yield from reader
+            yield reader
             self._advance(reader)
             if reader.status == codec.SCAN_END and len(view) == min(CHUNK, stop - start):
                 continue
@@ -370,7 +386,7 @@ class SegmentCursor:
                 # A frame larger than a chunk gets a buffer of its own size (P9).
                 whole = self._chunks.read(fd, start, min(FRAME_HEADER_SIZE + header[0], stop - start))
                 reader = codec.FrameReader(whole, 0, self.expect, self.skip_before)
-                yield from reader
+                yield reader
                 self._advance(reader)
                 if reader.offset:
                     continue
@@ -380,10 +396,13 @@ class SegmentCursor:
             self.bad_lsn = header[2] if header else 0
             return
 
-    def _advance(self, reader: object) -> None:
-        self.offset += reader.offset  # type: ignore[attr-defined]
-        if reader.last_lsn:  # type: ignore[attr-defined]
-            self.expect = reader.last_lsn + 1  # type: ignore[attr-defined]
+    def _advance(self, reader: codec.FrameReader) -> None:
+        if reader.status == codec.SCAN_RUNNING:
+            # P5: moving on from a reader that was not read to its end would skip its frames.
+            raise RuntimeError(f"{self.path}: a FrameReader from SegmentCursor.readers was not read to its end")
+        self.offset += reader.offset
+        if reader.last_lsn:
+            self.expect = reader.last_lsn + 1
 
     def scan_view(self) -> SegmentScan:
         """The stop described as a SegmentScan, for judge_tail and error messages."""
@@ -409,11 +428,19 @@ def iter_segment(
     Every byte before the limit must be a whole valid frame continuing from
     ``expect_lsn``; anything else raises WalCorruptError naming segment and
     offset (I10: a bad frame is never yielded). A missing file raises
-    LsnOutOfRangeError (P5: a checkpoint removed it; never skip).
+    LsnOutOfRangeError (P5: a checkpoint removed it; never skip). The file
+    is opened on the first ``next`` and closed when the iterator ends, is
+    closed or is dropped.
     """
+    return codec.ChainReader(_segment_readers(directory, path, expect_lsn, skip_before, limit))
+
+
+def _segment_readers(
+    directory: str, path: str, expect_lsn: int, skip_before: int, limit: Optional[int]
+) -> Iterator[codec.FrameReader]:
     cursor = SegmentCursor(directory, 0, os.path.basename(path), expect_lsn, skip_before)
     try:
-        yield from cursor.frames(limit)
+        yield from cursor.readers(limit)
         if cursor.status != codec.SCAN_END:
             raise cursor.corrupt(
                 "bad frame before the end of the stored log",

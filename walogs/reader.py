@@ -131,7 +131,10 @@ class WalReader:
             raise TypeError(f"start must be an int LSN or None, not {type(start).__name__}")
         stream = _Stream(self._dir, self)
         stream.locate(start)  # raises LsnOutOfRangeError for a start that is not stored
-        return stream.run(follow, timeout)
+        # Each entry costs one C-level next (with the compiled codec): the
+        # ChainReader takes frames from a FrameReader per chunk, and all the
+        # Python below (segments, visible end, damage, polling) runs between chunks.
+        return codec.ChainReader(stream.readers(follow, timeout))
 
     def close(self) -> None:
         """Mark the reader closed; iterators already running keep their own descriptors."""
@@ -159,7 +162,9 @@ class _Stream:
 
     The first segment is chosen when the iterator is made (so a bad start
     raises at once) but opened on the first ``next``, so an iterator that is
-    never started holds no descriptor.
+    never started holds no descriptor. :meth:`readers` gives the FrameReaders
+    for a ChainReader; the descriptor is closed when the generator ends,
+    raises, is closed (ChainReader.close) or is dropped.
     """
 
     def __init__(self, directory: str, reader: WalReader) -> None:
@@ -201,8 +206,11 @@ class _Stream:
         self._start = start if start is not None else max(oldest, 1)
         self._first = chosen if chosen is not None else next(iter(files.items()), None)
 
-    def run(self, follow: bool, timeout: Optional[float]) -> Iterator[tuple[int, bytes]]:
-        """Yield what is visible; when following, poll for more until ``timeout`` idle seconds."""
+    def readers(self, follow: bool, timeout: Optional[float]) -> Iterator[codec.FrameReader]:
+        """FrameReaders over what is visible; when following, poll for more until ``timeout`` idle seconds.
+
+        Each must be read to its end before the next is asked for (as a ChainReader does).
+        """
         try:
             checked_range = False
             pause = _POLL_FIRST
@@ -258,8 +266,8 @@ class _Stream:
         self._cursor = _segments.SegmentCursor(self._dir, seq, name, 0, self._start)
         return True
 
-    def _available(self) -> Iterator[tuple[int, bytes]]:
-        """Yield every entry between the cursor and the visible end, across segments."""
+    def _available(self) -> Iterator[codec.FrameReader]:
+        """FrameReaders over every entry between the cursor and the visible end, across segments."""
         if self._cursor is None and not self._open_first():
             return
         while True:
@@ -275,7 +283,7 @@ class _Stream:
                 limit: Optional[int] = size
             else:
                 limit = end.offset if cursor.seq == end.seq else None
-            yield from cursor.frames(limit)
+            yield from cursor.readers(limit)
             files = _recovery.segment_files(self._dir)[0]
             last_seq = max(files, default=cursor.seq)
             if cursor.status != codec.SCAN_END:
