@@ -30,10 +30,11 @@ $(BUILT): $(DEPS) setup.py walogs/_frame.pyx walogs/_crc.h
 	WALOGS_REQUIRE_EXTENSIONS=1 $(PY) setup.py -q build_ext --inplace
 	touch $@
 
+# The extension is built in place, so the examples import walogs from this tree.
 demo: build
-	$(PY) examples/quickstart.py
+	PYTHONPATH=$(CURDIR) $(PY) examples/quickstart.py
 	@echo
-	$(PY) examples/worker_pool.py
+	PYTHONPATH=$(CURDIR) $(PY) examples/worker_pool.py
 
 # The whole suite twice: the pure-Python fallback from the source tree, then
 # the compiled codec from the installed manylinux wheel (P8; the wheel is what
@@ -60,7 +61,7 @@ stress: build
 # matplotlib only draws benchmarks/results.png; the table and JSON need nothing extra.
 bench: build
 	@$(PY) -m pip install -q --disable-pip-version-check matplotlib || echo "matplotlib did not install: no chart"
-	$(PY) benchmarks/run.py
+	PYTHONPATH=$(CURDIR) $(PY) benchmarks/run.py
 
 # A manylinux wheel: built without isolation from .venv's Cython, repaired
 # by auditwheel (which bundles libdeflate), then checked.
