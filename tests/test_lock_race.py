@@ -520,3 +520,27 @@ def test_sigkilled_writer_releases_lock_fast(log_dir):
     assert max(after_death) < 0.1, line
     assert statistics.median(opened) < 0.1, line
     assert len(reopens) >= min(KILL_ROUNDS, 5), line
+
+
+def test_flock_only_writer_is_seen_as_live(tmp_path):
+    """I6 across implementations: a process holding only flock(2) on LOCK (as a flock-based
+    writer would) is reported live by writer_is_live (so `walogs info` shows it), and
+    Wal.open is refused."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "log"
+    walogs.Wal.open(log).close()
+    code = ("import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDWR)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(log / "LOCK")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        assert writer_is_live(str(log)) == (True, child.pid)
+        with pytest.raises(walogs.WalLockedError):
+            walogs.Wal.open(log)
+    finally:
+        child.kill()
+        child.wait(30)
+        child.stdout.close()
+    assert writer_is_live(str(log)) == (False, None)

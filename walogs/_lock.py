@@ -179,9 +179,30 @@ def writer_is_live(directory: str) -> tuple[bool, int | None]:
     try:
         # GETLK asks "could I place this lock?"; a read lock conflicts only with a writer's lock.
         answer = _ofd(fd, _F_OFD_GETLK, fcntl.F_RDLCK)
+        st = os.fstat(fd)
     finally:
         _io.close(fd)
     lock_type = _FLOCK.unpack(answer[: _FLOCK.size])[0]
-    if lock_type == fcntl.F_UNLCK:
-        return False, None
-    return True, recorded_pid(directory)
+    if lock_type != fcntl.F_UNLCK:
+        return True, recorded_pid(directory)
+    # A writer that takes only flock(2) (another implementation) is invisible to GETLK.
+    flock_pid = _flock_holder(st.st_dev, st.st_ino)
+    if flock_pid is not None:
+        return True, flock_pid
+    return False, None
+
+
+def _flock_holder(device: int, inode: int) -> int | None:
+    """The pid holding an exclusive flock on (device, inode), from /proc/locks; None if none."""
+    wanted = f"{os.major(device):02x}:{os.minor(device):02x}:{inode}"
+    try:
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF" ("->" marks a blocked waiter)
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[3] == "WRITE" and fields[5] == wanted:
+            return int(fields[4])
+    return None
