@@ -447,3 +447,94 @@ def test_group_commit_shares_fdatasync(log_dir, monkeypatch):
     assert syncs["n"] < 200
     monkeypatch.undo()
     wal.close()
+
+
+def test_close_wakes_every_group_commit_waiter(log_dir, monkeypatch):
+    """Group commit + close: appends waiting behind a slow sync when close() runs all return,
+    each either acknowledged (and then on disk after reopen, I4) or refused with
+    WalClosedError; none is left asleep."""
+    release = threading.Event()
+    started = threading.Event()
+    real = _io.fdatasync
+
+    def held_fdatasync(fd: int) -> None:
+        started.set()
+        release.wait(10)  # holds the leader in its sync while followers queue up behind it
+        real(fd)
+
+    wal = walogs.Wal.open(log_dir)
+    monkeypatch.setattr(_io, "fdatasync", held_fdatasync)
+    outcomes: list[tuple[str, int]] = []
+
+    def work(i: int) -> None:
+        try:
+            outcomes.append(("acked", wal.append(b"w%d" % i)))
+        except walogs.WalClosedError:
+            outcomes.append(("closed", 0))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    assert started.wait(10)
+    closer = threading.Thread(target=wal.close)
+    closer.start()
+    release.set()
+    closer.join(10)
+    for t in threads:
+        t.join(10)
+    assert not closer.is_alive() and not any(t.is_alive() for t in threads)
+    assert len(outcomes) == 6
+    monkeypatch.undo()
+    acked = sorted(lsn for kind, lsn in outcomes if kind == "acked")
+    with walogs.Wal.open(log_dir) as again:
+        stored = dict(again.iter())
+    assert all(lsn in stored for lsn in acked)
+    assert len(stored) == 6  # every write reached the file before close synced it
+
+
+def test_group_commit_followers_each_woken_once(log_dir, monkeypatch):
+    """Group commit wakes no thundering herd: a sync wakes the followers it covered plus at
+    most one to lead the next, so wake-ups <= appends + syncs (a notify_all design wakes
+    every waiter per sync). Every append is durable on return (I4)."""
+    from walogs import wal as wal_module
+
+    wakes = {"n": 0}
+    syncs = {"n": 0}
+    real_fdatasync = _io.fdatasync
+
+    def counting_fdatasync(fd: int) -> None:
+        syncs["n"] += 1
+        real_fdatasync(fd)
+
+    real_allocate = wal_module.allocate_lock
+
+    class CountingLock:
+        def __init__(self) -> None:
+            self._lock = real_allocate()
+
+        def acquire(self) -> bool:
+            return self._lock.acquire()
+
+        def release(self) -> None:
+            wakes["n"] += 1
+            self._lock.release()
+
+    # Counting only: the lock is a real one, so the threads still block and wake for real.
+    monkeypatch.setattr(wal_module, "allocate_lock", CountingLock)
+    monkeypatch.setattr(_io, "fdatasync", counting_fdatasync)
+    acked = []
+    with walogs.Wal.open(log_dir) as wal:
+        def work() -> None:
+            for _ in range(25):
+                lsn = wal.append(b"g")
+                assert wal.durable_lsn >= lsn
+                acked.append(lsn)
+
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert sorted(acked) == list(range(1, 201))
+    assert 0 < syncs["n"] < 200
+    assert wakes["n"] <= 200 + syncs["n"]
