@@ -55,7 +55,7 @@ MAX_LSN = 2**64 - 1
 HDR = FRAME_HEADER_SIZE
 STATUSES = ("SCAN_END", "SCAN_SHORT", "SCAN_BAD_LEN", "SCAN_BAD_CRC", "SCAN_BAD_LSN", "SCAN_RUNNING")
 FINDS = ("FIND_NONE", "FIND_FRAME", "FIND_SHORT")
-FUNCTIONS = ("encode", "encode_batch", "scan", "decode", "find_frame")
+FUNCTIONS = ("encode", "encode_batch", "scan", "decode", "find_frame", "pack_visible")
 
 
 # ---------------------------------------------------------------------------
@@ -1082,3 +1082,72 @@ def test_hypothesis_chain_reader_in_chunks(buf, chunk):
     assert res[0] == "ok", res
     frames, _log = res[1]
     assert frames == py.decode(buf)[0]
+
+
+# ---------------------------------------------------------------------------- VISIBLE record
+
+
+def visible_record(state: int, seq: int, lsn: int, offset: int) -> bytes:
+    """The record as walogs/_visible.py lays it out, built with struct + zlib (not a codec)."""
+    body = struct.pack("<IIQQ", state, seq, lsn, offset)
+    return b"WLVE" + struct.pack("<I", zlib.crc32(body)) + body
+
+
+@pytest.mark.parametrize("m", IMPLS, ids=IDS)
+@pytest.mark.parametrize("fields", [(0, 0, 0, 0), (2, 1, 5, 100), (1, 2**32 - 1, MAX_LSN, 2**64 - 1),
+                                    (2, 7, 2**40 + 3, 2**33)])
+def test_pack_visible_layout(m, fields):
+    """P8: both codecs write the very bytes of the documented layout, and only the first 32."""
+    buf = bytearray(b"\xaa" * 40)
+    m.pack_visible(buf, *fields)
+    assert bytes(buf[:32]) == visible_record(*fields)
+    assert buf[32:] == b"\xaa" * 8
+    assert m.VISIBLE_SIZE == 32
+
+
+@pytest.mark.parametrize("m", IMPLS, ids=IDS)
+def test_pack_visible_into_a_shared_mapping(m):
+    """The writer's use: an mmap (anonymous here; the writer maps VISIBLE shared)."""
+    mapping = mmap.mmap(-1, 32)
+    m.pack_visible(mapping, 2, 3, 9, 4096)
+    assert mapping[:32] == visible_record(2, 3, 9, 4096)
+    mapping.close()
+
+
+def test_pack_visible_random_fields_identical():
+    rng = random.Random(7)
+    for _ in range(500):
+        fields = (rng.getrandbits(32), rng.getrandbits(32), rng.getrandbits(64), rng.getrandbits(64))
+        outs = []
+        for m in IMPLS:
+            buf = bytearray(32)
+            m.pack_visible(buf, *fields)
+            outs.append(bytes(buf))
+        assert outs == [visible_record(*fields)] * len(IMPLS)
+
+
+@pytest.mark.parametrize("args, exc", [
+    ((bytes(32), 2, 1, 1, 1), TypeError),              # read-only buffer
+    ((None, 2, 1, 1, 1), TypeError),
+    ((5, 2, 1, 1, 1), TypeError),                      # not a buffer
+    ((bytearray(31), 2, 1, 1, 1), ValueError),         # too short
+    ((bytearray(32), -1, 1, 1, 1), ValueError),
+    ((bytearray(32), 2**32, 1, 1, 1), ValueError),     # state fits a u32
+    ((bytearray(32), 2, 2**32, 1, 1), ValueError),     # seq fits a u32
+    ((bytearray(32), 2, 1, 2**64, 1), ValueError),     # lsn fits a u64
+    ((bytearray(32), 2, 1, 1, -1), ValueError),        # offset fits a u64
+    ((bytearray(32), 2, 1, 1.0, 1), TypeError),        # not an int
+])
+def test_pack_visible_refuses_bad_input_alike(args, exc):
+    """P8: both codecs refuse the same input with the same exception type and message,
+    writing nothing."""
+    outcomes = []
+    for m in IMPLS:
+        buf = args[0]
+        before = bytes(buf) if isinstance(buf, (bytes, bytearray)) else None
+        with pytest.raises(exc) as info:
+            m.pack_visible(*args)
+        if before is not None:
+            assert bytes(buf) == before
+        outcomes.append(str(info.value) if exc is ValueError else type(info.value))
+    assert len(set(outcomes)) == 1, outcomes

@@ -29,15 +29,19 @@ decode = codec.decode
 scan = codec.scan
 find_frame = codec.find_frame
 FrameReader = codec.FrameReader
+pack_visible = codec.pack_visible
+VISIBLE_SIZE = codec.VISIBLE_SIZE
 
 __all__ = [
     "IMPLEMENTATION",
     "PURE_PYTHON_REQUESTED",
     "FrameReader",
+    "VISIBLE_SIZE",
     "codec",
     "decode",
     "encode",
     "encode_batch",
     "find_frame",
+    "pack_visible",
     "scan",
 ]

@@ -32,6 +32,7 @@ How this module stays safe and fast:
   never an OverflowError, and C arithmetic on LSNs is unsigned 64-bit.
 """
 
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.long cimport PyLong_AsUnsignedLongLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -842,3 +843,64 @@ def find_frame(buf: object, offset: int, after_lsn: int, bad_offset: int) -> tup
     else:
         o = _find_loop(p, n, off, &w, &found)
     return o, found   # o >= offset: the spec's max(o, offset)
+
+
+# ---------------------------------------------------------------------------
+# The VISIBLE record (walogs._visible): written after every write under
+# sync="none", so one C call instead of struct packing and zlib in Python.
+
+VISIBLE_SIZE = 32
+"""Bytes in the VISIBLE record that :func:`pack_visible` writes."""
+
+cdef enum:
+    _VIS_SIZE = 32
+    _VIS_BODY = 8        # the CRC covers bytes 8..31
+
+cdef uint64_t _u64_field(str name, object value, uint64_t top) except? 0xFFFFFFFFFFFFFFFF:
+    # Range-checked as a Python int first: the spec's ValueError, never OverflowError.
+    value = _as_int(value)
+    if not 0 <= value <= top:
+        raise ValueError(f"VISIBLE {name} {value} is out of range 0..{top}")
+    return PyLong_AsUnsignedLongLong(value)
+
+
+def pack_visible(buf: object, state: int, seq: int, lsn: int, offset: int) -> None:
+    """Write the VISIBLE record for ``(state, seq, lsn, offset)`` into ``buf[:32]``.
+
+    The layout (walogs._visible, docs/format.md): magic b"WLVE", the CRC-32
+    of the 24 bytes that follow, then state u32, seq u32, lsn u64, offset
+    u64, all little-endian. ``buf`` must be a writable buffer of at least 32
+    bytes (TypeError, ValueError); state and seq must fit a u32, lsn and
+    offset a u64 (ValueError). The writer publishes through this after every
+    write under ``sync="none"``, so it is on the append path.
+    """
+    cdef Py_buffer view
+    cdef unsigned char *p
+    cdef unsigned char record[_VIS_SIZE]
+    cdef uint64_t v_state = _u64_field("state", state, 0xFFFFFFFF)
+    cdef uint64_t v_seq = _u64_field("seq", seq, 0xFFFFFFFF)
+    cdef uint64_t v_lsn = _u64_field("lsn", lsn, UINT64_MAX)
+    cdef uint64_t v_offset = _u64_field("offset", offset, UINT64_MAX)
+    if buf is None:
+        raise TypeError("buffer must be a bytes-like object, not None")
+    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+    try:
+        if view.readonly:
+            raise TypeError(f"pack_visible needs a writable buffer, not a read-only {type(buf).__name__}")
+        if view.len < _VIS_SIZE:
+            raise ValueError(f"a VISIBLE record needs {_VIS_SIZE} bytes, the buffer has {view.len}")
+        # Built whole, then stored with one memcpy: a reader racing the store
+        # sees the old or the new record or a mix, and the CRC rejects a mix.
+        record[0] = b'W'
+        record[1] = b'L'
+        record[2] = b'V'
+        record[3] = b'E'
+        _put32(record + 8, <uint32_t>v_state)
+        _put32(record + 12, <uint32_t>v_seq)
+        _put64(record + 16, v_lsn)
+        _put64(record + 24, v_offset)
+        _put32(record + 4, walogs_crc32(0, record + _VIS_BODY, _VIS_SIZE - _VIS_BODY))
+        p = <unsigned char *>view.buf
+        memcpy(p, record, _VIS_SIZE)
+    finally:
+        PyBuffer_Release(&view)

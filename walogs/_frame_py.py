@@ -337,3 +337,34 @@ def find_frame(buf: object, offset: int, after_lsn: int, bad_offset: int) -> tup
                 return o, FIND_FRAME
         o += 1
     return max(o, offset), FIND_NONE
+
+
+VISIBLE_SIZE = 32
+"""Bytes in the VISIBLE record that :func:`pack_visible` writes."""
+_VISIBLE_MAGIC = b"WLVE"
+_VISIBLE_BODY = struct.Struct("<IIQQ")
+_VISIBLE_RECORD = struct.Struct("<4sIIIQQ")
+_U32_MAX = (1 << 32) - 1
+
+
+def pack_visible(buf: object, state: int, seq: int, lsn: int, offset: int) -> None:
+    """Write the VISIBLE record for ``(state, seq, lsn, offset)`` into ``buf[:32]``.
+
+    The layout (walogs._visible, docs/format.md): magic b"WLVE", the CRC-32
+    of the 24 bytes that follow, then state u32, seq u32, lsn u64, offset
+    u64, all little-endian. ``buf`` must be a writable buffer of at least 32
+    bytes (TypeError, ValueError); state and seq must fit a u32, lsn and
+    offset a u64 (ValueError). The writer publishes through this after every
+    write under ``sync="none"``, so it is on the append path.
+    """
+    for name, value, top in (("state", state, _U32_MAX), ("seq", seq, _U32_MAX),
+                             ("lsn", lsn, _MAX_LSN), ("offset", offset, _MAX_LSN)):
+        if not 0 <= operator.index(value) <= top:
+            raise ValueError(f"VISIBLE {name} {value} is out of range 0..{top}")
+    view = _byte_view(buf)
+    if view.readonly:
+        raise TypeError(f"pack_visible needs a writable buffer, not a read-only {type(buf).__name__}")
+    if len(view) < VISIBLE_SIZE:
+        raise ValueError(f"a VISIBLE record needs {VISIBLE_SIZE} bytes, the buffer has {len(view)}")
+    crc = zlib.crc32(_VISIBLE_BODY.pack(state, seq, lsn, offset))
+    _VISIBLE_RECORD.pack_into(view, 0, _VISIBLE_MAGIC, crc, state, seq, lsn, offset)

@@ -31,6 +31,8 @@ import os
 import struct
 import threading
 import time
+import weakref
+from typing import Any
 
 from walogs import _io
 from walogs.errors import WalLockedError
@@ -45,11 +47,14 @@ _F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
 _BUSY = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
 
 _fork_generation = 0
+_fork_watchers: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
     global _fork_generation
     _fork_generation += 1
+    for watcher in list(_fork_watchers):
+        watcher._in_forked_child()
 
 
 if hasattr(os, "register_at_fork"):
@@ -59,6 +64,15 @@ if hasattr(os, "register_at_fork"):
 def fork_generation() -> int:
     """A number that changes in every child forked after it was read (P6)."""
     return _fork_generation
+
+
+def watch_forks(watcher: Any) -> None:
+    """Call ``watcher._in_forked_child()`` in every child forked while it lives (P6).
+
+    Held weakly. Lets a hot path test one flag instead of calling
+    :func:`fork_generation` on every call.
+    """
+    _fork_watchers.add(watcher)
 
 
 def _ofd(fd: int, command: int, lock_type: int) -> bytes:

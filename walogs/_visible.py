@@ -29,14 +29,16 @@ import zlib
 from dataclasses import dataclass
 from typing import Optional
 
-from walogs import _io
+from walogs import _codec, _io
 
 VISIBLE_NAME = "VISIBLE"
 CLOSED, RECOVERING, PUBLISHED = 0, 1, 2
 _MAGIC = b"WLVE"
 _RECORD = struct.Struct("<4sIIIQQ")
-_BODY = struct.Struct("<IIQQ")
 SIZE = _RECORD.size
+_pack_visible = _codec.pack_visible  # the codec writes the record: one C call on the append path
+if _codec.VISIBLE_SIZE != SIZE:
+    raise ImportError(f"the codec writes {_codec.VISIBLE_SIZE}-byte VISIBLE records, not {SIZE}")
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,9 @@ class VisibleEnd:
 
 
 def _encode(state: int, seq: int, lsn: int, offset: int) -> bytes:
-    body = _BODY.pack(state, seq, lsn, offset)
-    return _MAGIC + struct.pack("<I", zlib.crc32(body)) + body
+    record = bytearray(SIZE)
+    _pack_visible(record, state, seq, lsn, offset)
+    return bytes(record)
 
 
 def decode(raw: bytes) -> Optional[VisibleEnd]:
@@ -115,9 +118,9 @@ class Publisher:
 
     def publish(self, state: int, seq: int, lsn: int, offset: int) -> None:
         """Make (seq, lsn, offset) the end readers may read up to."""
-        if self._map is not None:
-            crc = zlib.crc32(_BODY.pack(state, seq, lsn, offset))
-            _RECORD.pack_into(self._map, 0, _MAGIC, crc, state, seq, lsn, offset)
+        mapping = self._map
+        if mapping is not None:
+            _pack_visible(mapping, state, seq, lsn, offset)
 
     def close(self, mark_closed: bool) -> None:
         """Unmap; ``mark_closed`` (only in the writer's own process) records that no writer publishes."""

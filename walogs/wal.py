@@ -11,11 +11,13 @@ from collections.abc import Iterable, Iterator
 from typing import Optional, Union
 
 from walogs import _codec, _floor, _io, _lock, _recovery, _segments, _visible
+from walogs._visible import PUBLISHED
 from walogs._recovery import SegmentInfo
 from walogs.config import TailState, WalConfig
 from walogs.errors import LsnOutOfRangeError, WalClosedError, WalError
 
 PathLike = Union[str, "os.PathLike[str]"]
+_NO_LIMIT = 1 << 64  # max_segment_size=None: larger than any segment can grow
 
 
 class Wal:
@@ -32,8 +34,7 @@ class Wal:
         self._path = pathlib.Path(directory)
         self._config = config
         self._sync_always = config.sync == "always"
-        self._publish_writes = config.sync == "none"
-        self._segment_limit = config.max_segment_size
+        self._segment_limit = config.max_segment_size or _NO_LIMIT
         self._lock = lock
         self._generation = _lock.fork_generation()
         self._opened_by = os.getpid()
@@ -45,6 +46,8 @@ class Wal:
         self._tail_state = TailState(layout.torn_at)
         self._closed = False
         self._poison: Optional[BaseException] = None
+        # True once closed, poisoned or in a forked child: the hot paths test only this.
+        self._blocked = False
         # _mutex guards the write state; _sync_mutex is held around an fdatasync
         # so rotate/close never close a descriptor a group-commit leader is syncing;
         # _sync_state guards _syncing, _durable_lsn, _waiters and publishing.
@@ -58,7 +61,10 @@ class Wal:
         self._sync_target = (fd, self._durable_lsn, self._active.seq, self._active.end)
         self._synced = self._sync_target  # the last end an fdatasync succeeded for
         self._publisher = publisher
+        # "none" trades P4's power-loss guarantee for latency: written entries are visible.
+        self._publish_written = publisher.publish if config.sync == "none" else None
         self._publish(self._sync_target)
+        _lock.watch_forks(self)
         self._stop_interval = threading.Event()
         self._interval_thread: Optional[threading.Thread] = None
         if config.sync == "interval":
@@ -119,17 +125,22 @@ class Wal:
                 "no append can be acknowledged: close it and open the log again to recover (P2)"
             ) from self._poison
 
+    def _in_forked_child(self) -> None:
+        # Called by _lock in a child forked after open (P6); _check_writable says why.
+        self._blocked = True
+
     def _poison_with(self, exc: BaseException) -> None:
         # P2: after a failed write or sync nothing may be acknowledged until reopen.
         if self._poison is None:
             self._poison = exc
+        self._blocked = True
         with self._sync_state:
             self._wake_waiters()
 
     def _publish(self, target: tuple[int, int, int, int]) -> None:
         # P4: readers may read up to here; callers pass only synced (or, under "none", written) ends.
         _, lsn, seq, offset = target
-        self._publisher.publish(_visible.PUBLISHED, seq, lsn, offset)
+        self._publisher.publish(PUBLISHED, seq, lsn, offset)
 
     def _publish_synced(self, target: tuple[int, int, int, int]) -> None:
         # Under "none" the written end is already published; an older synced one must not replace it.
@@ -148,7 +159,7 @@ class Wal:
         mutex = self._mutex
         mutex.acquire()  # not `with`: this is the hot path, and acquire/release is cheaper
         try:
-            if self._closed or self._poison is not None or self._generation != _lock.fork_generation():
+            if self._blocked:
                 self._check_writable()
             lsn = self._next_lsn
             self._write(_codec.encode(lsn, data), lsn, lsn)
@@ -181,8 +192,7 @@ class Wal:
     def _write(self, frames: bytes, first: int, last: int) -> None:
         # Caller holds _mutex. P7: one write per append or batch, nothing kept in user space.
         active = self._active
-        limit = self._segment_limit
-        if limit is not None and active.end > 0 and active.end + len(frames) > limit:
+        if active.end + len(frames) > self._segment_limit and active.end > 0:
             self._rotate_locked()
             active = self._active
         try:
@@ -201,10 +211,10 @@ class Wal:
             active.first_lsn = first
         active.last_lsn = last
         self._next_lsn = last + 1
-        self._sync_target = (self._fd, last, active.seq, active.end)
-        if self._publish_writes:
-            # "none" trades P4's power-loss guarantee for latency: written entries are visible.
-            self._publisher.publish(_visible.PUBLISHED, active.seq, last, active.end)
+        if self._sync_always:  # otherwise only sync() needs a target, and it sets one
+            self._sync_target = (self._fd, last, active.seq, active.end)
+        elif self._publish_written is not None:
+            self._publish_written(PUBLISHED, active.seq, last, active.end)
 
     def _wait_durable(self, lsn: int) -> None:
         """Return once ``lsn`` is fdatasync'd, leading a sync or following one (group commit).
@@ -309,6 +319,7 @@ class Wal:
         with self._mutex:
             self._check_writable()
             written = self._next_lsn - 1
+            self._sync_target = (self._fd, written, self._active.seq, self._active.end)
         self._wait_durable(written)
 
     def rotate(self) -> None:
@@ -484,7 +495,7 @@ class Wal:
         with self._mutex:
             if self._closed:
                 return
-            self._closed = True
+            self._closed = self._blocked = True
             self._stop_interval.set()
             in_owner = self._generation == _lock.fork_generation()
             try:
