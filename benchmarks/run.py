@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import walogs
-from walogs import Wal, WalConfig, WalReader
+from walogs import Wal, WalConfig, WalReader, _io
 
 ENTRY_SIZE = 100
 FRAME_SIZE = ENTRY_SIZE + walogs.FRAME_HEADER_SIZE  # 116
@@ -446,8 +446,36 @@ def fig_append_always(b: Bench) -> Figure:
     return fig
 
 
-def threads_side(b: Bench, nthreads: int) -> Side:
-    """A Wal (default config, sync="always"); each slice runs ``nthreads`` threads appending in a loop."""
+class SyncCounter:
+    """Wraps walogs' fdatasync (``_io.fdatasync``) to count calls and their wall time; restores it on exit."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.seconds = 0.0
+        self._real = _io.fdatasync
+
+    def __enter__(self) -> SyncCounter:
+        real, clock = self._real, time.perf_counter
+
+        def counted(fd: int) -> None:
+            t0 = clock()
+            try:
+                real(fd)
+            finally:
+                self.seconds += clock() - t0
+                self.calls += 1
+        _io.fdatasync = counted
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _io.fdatasync = self._real
+
+
+def threads_side(b: Bench, nthreads: int, tally: dict | None = None, counter: SyncCounter | None = None) -> Side:
+    """A Wal (default config, sync="always"); each slice runs ``nthreads`` threads appending in a loop.
+
+    With ``counter`` and ``tally``, adds this side's appends, fdatasync calls and their seconds to ``tally``.
+    """
 
     def open_() -> tuple[str, Wal]:
         path = b.fresh(f"group-{nthreads}")
@@ -469,6 +497,7 @@ def threads_side(b: Bench, nthreads: int) -> Side:
             counts[i] = c
 
         before = wal.next_lsn
+        calls_before, seconds_before = (counter.calls, counter.seconds) if counter else (0, 0.0)
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(nthreads)]
         for t in threads:
             t.start()
@@ -479,6 +508,10 @@ def threads_side(b: Bench, nthreads: int) -> Side:
             t.join()
         elapsed = time.perf_counter() - t0
         assert wal.next_lsn - before == sum(counts)
+        if counter is not None and tally is not None:
+            tally["appends"] += sum(counts)
+            tally["syncs"] += counter.calls - calls_before
+            tally["sync_seconds"] += counter.seconds - seconds_before
         return sum(counts), elapsed
 
     def close(state: tuple[str, Wal]) -> None:
@@ -488,16 +521,62 @@ def threads_side(b: Bench, nthreads: int) -> Side:
     return Side(open_, run, close)
 
 
+def c_group_commit_ceiling(b: Bench, seconds: float, rounds: int) -> dict | None:
+    """Build and run benchmarks/group_commit_ceiling.c (C, pthreads) on the bench filesystem; None without a C compiler."""
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if cc is None:
+        return None
+    exe = os.path.join(b.dir, "group_commit_ceiling")
+    built = subprocess.run([cc, "-O2", "-pthread", "-o", exe, str(BENCH / "group_commit_ceiling.c")],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        log(f"  could not build group_commit_ceiling.c: {built.stderr.strip()[:300]}")
+        return None
+    where = b.fresh("ceiling")
+    os.makedirs(where)
+    out = subprocess.run([exe, where, str(seconds), str(rounds)], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"group_commit_ceiling exited {out.returncode}: {out.stderr.strip()}")
+    return json.loads(out.stdout)
+
+
 def fig_group_commit(b: Bench) -> Figure:
     fig = Figure("group_commit", "durable append, 8 threads, total throughput",
                  "same walogs, 1 thread", "appends/s")
     s = b.sizes
-    subject, baseline = threads_side(b, 8), threads_side(b, 1)
-    interleaved(baseline, subject, s.slice_seconds * 2, s.slice_seconds)  # warm-up
-    base, subj = compare_interleaved(s.repeats, baseline, subject, s.durable_seconds, s.slice_seconds)
+    counter = SyncCounter()
+    tallies = {k: {"appends": 0, "syncs": 0, "sync_seconds": 0.0} for k in (1, 8)}
+    subject, baseline = threads_side(b, 8, tallies[8], counter), threads_side(b, 1, tallies[1], counter)
+    with counter:
+        # Counting costs two clock reads per fdatasync (~150 us each): both sides pay it alike.
+        interleaved(baseline, subject, s.slice_seconds * 2, s.slice_seconds)  # warm-up
+        for tally in tallies.values():
+            tally.update(appends=0, syncs=0, sync_seconds=0.0)
+        base, subj = compare_interleaved(s.repeats, baseline, subject, s.durable_seconds, s.slice_seconds)
     row, data = ratio_row("group_commit", subj, base, "appends/s", 4.0)
     fig.rows.append(row)
     fig.data = data
+    for k, tally in tallies.items():
+        per_sync = tally["appends"] / max(tally["syncs"], 1)
+        mean_us = 1e6 * tally["sync_seconds"] / max(tally["syncs"], 1)
+        fig.data[f"{k}_thread_fdatasync"] = {**tally, "appends_per_sync": per_sync, "mean_sync_us": mean_us}
+        fig.notes.append(f"walogs, {k} thread{'s' if k > 1 else ''}: {per_sync:.1f} appends per fdatasync, "
+                         f"fdatasync wall time {mean_us:.0f} us on average")
+    ceiling = c_group_commit_ceiling(b, s.durable_seconds / 2, s.repeats)
+    if ceiling is None:
+        fig.notes.append("no C compiler: the C ceiling (group_commit_ceiling.c) was not measured")
+        return fig
+    c_row, c_data = ratio_row("group_commit C ceiling", ceiling["eight_threads"], ceiling["one_thread"],
+                              "appends/s", None)
+    c_row.label = "group_commit, C pthreads (ceiling)"
+    fig.rows.append(c_row)
+    fig.data["c_ceiling"] = c_data | {"appends_per_sync": ceiling["appends_per_sync"]}
+    fig.notes.append(
+        f"C ceiling (benchmarks/group_commit_ceiling.c, same scheme with pthreads, no Python): "
+        f"8 threads {si(median(ceiling['eight_threads']))}/s = {c_data['ratio']:.2f}x its 1 thread, "
+        f"{median(ceiling['appends_per_sync']):.1f} appends per fdatasync; "
+        f"walogs with 8 threads reaches {median(subj) / median(ceiling['eight_threads']):.0%} of the C rate"
+    )
     return fig
 
 

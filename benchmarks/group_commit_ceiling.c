@@ -1,0 +1,143 @@
+/* The group-commit ceiling of this machine, with no Python in the way.
+ *
+ * benchmarks/run.py builds and runs this beside walogs' group_commit
+ * figure: the same scheme as walogs.Wal (one write per append under a
+ * mutex; the first thread to find no sync running leads one fdatasync that
+ * covers every frame written before it; the others wait, here on a pthread
+ * condition variable), in C with pthreads, on the same filesystem. What 8
+ * threads gain over 1 here is what the disk, the kernel and the machine's
+ * thread wake-ups allow; walogs cannot beat it.
+ *
+ * usage: group_commit_ceiling DIR SECONDS ROUNDS
+ * Each round runs 1 thread then 8 threads (order alternating) for SECONDS
+ * each, on a fresh file in DIR, appending 116-byte frames (a 100-byte
+ * entry's frame). Prints one JSON object: appends/s per round for 1 and 8
+ * threads, and appends per fdatasync with 8 threads.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FRAME_SIZE 116
+#define MAX_THREADS 8
+#define MAX_ROUNDS 64
+
+static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t synced = PTHREAD_COND_INITIALIZER;
+static int fd;
+static long next_lsn, durable_lsn, end_offset, sync_calls;
+static int syncing;
+static volatile int stop;
+static long counts[MAX_THREADS];
+static unsigned char frame[FRAME_SIZE];
+
+static void die(const char *what) {
+    fprintf(stderr, "group_commit_ceiling: %s: %s\n", what, strerror(errno));
+    exit(2);
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static void append(void) {
+    pthread_mutex_lock(&mutex);
+    long lsn = next_lsn++;
+    if (pwrite(fd, frame, FRAME_SIZE, end_offset) != FRAME_SIZE) die("pwrite");
+    end_offset += FRAME_SIZE;
+    while (durable_lsn < lsn) {
+        if (syncing) {
+            pthread_cond_wait(&synced, &mutex);
+            continue;
+        }
+        syncing = 1;                       /* lead: cover everything written so far */
+        long target = next_lsn - 1;
+        pthread_mutex_unlock(&mutex);
+        if (fdatasync(fd) != 0) die("fdatasync");
+        pthread_mutex_lock(&mutex);
+        sync_calls++;
+        syncing = 0;
+        if (target > durable_lsn) durable_lsn = target;
+        pthread_cond_broadcast(&synced);
+    }
+    pthread_mutex_unlock(&mutex);
+}
+
+static void *worker(void *arg) {
+    long i = (long)arg, n = 0;
+    while (!stop) {
+        append();
+        n++;
+    }
+    counts[i] = n;
+    return NULL;
+}
+
+/* Appends per second with nthreads; *per_sync gets appends per fdatasync. */
+static double run(const char *dir, int nthreads, double seconds, double *per_sync) {
+    char path[4096];
+    pthread_t threads[MAX_THREADS];
+    snprintf(path, sizeof path, "%s/ceiling-XXXXXX", dir);
+    fd = mkstemp(path);
+    if (fd < 0) die("mkstemp");
+    unlink(path);
+    next_lsn = 1;
+    durable_lsn = end_offset = sync_calls = 0;
+    syncing = stop = 0;
+    double t0 = now();
+    for (long i = 0; i < nthreads; i++)
+        if (pthread_create(&threads[i], NULL, worker, (void *)i)) die("pthread_create");
+    usleep((useconds_t)(seconds * 1e6));
+    stop = 1;
+    long total = 0;
+    for (int i = 0; i < nthreads; i++) {
+        pthread_join(threads[i], NULL);
+        total += counts[i];
+    }
+    double elapsed = now() - t0;
+    close(fd);
+    *per_sync = sync_calls ? (double)total / sync_calls : 0.0;
+    return total / elapsed;
+}
+
+static void print_list(const char *name, const double *v, int n, const char *end) {
+    printf("\"%s\": [", name);
+    for (int i = 0; i < n; i++) printf("%s%.1f", i ? ", " : "", v[i]);
+    printf("]%s", end);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s DIR SECONDS ROUNDS\n", argv[0]);
+        return 2;
+    }
+    double seconds = atof(argv[2]);
+    int rounds = atoi(argv[3]);
+    if (seconds <= 0 || rounds < 1 || rounds > MAX_ROUNDS) {
+        fprintf(stderr, "SECONDS must be > 0 and ROUNDS 1..%d\n", MAX_ROUNDS);
+        return 2;
+    }
+    memset(frame, 'x', sizeof frame);
+    double one[MAX_ROUNDS], eight[MAX_ROUNDS], per_sync[MAX_ROUNDS], ignored;
+    for (int r = 0; r < rounds; r++) {
+        if (r % 2 == 0) {
+            one[r] = run(argv[1], 1, seconds, &ignored);
+            eight[r] = run(argv[1], MAX_THREADS, seconds, &per_sync[r]);
+        } else {
+            eight[r] = run(argv[1], MAX_THREADS, seconds, &per_sync[r]);
+            one[r] = run(argv[1], 1, seconds, &ignored);
+        }
+    }
+    printf("{");
+    print_list("one_thread", one, rounds, ", ");
+    print_list("eight_threads", eight, rounds, ", ");
+    print_list("appends_per_sync", per_sync, rounds, "}\n");
+    return 0;
+}
