@@ -8,11 +8,15 @@
  * threads gain over 1 here is what the disk, the kernel and the machine's
  * thread wake-ups allow; walogs cannot beat it.
  *
- * usage: group_commit_ceiling DIR SECONDS ROUNDS
+ * usage: group_commit_ceiling DIR SECONDS ROUNDS [gather]
  * Each round runs 1 thread then 8 threads (order alternating) for SECONDS
  * each, on a fresh file in DIR, appending 116-byte frames (a 100-byte
  * entry's frame). Prints one JSON object: appends/s per round for 1 and 8
  * threads, and appends per fdatasync with 8 threads.
+ *
+ * With "gather", a leader first waits (up to 200 us) until every other
+ * thread has written and is waiting, so one fdatasync covers all of them:
+ * more appends per sync, to see whether that raises the ceiling.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,7 +33,8 @@
 
 static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t synced = PTHREAD_COND_INITIALIZER;
-static int fd;
+static pthread_cond_t all_waiting = PTHREAD_COND_INITIALIZER;
+static int fd, nthreads_now, gather, waiting;
 static long next_lsn, durable_lsn, end_offset, sync_calls;
 static int syncing;
 static volatile int stop;
@@ -54,10 +59,25 @@ static void append(void) {
     end_offset += FRAME_SIZE;
     while (durable_lsn < lsn) {
         if (syncing) {
+            if (++waiting == nthreads_now - 1)
+                pthread_cond_signal(&all_waiting);
             pthread_cond_wait(&synced, &mutex);
+            waiting--;
             continue;
         }
         syncing = 1;                       /* lead: cover everything written so far */
+        if (gather && nthreads_now > 1) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 200000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+            while (waiting < nthreads_now - 1 && !stop)
+                if (pthread_cond_timedwait(&all_waiting, &mutex, &until) == ETIMEDOUT)
+                    break;
+        }
         long target = next_lsn - 1;
         pthread_mutex_unlock(&mutex);
         if (fdatasync(fd) != 0) die("fdatasync");
@@ -90,7 +110,8 @@ static double run(const char *dir, int nthreads, double seconds, double *per_syn
     unlink(path);
     next_lsn = 1;
     durable_lsn = end_offset = sync_calls = 0;
-    syncing = stop = 0;
+    syncing = stop = waiting = 0;
+    nthreads_now = nthreads;
     double t0 = now();
     for (long i = 0; i < nthreads; i++)
         if (pthread_create(&threads[i], NULL, worker, (void *)i)) die("pthread_create");
@@ -114,10 +135,11 @@ static void print_list(const char *name, const double *v, int n, const char *end
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s DIR SECONDS ROUNDS\n", argv[0]);
+    if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "gather") != 0)) {
+        fprintf(stderr, "usage: %s DIR SECONDS ROUNDS [gather]\n", argv[0]);
         return 2;
     }
+    gather = argc == 5;
     double seconds = atof(argv[2]);
     int rounds = atoi(argv[3]);
     if (seconds <= 0 || rounds < 1 || rounds > MAX_ROUNDS) {
