@@ -110,11 +110,11 @@ def probe_none(work: str) -> None:
         ("Wal.append (whole call)", "wal.append(data)"),
         ("os.write(fd, 116 B) (the baseline)", "os.write(fd, frame)"),
         ("os.pwrite(fd, 116 B, off)", "os.pwrite(fd, frame, 0)"),
-        ("_io.pwrite_all (memoryview + loop + slice)", "_io.pwrite_all(fd, frame, 0)"),
+        ("_io.pwrite_all (os.pwrite + length check)", "_io.pwrite_all(fd, frame, 0)"),
         ("_codec.encode(lsn, data)", "_codec.encode(1, data)"),
         ("wal._publish(target) (mmap record)", "wal._publish(target)"),
-        ("  _visible._encode (struct + zlib.crc32 + concat)", "_visible._encode(2, 1, 5, 100)"),
-        ("with self._mutex (RLock)", "with mutex: pass"),
+        ("  _codec.pack_visible into the mapping", "_codec.pack_visible(pub._map, 2, 1, 5, 100)"),
+        ("with self._mutex (Lock)", "with mutex: pass"),
         ("wal._check_writable()", "wal._check_writable()"),
         ("  _lock.fork_generation()", "_lock.fork_generation()"),
     ]
@@ -123,8 +123,8 @@ def probe_none(work: str) -> None:
         results[label] = ns_per_call(stmt, env)
         print(f"  {results[label]:8.0f}  {label}")
     whole = results["Wal.append (whole call)"]
-    parts = ["_io.pwrite_all (memoryview + loop + slice)", "_codec.encode(lsn, data)",
-             "wal._publish(target) (mmap record)", "with self._mutex (RLock)", "wal._check_writable()"]
+    parts = ["_io.pwrite_all (os.pwrite + length check)", "_codec.encode(lsn, data)",
+             "wal._publish(target) (mmap record)", "with self._mutex (Lock)", "wal._check_writable()"]
     listed = sum(results[p] for p in parts)
     print(f"  -> append = pwrite_all {results[parts[0]]:.0f} (of which the syscall ~{results['os.pwrite(fd, 116 B, off)']:.0f})"
           f" + publish {results[parts[2]]:.0f} + lock {results[parts[3]]:.0f} + checks {results[parts[4]]:.0f}"
