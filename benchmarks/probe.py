@@ -201,8 +201,81 @@ def probe_always(work: str, rounds: int = 6, seconds: float = 0.5) -> None:
 # --------------------------------------------------------------------------- group commit
 
 
-def probe_group(work: str, seconds: float = 2.0) -> None:
-    print("== group commit: fdatasync calls and appends per sync (1 and 8 threads, alternated) ==")
+class _SketchGroupCommit:
+    """The least Python a group commit can be (a sketch, not walogs): the floor walogs is compared with.
+
+    One os.pwrite per append under a lock; the first thread to find no sync
+    running leads one os.fdatasync for everything written before it; others
+    wait on a lock of their own, woken once (walogs' scheme, without its
+    checks, publishing, rotation or error handling).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.mutex, self.state = threading.Lock(), threading.Lock()
+        self.next_lsn, self.end, self.target, self.durable = 1, 0, 0, 0
+        self.syncing, self.waiters = False, []
+
+    def append(self, frame: bytes) -> int:
+        with self.mutex:
+            lsn = self.next_lsn
+            os.pwrite(self.fd, frame, self.end)
+            self.end += len(frame)
+            self.next_lsn, self.target = lsn + 1, lsn
+        while True:
+            with self.state:
+                if self.durable >= lsn:
+                    return lsn
+                if self.syncing:
+                    waiter = threading.Lock()
+                    waiter.acquire()
+                    self.waiters.append((lsn, waiter))
+                else:
+                    self.syncing, waiter = True, None
+            if waiter is not None:
+                waiter.acquire()
+                continue
+            target = self.target
+            os.fdatasync(self.fd)
+            with self.state:
+                self.syncing, self.durable = False, max(self.durable, target)
+                still = []
+                for w_lsn, w in self.waiters:
+                    if w_lsn <= self.durable:
+                        w.release()
+                    else:
+                        still.append((w_lsn, w))
+                if still:
+                    still.pop(0)[1].release()
+                self.waiters = still
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _run_threads(append, arg, nthreads: int, seconds: float) -> tuple[int, float]:
+    stop = time.perf_counter() + seconds
+    counts = [0] * nthreads
+
+    def worker(i: int) -> None:
+        c = 0
+        while time.perf_counter() < stop:
+            append(arg)
+            c += 1
+        counts[i] = c
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(nthreads)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts), time.perf_counter() - t0
+
+
+def probe_group(work: str, seconds: float = 1.0, rounds: int = 6) -> None:
+    print("== group commit: fdatasync calls and appends per sync (1 and 8 threads, alternated), "
+          "and the minimal Python sketch beside it ==")
     real = _io.fdatasync
     stats = {"n": 0, "busy": 0.0}
 
@@ -213,38 +286,35 @@ def probe_group(work: str, seconds: float = 2.0) -> None:
         stats["n"] += 1
 
     _io.fdatasync = counting
-    data = os.urandom(100)
+    data, frame = os.urandom(100), os.urandom(116)
+    rates: dict[str, list[float]] = {"walogs 1": [], "walogs 8": [], "sketch 1": [], "sketch 8": []}
     try:
-        for rep, nthreads in enumerate((1, 8, 8, 1, 1, 8)):
-            path = os.path.join(work, f"group-{rep}")
-            wal = walogs.Wal.open(path)
-            stats.update(n=0, busy=0.0)
-            stop = time.perf_counter() + seconds
-            counts = [0] * nthreads
-
-            def worker(i: int, wal: walogs.Wal = wal, stop: float = stop, counts: list = counts) -> None:
-                c = 0
-                while time.perf_counter() < stop:
-                    wal.append(data)
-                    c += 1
-                counts[i] = c
-
-            threads = [threading.Thread(target=worker, args=(i,)) for i in range(nthreads)]
-            t0 = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            elapsed = time.perf_counter() - t0
-            total, syncs = sum(counts), max(stats["n"], 1)
-            print(f"  {nthreads} thread(s): {total / elapsed:7.0f} appends/s, {syncs / elapsed:6.0f} fdatasync/s, "
-                  f"{total / syncs:4.2f} appends per fdatasync, fdatasync {stats['busy'] / syncs * 1e6:5.0f} us, "
-                  f"disk busy {stats['busy'] / elapsed * 100:3.0f}% of the time, "
-                  f"{(elapsed - stats['busy']) / syncs * 1e6:4.0f} us between syncs")
-            wal.close()
-            shutil.rmtree(path)
+        for rep in range(rounds):
+            for nthreads in ((1, 8) if rep % 2 == 0 else (8, 1)):
+                path = os.path.join(work, f"group-{rep}-{nthreads}")
+                wal = walogs.Wal.open(path)
+                stats.update(n=0, busy=0.0)
+                total, elapsed = _run_threads(wal.append, data, nthreads, seconds)
+                syncs = max(stats["n"], 1)
+                rates[f"walogs {nthreads}"].append(total / elapsed)
+                print(f"  walogs {nthreads} thread(s): {total / elapsed:7.0f} appends/s, {syncs / elapsed:6.0f} fdatasync/s, "
+                      f"{total / syncs:4.2f} appends per fdatasync, fdatasync {stats['busy'] / syncs * 1e6:5.0f} us, "
+                      f"disk busy {stats['busy'] / elapsed * 100:3.0f}% of the time, "
+                      f"{(elapsed - stats['busy']) / syncs * 1e6:4.0f} us between syncs")
+                wal.close()
+                shutil.rmtree(path)
+                sketch = _SketchGroupCommit(path + ".sketch")
+                total, elapsed = _run_threads(sketch.append, frame, nthreads, seconds)
+                sketch.close()
+                os.unlink(path + ".sketch")
+                rates[f"sketch {nthreads}"].append(total / elapsed)
+                print(f"  sketch {nthreads} thread(s): {total / elapsed:7.0f} appends/s")
     finally:
         _io.fdatasync = real
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print(f"  medians: walogs 8 threads {med['walogs 8']:.0f}/s = {med['walogs 8'] / med['walogs 1']:.2f}x its 1 thread; "
+          f"the minimal Python sketch {med['sketch 8']:.0f}/s = {med['sketch 8'] / med['sketch 1']:.2f}x its 1 thread "
+          f"and {med['sketch 8'] / med['walogs 1']:.2f}x walogs' 1 thread")
 
 
 # --------------------------------------------------------------------------- batch of 1000
