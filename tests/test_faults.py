@@ -12,8 +12,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -124,7 +127,6 @@ def test_failed_fdatasync_poisons_without_retry(log_dir, monkeypatch, op):
 
 def test_group_commit_followers_fail_with_leader(log_dir, monkeypatch):
     """P2 with threads: when the shared fdatasync fails, no waiting append is acknowledged."""
-    import threading
 
     wal = walogs.Wal.open(log_dir)
     gate = threading.Event()
@@ -233,3 +235,163 @@ def test_entries_survive_sigkill_in_every_mode(log_dir):
             child.stdout.close()
         with walogs.Wal.open(d) as wal:
             assert [d for _, d in wal] == [b"%d" % i for i in range(200)], mode
+
+
+# ---------------------------------------------------------------------------- group commit under failure
+
+
+class _DelayedLock:
+    """Wraps a Wal's private _sync_state lock to hold one chosen thread back before it takes it.
+
+    Thread scheduling cannot be forced from outside, so this delay stands in for a
+    descheduled leader; the lock itself stays the real one.
+    """
+
+    def __init__(self, lock, hold) -> None:
+        self._lock, self._hold = lock, hold
+        self.delay_for = None
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is self.delay_for and self._hold.is_set():
+            self.delay_for = None
+            time.sleep(0.3)
+        self._lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+
+def test_acknowledged_entry_survives_a_failing_rotate_sync(log_dir, monkeypatch):
+    """I4 + P2: a leader whose fdatasync succeeded acknowledges its entry even when, before
+    it records that, another append's rotate() fails its own fdatasync and cuts the
+    unsynced tail: the cut stops at what the leader synced, so the entry is there after
+    reopen. (Regression: the cut used the older sync point and removed an acknowledged entry.)"""
+    real = _io.fdatasync
+    calls = {"n": 0}
+    leader_synced = threading.Event()
+
+    def first_ok_then_eio(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            real(fd)
+            leader_synced.set()
+            return
+        raise OSError(errno.EIO, "injected EIO")
+
+    wal = walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=200))
+    delayed = _DelayedLock(wal._sync_state, leader_synced)
+    wal._sync_state = delayed
+    monkeypatch.setattr(_io, "fdatasync", first_ok_then_eio)
+    acked = {}
+    leader = threading.Thread(target=lambda: acked.setdefault("lsn", wal.append(b"A" * 100)), daemon=True)
+    delayed.delay_for = leader
+    leader.start()
+    assert leader_synced.wait(10)
+    with pytest.raises(OSError):
+        wal.append(b"B" * 100)  # overflows segment 1: rotate's fdatasync fails
+    leader.join(10)
+    assert acked == {"lsn": 1}
+    monkeypatch.setattr(_io, "fdatasync", real)
+    wal.close()
+    with walogs.Wal.open(log_dir) as again:
+        assert [(lsn, data) for lsn, data in again.iter()] == [(1, b"A" * 100)]
+
+
+def test_close_that_fails_still_wakes_waiters_and_unlocks(log_dir, monkeypatch):
+    """Group commit + close: if closing the segment's descriptor fails (EIO, as on NFS),
+    close() raises, yet every append waiting behind a sync returns (its entry was synced
+    by close) and the lock is released: a new Wal opens at once."""
+    release, started = threading.Event(), threading.Event()
+    real_sync, real_close = _io.fdatasync, _io.close
+
+    def held_fdatasync(fd: int) -> None:
+        if not started.is_set():
+            started.set()
+            release.wait(10)
+        real_sync(fd)
+
+    wal = walogs.Wal.open(log_dir)
+    segment_fd = wal._fd
+
+    def failing_close(fd: int) -> None:
+        real_close(fd)
+        if fd == segment_fd:
+            raise OSError(errno.EIO, "injected EIO on close")
+
+    monkeypatch.setattr(_io, "fdatasync", held_fdatasync)
+    results = {}
+
+    def work(i: int) -> None:
+        try:
+            results[i] = wal.append(b"w%d" % i)
+        except BaseException as exc:  # reported by the assertion below
+            results[i] = exc
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(4)]  # daemon: a hang fails, not blocks
+    threads[0].start()
+    assert started.wait(10)
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 10
+    while wal.next_lsn < 5 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert wal.next_lsn == 5  # all four written; three wait behind the held sync
+    monkeypatch.setattr(_io, "close", failing_close)
+    release.set()
+    with pytest.raises(OSError, match="injected EIO on close"):
+        wal.close()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    assert sorted(results.values()) == [1, 2, 3, 4]
+    monkeypatch.undo()
+    with walogs.Wal.open(log_dir) as again:  # the lock was released
+        assert [lsn for lsn, _ in again.iter()] == [1, 2, 3, 4]
+
+
+def test_follower_interrupted_by_a_signal_strands_no_other(log_dir, monkeypatch):
+    """Group commit: a follower whose wait is broken by an exception (here a SIGALRM handler
+    raising in the main thread) leaves the queue; the sync that would have woken it to
+    lead passes that on, so a later follower is not left asleep. Its own entry was
+    written, so it is durable after the next sync."""
+
+    class Interrupted(Exception):
+        pass
+
+    release, started = threading.Event(), threading.Event()
+    real = _io.fdatasync
+
+    def held_fdatasync(fd: int) -> None:
+        if not started.is_set():
+            started.set()
+            release.wait(10)
+        real(fd)
+
+    def on_alarm(signum, frame):
+        raise Interrupted()
+
+    wal = walogs.Wal.open(log_dir)
+    monkeypatch.setattr(_io, "fdatasync", held_fdatasync)
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    results = {}
+    leader = threading.Thread(target=lambda: results.setdefault("leader", wal.append(b"L")), daemon=True)
+    leader.start()
+    assert started.wait(10)
+    later = threading.Thread(target=lambda: (time.sleep(0.1), results.setdefault("later", wal.append(b"T"))),
+                             daemon=True)
+    later.start()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(Interrupted):
+            wal.append(b"main")  # a follower behind the held sync when the alarm fires
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    release.set()
+    leader.join(10)
+    later.join(10)
+    assert not leader.is_alive() and not later.is_alive()
+    assert results == {"leader": 1, "later": 3}
+    assert wal.durable_lsn == 3
+    monkeypatch.undo()
+    wal.close()

@@ -8,6 +8,7 @@ import math
 import os
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -196,7 +197,6 @@ def test_context_manager_closes_and_releases_lock(log_dir):
 
 
 def test_lock_timeout_waits_then_raises(log_dir):
-    import time
 
     with walogs.Wal.open(log_dir):
         started = time.monotonic()
@@ -246,7 +246,6 @@ def test_lazy_modes_write_at_once_and_sync_on_demand(log_dir, monkeypatch, mode)
 
 
 def test_interval_mode_syncs_in_background(log_dir):
-    import time
 
     with walogs.Wal.open(log_dir, walogs.WalConfig(sync="interval", sync_interval=0.01)) as wal:
         wal.append(b"x")
@@ -418,8 +417,6 @@ def test_unreadable_directory_raises_permission_error(tmp_path):
 def test_group_commit_shares_fdatasync(log_dir, monkeypatch):
     """I4 + group commit: 8 threads appending with sync="always" each get an acknowledged,
     durable LSN, with fewer fdatasync calls than appends (followers ride a leader's sync)."""
-    import time
-
     real = _io.fdatasync
     syncs = {"n": 0}
 
@@ -450,46 +447,50 @@ def test_group_commit_shares_fdatasync(log_dir, monkeypatch):
 
 
 def test_close_wakes_every_group_commit_waiter(log_dir, monkeypatch):
-    """Group commit + close: appends waiting behind a slow sync when close() runs all return,
-    each either acknowledged (and then on disk after reopen, I4) or refused with
-    WalClosedError; none is left asleep."""
+    """Group commit + close: appends waiting behind a slow sync when close() runs all return
+    acknowledged, because close() syncs them (I4): none is refused with WalClosedError
+    although its entry became durable, none is left asleep, and all are there after reopen."""
     release = threading.Event()
     started = threading.Event()
     real = _io.fdatasync
 
     def held_fdatasync(fd: int) -> None:
-        started.set()
-        release.wait(10)  # holds the leader in its sync while followers queue up behind it
+        if not started.is_set():
+            started.set()
+            release.wait(10)  # holds the leader in its sync while followers queue up behind it
         real(fd)
 
     wal = walogs.Wal.open(log_dir)
     monkeypatch.setattr(_io, "fdatasync", held_fdatasync)
-    outcomes: list[tuple[str, int]] = []
+    outcomes: list[object] = []
 
     def work(i: int) -> None:
         try:
-            outcomes.append(("acked", wal.append(b"w%d" % i)))
-        except walogs.WalClosedError:
-            outcomes.append(("closed", 0))
+            outcomes.append(wal.append(b"w%d" % i))
+        except BaseException as exc:  # reported by the assertion below
+            outcomes.append(exc)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(6)]
+    threads[0].start()
     assert started.wait(10)
-    closer = threading.Thread(target=wal.close)
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 10
+    while wal.next_lsn < 7 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert wal.next_lsn == 7  # all six written: one leads the held sync, five wait
+    closer = threading.Thread(target=wal.close, daemon=True)
     closer.start()
+    time.sleep(0.05)  # let close() take the writer's mutex before the held sync ends
     release.set()
     closer.join(10)
     for t in threads:
         t.join(10)
     assert not closer.is_alive() and not any(t.is_alive() for t in threads)
-    assert len(outcomes) == 6
+    assert sorted(outcomes) == [1, 2, 3, 4, 5, 6]
     monkeypatch.undo()
-    acked = sorted(lsn for kind, lsn in outcomes if kind == "acked")
     with walogs.Wal.open(log_dir) as again:
-        stored = dict(again.iter())
-    assert all(lsn in stored for lsn in acked)
-    assert len(stored) == 6  # every write reached the file before close synced it
+        assert [lsn for lsn, _ in again.iter()] == [1, 2, 3, 4, 5, 6]
 
 
 def test_group_commit_followers_each_woken_once(log_dir, monkeypatch):
@@ -504,6 +505,7 @@ def test_group_commit_followers_each_woken_once(log_dir, monkeypatch):
 
     def counting_fdatasync(fd: int) -> None:
         syncs["n"] += 1
+        time.sleep(0.002)  # a slow disk, so appends pile up behind a sync (still a real fdatasync)
         real_fdatasync(fd)
 
     real_allocate = wal_module.allocate_lock
@@ -521,9 +523,10 @@ def test_group_commit_followers_each_woken_once(log_dir, monkeypatch):
 
     # Counting only: the lock is a real one, so the threads still block and wake for real.
     monkeypatch.setattr(wal_module, "allocate_lock", CountingLock)
-    monkeypatch.setattr(_io, "fdatasync", counting_fdatasync)
     acked = []
     with walogs.Wal.open(log_dir) as wal:
+        monkeypatch.setattr(_io, "fdatasync", counting_fdatasync)  # after open: recovery's sync not counted
+
         def work() -> None:
             for _ in range(25):
                 lsn = wal.append(b"g")

@@ -32,7 +32,7 @@ How this module stays safe and fast:
   never an OverflowError, and C arithmetic on LSNs is unsigned 64-bit.
 """
 
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.long cimport PyLong_AsUnsignedLongLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -883,6 +883,8 @@ def pack_visible(buf: object, state: int, seq: int, lsn: int, offset: int) -> No
     cdef uint64_t v_offset = _u64_field("offset", offset, UINT64_MAX)
     if buf is None:
         raise TypeError("buffer must be a bytes-like object, not None")
+    if not PyObject_CheckBuffer(buf):
+        memoryview(buf)   # raises the spec's TypeError, worded as memoryview words it
     PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
     try:
         if view.readonly:

@@ -357,14 +357,17 @@ def pack_visible(buf: object, state: int, seq: int, lsn: int, offset: int) -> No
     offset a u64 (ValueError). The writer publishes through this after every
     write under ``sync="none"``, so it is on the append path.
     """
+    fields = []
     for name, value, top in (("state", state, _U32_MAX), ("seq", seq, _U32_MAX),
                              ("lsn", lsn, _MAX_LSN), ("offset", offset, _MAX_LSN)):
-        if not 0 <= operator.index(value) <= top:
+        value = operator.index(value)
+        if not 0 <= value <= top:
             raise ValueError(f"VISIBLE {name} {value} is out of range 0..{top}")
-    view = _byte_view(buf)
-    if view.readonly:
-        raise TypeError(f"pack_visible needs a writable buffer, not a read-only {type(buf).__name__}")
-    if len(view) < VISIBLE_SIZE:
-        raise ValueError(f"a VISIBLE record needs {VISIBLE_SIZE} bytes, the buffer has {len(view)}")
-    crc = zlib.crc32(_VISIBLE_BODY.pack(state, seq, lsn, offset))
-    _VISIBLE_RECORD.pack_into(view, 0, _VISIBLE_MAGIC, crc, state, seq, lsn, offset)
+        fields.append(value)
+    with _byte_view(buf) as view:  # released at once: an mmap with a live export cannot close
+        if view.readonly:
+            raise TypeError(f"pack_visible needs a writable buffer, not a read-only {type(buf).__name__}")
+        if len(view) < VISIBLE_SIZE:
+            raise ValueError(f"a VISIBLE record needs {VISIBLE_SIZE} bytes, the buffer has {len(view)}")
+        crc = zlib.crc32(_VISIBLE_BODY.pack(*fields))
+        _VISIBLE_RECORD.pack_into(view, 0, _VISIBLE_MAGIC, crc, *fields)

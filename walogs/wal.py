@@ -45,6 +45,7 @@ class Wal:
         self._next_lsn = layout.next_lsn
         self._tail_state = TailState(layout.torn_at)
         self._closed = False
+        self._close_finished = False  # close() has synced what it will: waiters need not wait for it
         self._poison: Optional[BaseException] = None
         # True once closed, poisoned or in a forked child: the hot paths test only this.
         self._blocked = False
@@ -221,23 +222,26 @@ class Wal:
 
         A follower waits on a lock of its own and is woken exactly once per
         sync it waited for: when its LSN is durable, when it is the first not
-        covered (it leads the next sync), or when the writer fails or closes.
-        Measured against one threading.Condition with notify_all: every woken
-        thread then queued for the condition's lock and the GIL in turn, and
-        8 threads reached 15k appends/s against 18k/s here.
+        covered (it leads the next sync), or when the writer fails or has
+        closed. Measured against one threading.Condition with notify_all:
+        every woken thread then queued for the condition's lock and the GIL in
+        turn, and 8 threads reached 15k appends/s against 18k/s here.
 
         Measured too: starting the sync at once beats a leader that waits for
         appends under way (that raised appends per fdatasync from 4 to 5.6 with
         8 threads, but not throughput: the wake-ups cost as much as it saved).
+
+        While close() runs, waiters stay until it has synced: their entries
+        are durable then, and they return instead of raising WalClosedError.
         """
         state = self._sync_state
         while True:
             with state:
                 if self._durable_lsn >= lsn:
                     return
-                if self._poison is not None or self._closed:
-                    self._check_writable()
-                if self._syncing:
+                if self._poison is not None or self._close_finished:
+                    self._check_writable()  # raises: poisoned, or closed before lsn was synced
+                if self._syncing or self._closed:  # a leader's sync or close()'s covers lsn, or fails
                     waiter = allocate_lock()
                     waiter.acquire()
                     self._waiters.append((lsn, waiter))
@@ -245,14 +249,20 @@ class Wal:
                     self._syncing = True
                     waiter = None
             if waiter is not None:
-                waiter.acquire()  # released by _wake_waiters; then look again
+                try:
+                    waiter.acquire()  # released by _wake_waiters; then look again
+                except BaseException:
+                    self._abandon_wait(waiter)
+                    raise
                 continue
             synced = None
             try:
                 with self._sync_mutex:
-                    target = self._sync_target
-                    _io.fdatasync(target[0])
-                    synced = target
+                    if not self._closed:  # else close() syncs, or closed the descriptor already
+                        target = self._sync_target
+                        _io.fdatasync(target[0])
+                        # Recorded at once: a failing rotate() sync next must not cut these frames.
+                        synced = self._synced = target
             except OSError as exc:
                 self._poison_with(exc)
                 self._cut_unsynced()
@@ -262,32 +272,41 @@ class Wal:
                     self._syncing = False
                     if synced is not None and synced[1] > self._durable_lsn and self._poison is None:
                         self._durable_lsn = synced[1]
-                        self._synced = synced
                         self._publish_synced(synced)
                     self._wake_waiters()
-            if synced[1] >= lsn:
-                return
+            if synced is not None and synced[1] >= lsn:
+                return  # durable even if another call failed since: its cut stops at _synced
 
     def _wake_waiters(self) -> None:
         """Wake the waiters a sync covered, and the first it did not so that it leads the next.
 
-        Caller holds _sync_state. After a failure or close every waiter is
-        woken, to raise. A waiter is only added while a sync runs, and that
-        sync's leader calls this when it ends, so none is left asleep.
+        Caller holds _sync_state. After a failure, or once close() is done,
+        every waiter is woken (to return or raise). A waiter is only added
+        while a sync or close() runs, and each calls this when it ends, so
+        none is left asleep.
         """
         if not self._waiters:
             return
         durable = self._durable_lsn
-        wake_all = self._poison is not None or self._closed
+        wake_all = self._poison is not None or self._close_finished
         still: list[tuple[int, LockType]] = []
         for lsn, waiter in self._waiters:
             if wake_all or lsn <= durable:
                 waiter.release()
             else:
                 still.append((lsn, waiter))
-        if still and not self._syncing:
+        if still and not self._syncing and not self._closed:
             still.pop(0)[1].release()
         self._waiters = still
+
+    def _abandon_wait(self, waiter: LockType) -> None:
+        # A follower left its wait by an exception (a signal handler, KeyboardInterrupt).
+        with self._sync_state:
+            kept = [w for w in self._waiters if w[1] is not waiter]
+            if len(kept) < len(self._waiters):
+                self._waiters = kept
+            else:
+                self._wake_waiters()  # it was woken, maybe to lead: pass that on
 
     def _cut_unsynced(self) -> None:
         """After a failed fdatasync, cut the active segment back to its last successful sync (P2).
@@ -509,14 +528,22 @@ class Wal:
                             raise
                     with self._sync_state:  # appends waiting on a group commit are now durable
                         self._durable_lsn = self._next_lsn - 1
+                        self._wake_waiters()
             finally:
-                with self._sync_mutex:
-                    _io.close(self._fd)
-                # Marking "closed" before unlocking: readers then read every valid frame.
-                with self._sync_state:  # leaders publish under this lock
-                    self._publisher.close(mark_closed=in_owner)
-                    self._wake_waiters()  # closed: every waiter wakes to see it
-                self._lock.release()
+                # Each step runs even if one before it raised: waiters must wake, the lock must go.
+                try:
+                    with self._sync_mutex:
+                        _io.close(self._fd)
+                finally:
+                    try:
+                        # Marking "closed" before unlocking: readers then read every valid frame.
+                        with self._sync_state:  # leaders publish under this lock
+                            self._publisher.close(mark_closed=in_owner)
+                    finally:
+                        with self._sync_state:
+                            self._close_finished = True
+                            self._wake_waiters()
+                        self._lock.release()
         thread = self._interval_thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
