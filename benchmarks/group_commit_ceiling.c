@@ -14,9 +14,11 @@
  * entry's frame). Prints one JSON object: appends/s per round for 1 and 8
  * threads, and appends per fdatasync with 8 threads.
  *
- * With "gather", a leader first waits (up to 200 us) until every other
- * thread has written and is waiting, so one fdatasync covers all of them:
- * more appends per sync, to see whether that raises the ceiling.
+ * With "gather", a leader first waits (up to 200 us) until one frame per
+ * thread is written and not yet durable, so one fdatasync covers all of
+ * them: more appends per sync, to see whether that raises the ceiling.
+ *
+ * The file is created in DIR and unlinked after the run, like a segment.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -34,7 +36,7 @@
 static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t synced = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t all_waiting = PTHREAD_COND_INITIALIZER;
-static int fd, nthreads_now, gather, waiting;
+static int fd, nthreads_now, gather;
 static long next_lsn, durable_lsn, end_offset, sync_calls;
 static int syncing;
 static volatile int stop;
@@ -59,10 +61,9 @@ static void append(void) {
     end_offset += FRAME_SIZE;
     while (durable_lsn < lsn) {
         if (syncing) {
-            if (++waiting == nthreads_now - 1)
-                pthread_cond_signal(&all_waiting);
+            if (next_lsn - 1 - durable_lsn >= nthreads_now)
+                pthread_cond_signal(&all_waiting);   /* every thread's frame is in */
             pthread_cond_wait(&synced, &mutex);
-            waiting--;
             continue;
         }
         syncing = 1;                       /* lead: cover everything written so far */
@@ -74,7 +75,7 @@ static void append(void) {
                 until.tv_sec++;
                 until.tv_nsec -= 1000000000;
             }
-            while (waiting < nthreads_now - 1 && !stop)
+            while (next_lsn - 1 - durable_lsn < nthreads_now && !stop)
                 if (pthread_cond_timedwait(&all_waiting, &mutex, &until) == ETIMEDOUT)
                     break;
         }
@@ -107,10 +108,9 @@ static double run(const char *dir, int nthreads, double seconds, double *per_syn
     snprintf(path, sizeof path, "%s/ceiling-XXXXXX", dir);
     fd = mkstemp(path);
     if (fd < 0) die("mkstemp");
-    unlink(path);
     next_lsn = 1;
     durable_lsn = end_offset = sync_calls = 0;
-    syncing = stop = waiting = 0;
+    syncing = stop = 0;
     nthreads_now = nthreads;
     double t0 = now();
     for (long i = 0; i < nthreads; i++)
@@ -124,6 +124,7 @@ static double run(const char *dir, int nthreads, double seconds, double *per_syn
     }
     double elapsed = now() - t0;
     close(fd);
+    unlink(path);
     *per_sync = sync_calls ? (double)total / sync_calls : 0.0;
     return total / elapsed;
 }
