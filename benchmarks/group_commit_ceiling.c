@@ -19,6 +19,11 @@
  * them: more appends per sync, to see whether that raises the ceiling.
  *
  * The file is created in DIR and unlinked after the run, like a segment.
+ *
+ * Built as a shared library too (run.py loads it with ctypes): gc_reset and
+ * gc_append let Python threads call this append with the GIL released for
+ * the whole call, to see what Python threads reach when nothing of the
+ * durable append needs the GIL.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -54,10 +59,14 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-static void append(void) {
+/* One durable append; 0, or -1 with errno set. */
+static int append(void) {
     pthread_mutex_lock(&mutex);
     long lsn = next_lsn++;
-    if (pwrite(fd, frame, FRAME_SIZE, end_offset) != FRAME_SIZE) die("pwrite");
+    if (pwrite(fd, frame, FRAME_SIZE, end_offset) != FRAME_SIZE) {
+        pthread_mutex_unlock(&mutex);
+        return -1;
+    }
     end_offset += FRAME_SIZE;
     while (durable_lsn < lsn) {
         if (syncing) {
@@ -81,20 +90,48 @@ static void append(void) {
         }
         long target = next_lsn - 1;
         pthread_mutex_unlock(&mutex);
-        if (fdatasync(fd) != 0) die("fdatasync");
+        int failed = fdatasync(fd) != 0;
         pthread_mutex_lock(&mutex);
+        if (failed) {
+            syncing = 0;
+            pthread_cond_broadcast(&synced);
+            pthread_mutex_unlock(&mutex);
+            return -1;
+        }
         sync_calls++;
         syncing = 0;
         if (target > durable_lsn) durable_lsn = target;
         pthread_cond_broadcast(&synced);
     }
     pthread_mutex_unlock(&mutex);
+    return 0;
 }
+
+static void reset(int descriptor, int nthreads) {
+    fd = descriptor;
+    next_lsn = 1;
+    durable_lsn = end_offset = sync_calls = 0;
+    syncing = stop = 0;
+    nthreads_now = nthreads;
+    memset(frame, 'x', sizeof frame);
+}
+
+/* The library interface (ctypes): one writer at a time per process. */
+void gc_reset(int descriptor, int nthreads, int gather_frames) {
+    pthread_mutex_lock(&mutex);
+    reset(descriptor, nthreads);
+    gather = gather_frames;
+    pthread_mutex_unlock(&mutex);
+}
+
+int gc_append(void) { return append(); }
+
+long gc_sync_calls(void) { return sync_calls; }
 
 static void *worker(void *arg) {
     long i = (long)arg, n = 0;
     while (!stop) {
-        append();
+        if (append() != 0) die("append");
         n++;
     }
     counts[i] = n;
@@ -108,10 +145,7 @@ static double run(const char *dir, int nthreads, double seconds, double *per_syn
     snprintf(path, sizeof path, "%s/ceiling-XXXXXX", dir);
     fd = mkstemp(path);
     if (fd < 0) die("mkstemp");
-    next_lsn = 1;
-    durable_lsn = end_offset = sync_calls = 0;
-    syncing = stop = 0;
-    nthreads_now = nthreads;
+    reset(fd, nthreads);
     double t0 = now();
     for (long i = 0; i < nthreads; i++)
         if (pthread_create(&threads[i], NULL, worker, (void *)i)) die("pthread_create");
@@ -147,7 +181,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "SECONDS must be > 0 and ROUNDS 1..%d\n", MAX_ROUNDS);
         return 2;
     }
-    memset(frame, 'x', sizeof frame);
     double one[MAX_ROUNDS], eight[MAX_ROUNDS], per_sync[MAX_ROUNDS], ignored;
     for (int r = 0; r < rounds; r++) {
         if (r % 2 == 0) {
