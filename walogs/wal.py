@@ -229,7 +229,9 @@ class Wal:
 
         Measured too: starting the sync at once beats a leader that waits for
         appends under way (that raised appends per fdatasync from 4 to 5.6 with
-        8 threads, but not throughput: the wake-ups cost as much as it saved).
+        8 threads, but not throughput: each woken thread has to take the GIL
+        back before it can write, so the wait cost as much as it saved). In C,
+        without the GIL, such a leader does pay off: benchmarks/README.md.
 
         While close() runs, waiters stay until it has synced: their entries
         are durable then, and they return instead of raising WalClosedError.
