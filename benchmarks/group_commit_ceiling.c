@@ -126,6 +126,56 @@ void gc_reset(int descriptor, int nthreads, int gather_frames) {
 
 int gc_append(void) { return append(); }
 
+/* The wait alone, for callers that write in Python (probe.py group): record
+ * that frames up to lsn are written, then wait until it is durable, leading
+ * (and gathering, if asked) or following, all in C. */
+void gc_mark_written(long lsn) {
+    pthread_mutex_lock(&mutex);
+    if (lsn >= next_lsn) next_lsn = lsn + 1;
+    if (gather && next_lsn - 1 - durable_lsn >= nthreads_now)
+        pthread_cond_signal(&all_waiting);
+    pthread_mutex_unlock(&mutex);
+}
+
+int gc_wait_durable(long lsn) {
+    pthread_mutex_lock(&mutex);
+    while (durable_lsn < lsn) {
+        if (syncing) {
+            pthread_cond_wait(&synced, &mutex);
+            continue;
+        }
+        syncing = 1;
+        if (gather && nthreads_now > 1) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 200000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+            while (next_lsn - 1 - durable_lsn < nthreads_now)
+                if (pthread_cond_timedwait(&all_waiting, &mutex, &until) == ETIMEDOUT)
+                    break;
+        }
+        long target = next_lsn - 1;
+        pthread_mutex_unlock(&mutex);
+        int failed = fdatasync(fd) != 0;
+        pthread_mutex_lock(&mutex);
+        syncing = 0;
+        if (!failed) {
+            sync_calls++;
+            if (target > durable_lsn) durable_lsn = target;
+        }
+        pthread_cond_broadcast(&synced);
+        if (failed) {
+            pthread_mutex_unlock(&mutex);
+            return -1;
+        }
+    }
+    pthread_mutex_unlock(&mutex);
+    return 0;
+}
+
 long gc_sync_calls(void) { return sync_calls; }
 
 static void *worker(void *arg) {

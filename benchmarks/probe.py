@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import ctypes
 import io
 import os
 import pstats
@@ -306,6 +307,58 @@ def _handoff_rate(nthreads: int, seconds: float = 1.0) -> float:
     return passes[0] / (time.perf_counter() - t0)
 
 
+def _c_wait_sketch(work: str, seconds: float, rounds: int) -> None:
+    """Writes in Python, the group-commit wait (gathering leader, fdatasync) in C without the GIL.
+
+    The smaller design for a compiled durable append: group_commit_ceiling.c's
+    gc_wait_durable, called through ctypes (GIL released), after an os.pwrite
+    under a Python lock and gc_mark_written (called with the GIL held: it only
+    takes a mutex). Not walogs: a sketch to size that design.
+    """
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if cc is None:
+        print("  (no C compiler: the C-wait sketch was not run)")
+        return
+    lib_path = os.path.join(work, "libgroup_commit_ceiling.so")
+    subprocess.run([cc, "-O2", "-pthread", "-shared", "-fPIC", "-o", lib_path,
+                    str(BENCH / "group_commit_ceiling.c")], check=True)
+    released, held = ctypes.CDLL(lib_path, use_errno=True), ctypes.PyDLL(lib_path)
+    released.gc_reset.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    released.gc_wait_durable.argtypes = [ctypes.c_long]
+    released.gc_sync_calls.restype = ctypes.c_long
+    held.gc_mark_written.argtypes = [ctypes.c_long]
+    frame = os.urandom(116)
+    for gather in (0, 1):
+        rates: dict[int, list[float]] = {1: [], 8: []}
+        per_sync: list[float] = []
+        for rep in range(rounds):
+            for nthreads in ((1, 8) if rep % 2 == 0 else (8, 1)):
+                path = os.path.join(work, f"cwait-{gather}-{rep}-{nthreads}")
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                released.gc_reset(fd, nthreads, gather)
+                lock, state = threading.Lock(), {"next": 1, "end": 0}
+
+                def append(_: object, fd: int = fd, lock=lock, state=state) -> None:
+                    with lock:
+                        lsn = state["next"]
+                        os.pwrite(fd, frame, state["end"])
+                        state["end"] += len(frame)
+                        state["next"] = lsn + 1
+                        held.gc_mark_written(lsn)
+                    if released.gc_wait_durable(lsn) != 0:
+                        raise OSError(ctypes.get_errno(), "fdatasync failed")
+
+                total, elapsed = _run_threads(append, None, nthreads, seconds)
+                os.close(fd)
+                os.unlink(path)
+                rates[nthreads].append(total / elapsed)
+                if nthreads == 8:
+                    per_sync.append(total / max(released.gc_sync_calls(), 1))
+        one, eight = statistics.median(rates[1]), statistics.median(rates[8])
+        print(f"  sketch, Python writes + C wait{' (gathering leader)' if gather else ''}: 1 thread {one:.0f}/s, "
+              f"8 threads {eight:.0f}/s = {eight / one:.2f}x, {statistics.median(per_sync):.1f} appends per fdatasync")
+
+
 def probe_group(work: str, seconds: float = 1.0, rounds: int = 6) -> None:
     print("== group commit: fdatasync calls and appends per sync (1 and 8 threads, alternated), "
           "and the minimal Python sketch beside it ==")
@@ -345,6 +398,7 @@ def probe_group(work: str, seconds: float = 1.0, rounds: int = 6) -> None:
     finally:
         _io.fdatasync = real
     med = {k: statistics.median(v) for k, v in rates.items()}
+    _c_wait_sketch(work, seconds / 2, rounds)
     handoffs = statistics.median(_handoff_rate(8) for _ in range(3))
     print(f"  a ring of 8 Python threads passing a lock: {handoffs:.0f} hand-offs/s ({1e6 / handoffs:.0f} us each)")
     print(f"  medians: walogs 8 threads {med['walogs 8']:.0f}/s = {med['walogs 8'] / med['walogs 1']:.2f}x its 1 thread; "
