@@ -59,6 +59,22 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+/* A leader, mutex held, with "gather": wait (up to 200 us) until one frame
+ * per thread is written and not yet durable. */
+static void gather_frames(void) {
+    if (!gather || nthreads_now < 2) return;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 200000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    while (next_lsn - 1 - durable_lsn < nthreads_now && !stop)
+        if (pthread_cond_timedwait(&all_waiting, &mutex, &until) == ETIMEDOUT)
+            break;
+}
+
 /* One durable append; 0, or -1 with errno set. */
 static int append(void) {
     pthread_mutex_lock(&mutex);
@@ -76,18 +92,7 @@ static int append(void) {
             continue;
         }
         syncing = 1;                       /* lead: cover everything written so far */
-        if (gather && nthreads_now > 1) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += 200000;
-            if (until.tv_nsec >= 1000000000) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000;
-            }
-            while (next_lsn - 1 - durable_lsn < nthreads_now && !stop)
-                if (pthread_cond_timedwait(&all_waiting, &mutex, &until) == ETIMEDOUT)
-                    break;
-        }
+        gather_frames();
         long target = next_lsn - 1;
         pthread_mutex_unlock(&mutex);
         int failed = fdatasync(fd) != 0;
@@ -145,18 +150,7 @@ int gc_wait_durable(long lsn) {
             continue;
         }
         syncing = 1;
-        if (gather && nthreads_now > 1) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += 200000;
-            if (until.tv_nsec >= 1000000000) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000;
-            }
-            while (next_lsn - 1 - durable_lsn < nthreads_now)
-                if (pthread_cond_timedwait(&all_waiting, &mutex, &until) == ETIMEDOUT)
-                    break;
-        }
+        gather_frames();
         long target = next_lsn - 1;
         pthread_mutex_unlock(&mutex);
         int failed = fdatasync(fd) != 0;

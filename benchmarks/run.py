@@ -712,35 +712,30 @@ def fig_batch_1000(b: Bench) -> Figure:
     return fig
 
 
-def fig_append_none(b: Bench) -> Figure:
-    fig = Figure("append_none", "append with sync=\"none\" (write only), 1 thread",
-                 "bare os.write loop of 116-byte frames", "appends/s")
+def _append_without_sync(b: Bench, sync: str, description: str, target: float | None, note: str = "") -> Figure:
+    """An append figure whose appends do not wait for a sync: walogs against a bare os.write loop."""
+    name = f"append_{sync}"
+    fig = Figure(name, description, "bare os.write loop of 116-byte frames", "appends/s")
     s = b.sizes
-    subject = wal_side(b, "append-none", WalConfig(sync="none"), "append", b.payload, chunk=64)
-    baseline = raw_file_side(b, "raw-write", durable=False)
+    subject = wal_side(b, f"append-{sync}", WalConfig(sync=sync), "append", b.payload, chunk=64)
+    baseline = raw_file_side(b, f"raw-write-{sync}", durable=False)
     interleaved(baseline, subject, s.slice_seconds * 2, s.slice_seconds)  # warm-up
     base, subj = compare_interleaved(s.repeats, baseline, subject, s.fast_seconds, s.slice_seconds)
-    row, data = ratio_row("append_none", subj, base, "appends/s", 0.5)
+    row, data = ratio_row(name, subj, base, "appends/s", target)
     fig.rows.append(row)
     fig.data = data
-    fig.notes.append(f"per append: walogs {1e9 / median(subj):.0f} ns, os.write {1e9 / median(base):.0f} ns")
+    fig.notes.append(f"per append: walogs {1e9 / median(subj):.0f} ns, os.write {1e9 / median(base):.0f} ns{note}")
     return fig
+
+
+def fig_append_none(b: Bench) -> Figure:
+    return _append_without_sync(b, "none", "append with sync=\"none\" (write only), 1 thread", 0.5)
 
 
 def fig_append_interval(b: Bench) -> Figure:
-    fig = Figure("append_interval", "append with sync=\"interval\" (0.05 s background sync), 1 thread",
-                 "bare os.write loop of 116-byte frames", "appends/s")
-    s = b.sizes
-    subject = wal_side(b, "append-interval", WalConfig(sync="interval"), "append", b.payload, chunk=64)
-    baseline = raw_file_side(b, "raw-write-interval", durable=False)
-    interleaved(baseline, subject, s.slice_seconds * 2, s.slice_seconds)  # warm-up
-    base, subj = compare_interleaved(s.repeats, baseline, subject, s.fast_seconds, s.slice_seconds)
-    row, data = ratio_row("append_interval", subj, base, "appends/s", None)
-    fig.rows.append(row)
-    fig.data = data
-    fig.notes.append(f"per append: walogs {1e9 / median(subj):.0f} ns, os.write {1e9 / median(base):.0f} ns "
-                     "(walogs' background fdatasync every 0.05 s runs without the GIL, also during baseline slices)")
-    return fig
+    return _append_without_sync(
+        b, "interval", "append with sync=\"interval\" (0.05 s background sync), 1 thread", None,
+        " (walogs' background fdatasync every 0.05 s runs without the GIL, also during baseline slices)")
 
 
 def fig_reader_iter(b: Bench) -> Figure:

@@ -414,6 +414,28 @@ def test_unreadable_directory_raises_permission_error(tmp_path):
     assert str(log) in out.stdout
 
 
+def _durable_appends_from_threads(wal: walogs.Wal, nthreads: int = 8, each: int = 25) -> list[int]:
+    """``nthreads`` threads append ``each`` entries; every append must be durable when it returns (I4)."""
+    acked: list[int] = []
+    not_durable: list[int] = []
+
+    def work() -> None:
+        for _ in range(each):
+            lsn = wal.append(b"g")
+            if wal.durable_lsn < lsn:
+                not_durable.append(lsn)
+            acked.append(lsn)
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(nthreads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert not_durable == []
+    return acked
+
+
 def test_group_commit_shares_fdatasync(log_dir, monkeypatch):
     """I4 + group commit: 8 threads appending with sync="always" each get an acknowledged,
     durable LSN, with fewer fdatasync calls than appends (followers ride a leader's sync)."""
@@ -427,19 +449,7 @@ def test_group_commit_shares_fdatasync(log_dir, monkeypatch):
 
     wal = walogs.Wal.open(log_dir)
     monkeypatch.setattr(_io, "fdatasync", slow_fdatasync)
-    acked = []
-
-    def work() -> None:
-        for _ in range(25):
-            lsn = wal.append(b"g")
-            assert wal.durable_lsn >= lsn
-            acked.append(lsn)
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    acked = _durable_appends_from_threads(wal)
     assert sorted(acked) == list(range(1, 201))
     assert syncs["n"] < 200
     monkeypatch.undo()
@@ -523,21 +533,9 @@ def test_group_commit_followers_each_woken_once(log_dir, monkeypatch):
 
     # Counting only: the lock is a real one, so the threads still block and wake for real.
     monkeypatch.setattr(wal_module, "allocate_lock", CountingLock)
-    acked = []
     with walogs.Wal.open(log_dir) as wal:
         monkeypatch.setattr(_io, "fdatasync", counting_fdatasync)  # after open: recovery's sync not counted
-
-        def work() -> None:
-            for _ in range(25):
-                lsn = wal.append(b"g")
-                assert wal.durable_lsn >= lsn
-                acked.append(lsn)
-
-        threads = [threading.Thread(target=work) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        acked = _durable_appends_from_threads(wal)
     assert sorted(acked) == list(range(1, 201))
     assert 0 < syncs["n"] < 200
     assert wakes["n"] <= 200 + syncs["n"]
