@@ -211,7 +211,8 @@ class Injector:
         return wrapper
 
 
-ROUNDS = 10
+# Enough rounds for every injection point: ~6 fdatasync calls a round, n up to scale(50, 130).
+ROUNDS = scale(10, 40)
 
 
 def _workload():
