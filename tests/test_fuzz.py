@@ -108,7 +108,8 @@ def damaged_log(draw, first_lsn=None):
             length = draw(st.sampled_from([0xFFFFFFFF, MAX_ENTRY_SIZE, MAX_ENTRY_SIZE + 1, 2**31]))
             buf[at:at] = struct.pack("<IIQ", length, draw(st.integers(0, 2**32 - 1)), lsn)
         elif action == "frame":  # a valid frame somewhere, with a plausible LSN
-            buf[at:at] = make_frame(draw(st.integers(max(lsn - 3, 0), lsn + 3)), draw(st.binary(max_size=20)))
+            near = draw(st.integers(max(lsn - 3, 0), min(lsn + 3, MAX_LSN)))  # a frame's LSN is a u64
+            buf[at:at] = make_frame(near, draw(st.binary(max_size=20)))
         elif action == "dup" and parts:
             buf[at:at] = draw(st.sampled_from(parts))
     return bytes(buf)
