@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
+import time
 import zlib
 
 import pytest
 
 import walogs
+from walogs import _io
 
 PURE = os.environ.get("WALOGS_PURE_PYTHON", "") not in ("", "0")
 
@@ -71,3 +74,55 @@ def scale(per_commit: int, stress: int) -> int:
         return per_commit
     factor = os.environ["WALOGS_STRESS"]
     return stress * (int(factor) if factor.isdigit() and int(factor) > 1 else 1)
+
+
+class HeldSync:
+    """Wraps ``_io.fdatasync`` so that its first call waits for :meth:`release` (up to 10 s).
+
+    Holds a group-commit leader inside its sync while followers queue up behind it.
+    Every call still makes the real fdatasync; ``monkeypatch.undo()`` removes the wrapper.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.started, self._released = threading.Event(), threading.Event()
+        real = _io.fdatasync
+
+        def held(fd: int) -> None:
+            if not self.started.is_set():
+                self.started.set()
+                self._released.wait(10)
+            real(fd)
+
+        monkeypatch.setattr(_io, "fdatasync", held)
+
+    def release(self) -> None:
+        """Let the held sync (and every later one) run."""
+        self._released.set()
+
+
+def queue_appends(wal: walogs.Wal, count: int, held: HeldSync) -> tuple[list[threading.Thread], dict[int, object]]:
+    """Start ``count`` appending threads: the first leads the held sync, the rest wait behind it.
+
+    Returns once all have written, with the threads (daemons: a hang fails a test rather
+    than blocking the run) and a dict that will map each thread's index to its LSN or
+    to the exception it raised.
+    """
+    results: dict[int, object] = {}
+    first = wal.next_lsn
+
+    def work(i: int) -> None:
+        try:
+            results[i] = wal.append(b"w%d" % i)
+        except BaseException as exc:  # the test compares results
+            results[i] = exc
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(count)]
+    threads[0].start()
+    assert held.started.wait(10)
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 10
+    while wal.next_lsn < first + count and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert wal.next_lsn == first + count  # all written: one leads the held sync, the rest wait
+    return threads, results

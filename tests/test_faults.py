@@ -22,6 +22,7 @@ import pytest
 
 import walogs
 from walogs import _io, _lock
+from conftest import HeldSync, queue_appends
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
@@ -301,15 +302,7 @@ def test_close_that_fails_still_wakes_waiters_and_unlocks(log_dir, monkeypatch):
     """Group commit + close: if closing the segment's descriptor fails (EIO, as on NFS),
     close() raises, yet every append waiting behind a sync returns (its entry was synced
     by close) and the lock is released: a new Wal opens at once."""
-    release, started = threading.Event(), threading.Event()
-    real_sync, real_close = _io.fdatasync, _io.close
-
-    def held_fdatasync(fd: int) -> None:
-        if not started.is_set():
-            started.set()
-            release.wait(10)
-        real_sync(fd)
-
+    real_close = _io.close
     wal = walogs.Wal.open(log_dir)
     segment_fd = wal._fd
 
@@ -318,26 +311,10 @@ def test_close_that_fails_still_wakes_waiters_and_unlocks(log_dir, monkeypatch):
         if fd == segment_fd:
             raise OSError(errno.EIO, "injected EIO on close")
 
-    monkeypatch.setattr(_io, "fdatasync", held_fdatasync)
-    results = {}
-
-    def work(i: int) -> None:
-        try:
-            results[i] = wal.append(b"w%d" % i)
-        except BaseException as exc:  # reported by the assertion below
-            results[i] = exc
-
-    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(4)]  # daemon: a hang fails, not blocks
-    threads[0].start()
-    assert started.wait(10)
-    for t in threads[1:]:
-        t.start()
-    deadline = time.monotonic() + 10
-    while wal.next_lsn < 5 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert wal.next_lsn == 5  # all four written; three wait behind the held sync
+    held = HeldSync(monkeypatch)
+    threads, results = queue_appends(wal, 4, held)
     monkeypatch.setattr(_io, "close", failing_close)
-    release.set()
+    held.release()
     with pytest.raises(OSError, match="injected EIO on close"):
         wal.close()
     for t in threads:
@@ -358,25 +335,16 @@ def test_follower_interrupted_by_a_signal_strands_no_other(log_dir, monkeypatch)
     class Interrupted(Exception):
         pass
 
-    release, started = threading.Event(), threading.Event()
-    real = _io.fdatasync
-
-    def held_fdatasync(fd: int) -> None:
-        if not started.is_set():
-            started.set()
-            release.wait(10)
-        real(fd)
-
     def on_alarm(signum, frame):
         raise Interrupted()
 
     wal = walogs.Wal.open(log_dir)
-    monkeypatch.setattr(_io, "fdatasync", held_fdatasync)
+    held = HeldSync(monkeypatch)
     previous = signal.signal(signal.SIGALRM, on_alarm)
     results = {}
     leader = threading.Thread(target=lambda: results.setdefault("leader", wal.append(b"L")), daemon=True)
     leader.start()
-    assert started.wait(10)
+    assert held.started.wait(10)
     later = threading.Thread(target=lambda: (time.sleep(0.1), results.setdefault("later", wal.append(b"T"))),
                              daemon=True)
     later.start()
@@ -387,7 +355,7 @@ def test_follower_interrupted_by_a_signal_strands_no_other(log_dir, monkeypatch)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    release.set()
+    held.release()
     leader.join(10)
     later.join(10)
     assert not leader.is_alive() and not later.is_alive()

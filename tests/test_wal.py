@@ -14,7 +14,7 @@ import pytest
 
 import walogs
 from walogs import _io
-from conftest import entry, make_frame, snapshot
+from conftest import HeldSync, entry, make_frame, queue_appends, snapshot
 
 
 def seg(log_dir, n: int = 1) -> str:
@@ -460,44 +460,18 @@ def test_close_wakes_every_group_commit_waiter(log_dir, monkeypatch):
     """Group commit + close: appends waiting behind a slow sync when close() runs all return
     acknowledged, because close() syncs them (I4): none is refused with WalClosedError
     although its entry became durable, none is left asleep, and all are there after reopen."""
-    release = threading.Event()
-    started = threading.Event()
-    real = _io.fdatasync
-
-    def held_fdatasync(fd: int) -> None:
-        if not started.is_set():
-            started.set()
-            release.wait(10)  # holds the leader in its sync while followers queue up behind it
-        real(fd)
-
     wal = walogs.Wal.open(log_dir)
-    monkeypatch.setattr(_io, "fdatasync", held_fdatasync)
-    outcomes: list[object] = []
-
-    def work(i: int) -> None:
-        try:
-            outcomes.append(wal.append(b"w%d" % i))
-        except BaseException as exc:  # reported by the assertion below
-            outcomes.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(6)]
-    threads[0].start()
-    assert started.wait(10)
-    for t in threads[1:]:
-        t.start()
-    deadline = time.monotonic() + 10
-    while wal.next_lsn < 7 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert wal.next_lsn == 7  # all six written: one leads the held sync, five wait
+    held = HeldSync(monkeypatch)
+    threads, results = queue_appends(wal, 6, held)
     closer = threading.Thread(target=wal.close, daemon=True)
     closer.start()
     time.sleep(0.05)  # let close() take the writer's mutex before the held sync ends
-    release.set()
+    held.release()
     closer.join(10)
     for t in threads:
         t.join(10)
     assert not closer.is_alive() and not any(t.is_alive() for t in threads)
-    assert sorted(outcomes) == [1, 2, 3, 4, 5, 6]
+    assert sorted(results.values()) == [1, 2, 3, 4, 5, 6]
     monkeypatch.undo()
     with walogs.Wal.open(log_dir) as again:
         assert [lsn for lsn, _ in again.iter()] == [1, 2, 3, 4, 5, 6]
