@@ -280,8 +280,8 @@ def test_acknowledged_entry_survives_a_failing_rotate_sync(log_dir, monkeypatch)
         raise OSError(errno.EIO, "injected EIO")
 
     wal = walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=200))
-    delayed = _DelayedLock(wal._sync_state, leader_synced)
-    wal._sync_state = delayed
+    delayed = _DelayedLock(wal._writer._sync_state, leader_synced)
+    wal._writer._sync_state = delayed
     monkeypatch.setattr(_io, "fdatasync", first_ok_then_eio)
     acked = {}
     leader = threading.Thread(target=lambda: acked.setdefault("lsn", wal.append(b"A" * 100)), daemon=True)
@@ -304,7 +304,7 @@ def test_close_that_fails_still_wakes_waiters_and_unlocks(log_dir, monkeypatch):
     by close) and the lock is released: a new Wal opens at once."""
     real_close = _io.close
     wal = walogs.Wal.open(log_dir)
-    segment_fd = wal._fd
+    segment_fd = wal._writer.cursor()[0]
 
     def failing_close(fd: int) -> None:
         real_close(fd)

@@ -731,7 +731,7 @@ def test_reopen_after_eio_keeps_what_it_reports_durable(model, nth, tmp_path, im
     raises WalCorruptError ("mid-log damage", P10) or they are lost.
 
     A fix that passes this suite (checked on a scratch copy): on a failed fdatasync
-    (wal.py _wait_durable, and _rotate_locked's fdatasync of the old segment), ftruncate the
+    (the writer's group commit, and the fdatasync of the old segment at rotation), ftruncate the
     segment back to the end of its last successful sync before raising: those frames were
     never acknowledged, and the reopen then cannot read them from the page cache.
     (Rewriting the kept bytes in recovery instead is caught by this suite: overwriting
@@ -836,7 +836,7 @@ def scratch_patch(kind: str, rec: Recorder) -> tuple[str, Callable]:
     if kind == "no_segment_fdatasync":  # I4 gone
         return "fdatasync", lambda fd: None if _segment_fd(rec, fd) else recorded_fdatasync(fd)
     if kind == "no_rotate_sync_dir":  # I15 gone: a new segment's entry is not durable before its frames
-        return "sync_dir", lambda path: None if _called_from("_rotate_locked") else recorded_sync_dir(path)
+        return "sync_dir", lambda path: None if _called_from("_rotate_paused") else recorded_sync_dir(path)
     if kind == "no_floor_fsync":  # the LSN floor renamed into place before its bytes are durable
         return "fsync", lambda fd: None if (rec.path_of(fd) or "").endswith("LSN_FLOOR.tmp") else recorded_fsync(fd)
     raise ValueError(kind)

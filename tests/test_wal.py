@@ -480,8 +480,10 @@ def test_close_wakes_every_group_commit_waiter(log_dir, monkeypatch):
 def test_group_commit_followers_each_woken_once(log_dir, monkeypatch):
     """Group commit wakes no thundering herd: a sync wakes the followers it covered plus at
     most one to lead the next, so wake-ups <= appends + syncs (a notify_all design wakes
-    every waiter per sync). Every append is durable on return (I4)."""
-    from walogs import wal as wal_module
+    every waiter per sync). Every append is durable on return (I4). This is how the
+    pure-Python writer waits (the compiled one waits on a pthread condition variable,
+    without the GIL), so it runs on that writer in both suites."""
+    from walogs import _codec, _writer_py
 
     wakes = {"n": 0}
     syncs = {"n": 0}
@@ -492,7 +494,7 @@ def test_group_commit_followers_each_woken_once(log_dir, monkeypatch):
         time.sleep(0.002)  # a slow disk, so appends pile up behind a sync (still a real fdatasync)
         real_fdatasync(fd)
 
-    real_allocate = wal_module.allocate_lock
+    real_allocate = _writer_py.allocate_lock
 
     class CountingLock:
         def __init__(self) -> None:
@@ -506,7 +508,8 @@ def test_group_commit_followers_each_woken_once(log_dir, monkeypatch):
             self._lock.release()
 
     # Counting only: the lock is a real one, so the threads still block and wake for real.
-    monkeypatch.setattr(wal_module, "allocate_lock", CountingLock)
+    monkeypatch.setattr(_writer_py, "allocate_lock", CountingLock)
+    monkeypatch.setattr(_codec, "SegmentWriter", _writer_py.SegmentWriter)
     with walogs.Wal.open(log_dir) as wal:
         monkeypatch.setattr(_io, "fdatasync", counting_fdatasync)  # after open: recovery's sync not counted
         acked = _durable_appends_from_threads(wal)

@@ -1,4 +1,4 @@
-"""The one place that chooses the frame codec: compiled ``_frame`` or ``_frame_py``.
+"""The one place that chooses the compiled modules or their pure-Python twins.
 
 ``WALOGS_PURE_PYTHON=1`` (read once, at import) selects the fallback even
 where the compiled module is present, like msgpack's MSGPACK_PUREPYTHON.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING
+
+from walogs.errors import FRAME_HEADER_SIZE
 
 PURE_PYTHON_REQUESTED = os.environ.get("WALOGS_PURE_PYTHON", "") not in ("", "0")
 
@@ -32,16 +34,29 @@ FrameReader = codec.FrameReader
 pack_visible = codec.pack_visible
 VISIBLE_SIZE = codec.VISIBLE_SIZE
 
+
+def frame_size(data: object) -> int:
+    """Bytes the frame of entry ``data`` takes (header + data); TypeError if not bytes-like."""
+    return FRAME_HEADER_SIZE + memoryview(data).nbytes
+
+# The active segment's writer, chosen the same way; imported last, as it uses the codec.
+if TYPE_CHECKING or IMPLEMENTATION == "python":
+    from walogs._writer_py import SegmentWriter
+else:
+    from walogs._writer_py import SegmentWriter
+
 __all__ = [
     "IMPLEMENTATION",
     "PURE_PYTHON_REQUESTED",
     "FrameReader",
+    "SegmentWriter",
     "VISIBLE_SIZE",
     "codec",
     "decode",
     "encode",
     "encode_batch",
     "find_frame",
+    "frame_size",
     "pack_visible",
     "scan",
 ]

@@ -6,13 +6,12 @@ import os
 import pathlib
 import threading
 import weakref
-from _thread import LockType, allocate_lock
 from collections.abc import Iterable, Iterator
 from typing import Optional, Union
 
 from walogs import _codec, _floor, _io, _lock, _recovery, _segments, _visible
-from walogs._visible import PUBLISHED
 from walogs._recovery import SegmentInfo
+from walogs._writer_py import BLOCKED, FULL
 from walogs.config import TailState, WalConfig
 from walogs.errors import LsnOutOfRangeError, WalClosedError, WalError
 
@@ -33,38 +32,26 @@ class Wal:
         self._dir = directory
         self._path = pathlib.Path(directory)
         self._config = config
-        self._sync_always = config.sync == "always"
-        self._segment_limit = config.max_segment_size or _NO_LIMIT
         self._lock = lock
         self._generation = _lock.fork_generation()
         self._opened_by = os.getpid()
         segments = layout.segments
         self._completed: list[SegmentInfo] = segments[:-1]
-        self._active = segments[-1]
-        self._fd = fd
-        self._next_lsn = layout.next_lsn
+        active = segments[-1]
+        self._active_seq = active.seq
         self._tail_state = TailState(layout.torn_at)
         self._closed = False
-        self._close_finished = False  # close() has synced what it will: waiters need not wait for it
-        self._poison: Optional[BaseException] = None
         # True once closed, poisoned or in a forked child: the hot paths test only this.
         self._blocked = False
-        # _mutex guards the write state; _sync_mutex is held around an fdatasync
-        # so rotate/close never close a descriptor a group-commit leader is syncing;
-        # _sync_state guards _syncing, _durable_lsn, _waiters and publishing.
+        # Guards rotation, checkpoint and close (the segment list); appends take only the writer's.
         self._mutex = threading.Lock()
-        self._sync_mutex = threading.Lock()
-        self._sync_state = threading.Lock()
-        self._syncing = False
-        self._waiters: list[tuple[int, LockType]] = []  # (lsn, held lock) of threads awaiting a sync
-        self._durable_lsn = self._next_lsn - 1  # P11: recovery synced what it kept
-        # What the next fdatasync will cover: (fd, last lsn, segment, end offset).
-        self._sync_target = (fd, self._durable_lsn, self._active.seq, self._active.end)
-        self._synced = self._sync_target  # the last end an fdatasync succeeded for
+        self._segment_limit = config.max_segment_size or _NO_LIMIT
         self._publisher = publisher
-        # "none" trades P4's power-loss guarantee for latency: written entries are visible.
-        self._publish_written = publisher.publish if config.sync == "none" else None
-        self._publish(self._sync_target)
+        # P11: recovery synced what it kept, so the writer starts with it durable and published.
+        self._writer = _codec.SegmentWriter(
+            fd, active.seq, active.end, active.first_lsn, active.last_lsn, layout.next_lsn,
+            self._segment_limit, config.sync, publisher,
+        )
         _lock.watch_forks(self)
         self._stop_interval = threading.Event()
         self._interval_thread: Optional[threading.Thread] = None
@@ -107,6 +94,10 @@ class Wal:
 
     # ------------------------------------------------------------------ guards
 
+    @property
+    def _poison(self) -> Optional[BaseException]:
+        return self._writer.poison
+
     def _check_open(self) -> None:
         if self._closed:
             raise WalClosedError(f"{self._dir}: this Wal is closed; open a new one with Wal.open")
@@ -126,27 +117,21 @@ class Wal:
                 "no append can be acknowledged: close it and open the log again to recover (P2)"
             ) from self._poison
 
+    def _refused(self) -> WalError:
+        """The error for a write the writer refused (BLOCKED): closed, forked or poisoned."""
+        self._blocked = True
+        self._check_writable()  # raises the one that applies
+        return WalError(f"{self._dir}: the writer refused the write; close it and open the log again")
+
     def _in_forked_child(self) -> None:
         # Called by _lock in a child forked after open (P6); _check_writable says why.
         self._blocked = True
+        self._writer.drop_in_child()
 
     def _poison_with(self, exc: BaseException) -> None:
         # P2: after a failed write or sync nothing may be acknowledged until reopen.
-        if self._poison is None:
-            self._poison = exc
         self._blocked = True
-        with self._sync_state:
-            self._wake_waiters()
-
-    def _publish(self, target: tuple[int, int, int, int]) -> None:
-        # P4: readers may read up to here; callers pass only synced (or, under "none", written) ends.
-        _, lsn, seq, offset = target
-        self._publisher.publish(PUBLISHED, seq, lsn, offset)
-
-    def _publish_synced(self, target: tuple[int, int, int, int]) -> None:
-        # Under "none" the written end is already published; an older synced one must not replace it.
-        if self._config.sync != "none":
-            self._publish(target)
+        self._writer.poison_with(exc)
 
     # ------------------------------------------------------------------ writing
 
@@ -157,17 +142,16 @@ class Wal:
         TypeError for non-bytes-like data and EntryTooLargeError for more
         than MAX_ENTRY_SIZE bytes, before writing anything (I7).
         """
-        mutex = self._mutex
-        mutex.acquire()  # not `with`: this is the hot path, and acquire/release is cheaper
-        try:
-            if self._blocked:
-                self._check_writable()
-            lsn = self._next_lsn
-            self._write(_codec.encode(lsn, data), lsn, lsn)
-        finally:
-            mutex.release()
-        if self._sync_always:
-            self._wait_durable(lsn)
+        if self._blocked:
+            self._check_writable()
+        lsn = self._writer.append(data)
+        if lsn > 0:
+            return lsn
+        while lsn == FULL:
+            self._rotate_for(_codec.frame_size(data))
+            lsn = self._writer.append(data)
+        if lsn == BLOCKED:
+            raise self._refused()
         return lsn
 
     def append_batch(self, items: Iterable[object]) -> range:
@@ -178,212 +162,65 @@ class Wal:
         two segments.
         """
         items = list(items)
-        with self._mutex:
+        if self._blocked:
             self._check_writable()
-            first = self._next_lsn
-            frames = _codec.encode_batch(first, items)
-            if not items:
-                return range(first, first)
-            last = first + len(items) - 1
-            self._write(frames, first, last)
-        if self._sync_always:
-            self._wait_durable(last)
-        return range(first, last + 1)
-
-    def _write(self, frames: bytes, first: int, last: int) -> None:
-        # Caller holds _mutex. P7: one write per append or batch, nothing kept in user space.
-        active = self._active
-        if active.end + len(frames) > self._segment_limit and active.end > 0:
-            self._rotate_locked()
-            active = self._active
-        try:
-            _io.pwrite_all(self._fd, frames, active.end)
-        except OSError as exc:
-            self._poison_with(exc)
-            # Whole frames of a failed batch that reached the file were never acknowledged:
-            # cut them, so a reopen cannot keep half a batch that the caller will retry.
-            try:
-                _io.ftruncate(self._fd, self._active.end)
-            except OSError:
-                pass
-            raise
-        active.end += len(frames)
-        if not active.first_lsn:
-            active.first_lsn = first
-        active.last_lsn = last
-        self._next_lsn = last + 1
-        if self._sync_always:  # otherwise only sync() needs a target, and it sets one
-            self._sync_target = (self._fd, last, active.seq, active.end)
-        elif self._publish_written is not None:
-            self._publish_written(PUBLISHED, active.seq, last, active.end)
-
-    def _wait_durable(self, lsn: int) -> None:
-        """Return once ``lsn`` is fdatasync'd, leading a sync or following one (group commit).
-
-        A follower waits on a lock of its own and is woken exactly once per
-        sync it waited for: when its LSN is durable, when it is the first not
-        covered (it leads the next sync), or when the writer fails or has
-        closed. Measured against one threading.Condition with notify_all:
-        every woken thread then queued for the condition's lock and the GIL in
-        turn, and 8 threads reached 15k appends/s against 18k/s here.
-
-        Measured too: starting the sync at once beats a leader that waits for
-        appends under way (that raised appends per fdatasync from 4 to 5.6 with
-        8 threads, but not throughput: each woken thread has to take the GIL
-        back before it can write, so the wait cost as much as it saved). In C,
-        without the GIL, such a leader does pay off: benchmarks/README.md.
-
-        While close() runs, waiters stay until it has synced: their entries
-        are durable then, and they return instead of raising WalClosedError.
-        """
-        state = self._sync_state
-        while True:
-            with state:
-                if self._durable_lsn >= lsn:
-                    return
-                if self._poison is not None or self._close_finished:
-                    self._check_writable()  # raises: poisoned, or closed before lsn was synced
-                if self._syncing or self._closed:  # a leader's sync or close()'s covers lsn, or fails
-                    waiter = allocate_lock()
-                    waiter.acquire()
-                    self._waiters.append((lsn, waiter))
-                else:
-                    self._syncing = True
-                    waiter = None
-            if waiter is not None:
-                try:
-                    waiter.acquire()  # released by _wake_waiters; then look again
-                except BaseException:
-                    self._abandon_wait(waiter)
-                    raise
-                continue
-            synced = None
-            try:
-                with self._sync_mutex:
-                    if not self._closed:  # else close() syncs, or closed the descriptor already
-                        target = self._sync_target
-                        _io.fdatasync(target[0])
-                        # Recorded at once: a failing rotate() sync next must not cut these frames.
-                        synced = self._synced = target
-            except OSError as exc:
-                self._poison_with(exc)
-                self._cut_unsynced()
-                raise
-            finally:
-                with state:
-                    self._syncing = False
-                    if synced is not None and synced[1] > self._durable_lsn and self._poison is None:
-                        self._durable_lsn = synced[1]
-                        self._publish_synced(synced)
-                    self._wake_waiters()
-            if synced is not None and synced[1] >= lsn:
-                return  # durable even if another call failed since: its cut stops at _synced
-
-    def _wake_waiters(self) -> None:
-        """Wake the waiters a sync covered, and the first it did not so that it leads the next.
-
-        Caller holds _sync_state. After a failure, or once close() is done,
-        every waiter is woken (to return or raise). A waiter is only added
-        while a sync or close() runs, and each calls this when it ends, so
-        none is left asleep.
-        """
-        if not self._waiters:
-            return
-        durable = self._durable_lsn
-        wake_all = self._poison is not None or self._close_finished
-        still: list[tuple[int, LockType]] = []
-        for lsn, waiter in self._waiters:
-            if wake_all or lsn <= durable:
-                waiter.release()
-            else:
-                still.append((lsn, waiter))
-        if still and not self._syncing and not self._closed:
-            still.pop(0)[1].release()
-        self._waiters = still
-
-    def _abandon_wait(self, waiter: LockType) -> None:
-        # A follower left its wait by an exception (a signal handler, KeyboardInterrupt).
-        with self._sync_state:
-            kept = [w for w in self._waiters if w[1] is not waiter]
-            if len(kept) < len(self._waiters):
-                self._waiters = kept
-            else:
-                self._wake_waiters()  # it was woken, maybe to lead: pass that on
-
-    def _cut_unsynced(self) -> None:
-        """After a failed fdatasync, cut the active segment back to its last successful sync (P2).
-
-        Linux marks the pages of a failed writeback clean: what they held may
-        be on no disk, yet reads still return it, so a reopen would keep those
-        frames and call them durable. They were never acknowledged as durable,
-        so they go now. Not synced again: a failed sync is never retried.
-        """
-        with self._mutex:  # the writer is poisoned: no write is in flight or can start
-            if not self._closed:
-                self._truncate_to_synced()
-
-    def _truncate_to_synced(self) -> None:
-        # Caller holds _mutex.
-        active = self._active
-        _, synced_lsn, synced_seq, synced_end = self._synced
-        end = synced_end if synced_seq == active.seq else 0
-        try:
-            _io.ftruncate(self._fd, end)
-        except OSError:
-            return  # poisoned either way; recovery at reopen judges what is left
-        active.end = end
-        active.last_lsn = synced_lsn if end else 0
-        active.first_lsn = active.first_lsn if end else 0
+        first = self._writer.append_batch(items)
+        while first == FULL:
+            self._rotate_for(sum(_codec.frame_size(item) for item in items))
+            first = self._writer.append_batch(items)
+        if first == BLOCKED:
+            raise self._refused()
+        return range(first, first + len(items))
 
     def sync(self) -> None:
         """Make every written entry durable now."""
-        with self._mutex:
+        if self._blocked:
             self._check_writable()
-            written = self._next_lsn - 1
-            self._sync_target = (self._fd, written, self._active.seq, self._active.end)
-        self._wait_durable(written)
+        if not self._writer.sync():
+            raise self._refused()
 
     def rotate(self) -> None:
         """Finish the active segment and start a new one; no-op when it is empty."""
+        self._rotate_for(0)
+
+    def _rotate_for(self, size: int) -> None:
+        """Rotate unless ``size`` more bytes fit the active segment (or it is empty).
+
+        Called by appends the writer refused as FULL: another thread may have
+        rotated since, so the need is judged again here.
+        """
         with self._mutex:
             self._check_writable()
-            if self._active.end > 0:
-                self._rotate_locked()
+            writer = self._writer
+            writer.pause()
+            try:
+                old_fd, seq, end, first_lsn, last_lsn, _ = writer.cursor()
+                if end == 0 or (size and end + size <= self._segment_limit):
+                    return
+                self._rotate_paused(old_fd, SegmentInfo(seq, _segments.segment_name(seq), first_lsn, last_lsn, end))
+            finally:
+                writer.resume()
 
-    def _rotate_locked(self) -> None:
-        # Caller holds _mutex; waits out a group-commit leader before swapping descriptors.
-        with self._sync_mutex:
-            old_fd, old = self._fd, self._active
-            try:
-                _io.fdatasync(old_fd)
-            except OSError as exc:
-                self._poison_with(exc)
-                self._truncate_to_synced()
-                raise
-            self._synced = (old_fd, self._next_lsn - 1, old.seq, old.end)
-            try:
-                seq = old.seq + 1
-                name = _segments.segment_name(seq)
-                new_fd = _io.create_new(os.path.join(self._dir, name))
-            except OSError as exc:
-                self._poison_with(exc)
-                raise
-            try:
-                _io.sync_dir(self._dir)  # I15: durable before its first frame
-            except OSError as exc:
-                _io.close(new_fd)
-                self._poison_with(exc)
-                raise
-            with self._sync_state:
-                if self._next_lsn - 1 > self._durable_lsn:
-                    self._durable_lsn = self._next_lsn - 1
-                    self._publish_synced((old_fd, self._durable_lsn, old.seq, old.end))
-                self._wake_waiters()
-            self._completed.append(old)
-            self._active = SegmentInfo(seq, name, 0, 0, 0)
-            self._fd = new_fd
-            self._sync_target = self._synced = (new_fd, self._next_lsn - 1, seq, 0)
-            _io.close(old_fd)
+    def _rotate_paused(self, old_fd: int, old: SegmentInfo) -> None:
+        # Caller holds _mutex and has the writer paused.
+        self._writer.sync_paused()  # raises poisoned (P2); else the old segment is durable
+        try:
+            seq = old.seq + 1
+            name = _segments.segment_name(seq)
+            new_fd = _io.create_new(os.path.join(self._dir, name))
+        except OSError as exc:
+            self._poison_with(exc)
+            raise
+        try:
+            _io.sync_dir(self._dir)  # I15: durable before its first frame
+        except OSError as exc:
+            _io.close(new_fd)
+            self._poison_with(exc)
+            raise
+        self._completed.append(old)
+        self._writer.switch(new_fd, seq)
+        self._active_seq = seq
+        _io.close(old_fd)
 
     def checkpoint(self, applied_up_to: int) -> int:
         """Delete completed segments whose every LSN is <= ``applied_up_to``; return how many.
@@ -418,6 +255,15 @@ class Wal:
                 raise
             return victims
 
+    def _segments_now(self) -> list[SegmentInfo]:
+        """Completed segments and the active one, as of now (copies)."""
+        with self._mutex:
+            self._check_open()
+            _, seq, end, first_lsn, last_lsn, _ = self._writer.cursor()
+            return [SegmentInfo(s.seq, s.name, s.first_lsn, s.last_lsn, s.end) for s in self._completed] + [
+                SegmentInfo(seq, _segments.segment_name(seq), first_lsn, last_lsn, end)
+            ]
+
     # ------------------------------------------------------------------ reading
 
     def iter(self, start: Optional[int] = None) -> Iterator[tuple[int, bytes]]:
@@ -428,11 +274,8 @@ class Wal:
         checkpoint removes a segment it still needs, it raises
         LsnOutOfRangeError rather than skip (P5).
         """
-        with self._mutex:
-            self._check_open()
-            segments = [SegmentInfo(s.seq, s.name, s.first_lsn, s.last_lsn, s.end)
-                        for s in (*self._completed, self._active)]
-            next_lsn = self._next_lsn
+        segments = self._segments_now()
+        next_lsn = self._writer.next_lsn
         first = next((s.first_lsn for s in segments if s.first_lsn), None)
         if start is None:
             start = first or next_lsn
@@ -484,20 +327,18 @@ class Wal:
     def next_lsn(self) -> int:
         """The LSN the next append will get."""
         self._check_open()
-        return self._next_lsn
+        return self._writer.next_lsn
 
     @property
     def first_lsn(self) -> Optional[int]:
         """The oldest LSN still stored, None when no entry is stored."""
-        with self._mutex:
-            self._check_open()
-            return next((s.first_lsn for s in (*self._completed, self._active) if s.first_lsn), None)
+        return next((s.first_lsn for s in self._segments_now() if s.first_lsn), None)
 
     @property
     def durable_lsn(self) -> int:
         """The highest LSN known durable (0 if none)."""
         self._check_open()
-        return self._durable_lsn
+        return self._writer.durable_lsn
 
     @property
     def segment_count(self) -> int:
@@ -519,32 +360,25 @@ class Wal:
             self._closed = self._blocked = True
             self._stop_interval.set()
             in_owner = self._generation == _lock.fork_generation()
+            writer = self._writer
+            fd = writer.cursor()[0]  # in a forked child too: after drop_in_child its locks are fresh
             try:
-                if in_owner and self._poison is None and self._durable_lsn < self._next_lsn - 1:
-                    with self._sync_mutex:
-                        try:
-                            _io.fdatasync(self._fd)
-                        except OSError as exc:
-                            self._poison_with(exc)
-                            self._truncate_to_synced()
-                            raise
-                    with self._sync_state:  # appends waiting on a group commit are now durable
-                        self._durable_lsn = self._next_lsn - 1
-                        self._wake_waiters()
+                if in_owner:
+                    writer.pause()
+                    try:
+                        if writer.poison is None and writer.durable_lsn < writer.next_lsn - 1:
+                            writer.sync_paused()  # appends waiting on a group commit return durable
+                    finally:
+                        writer.finish_close()  # waiters wake to return or raise; no write or sync after
             finally:
-                # Each step runs even if one before it raised: waiters must wake, the lock must go.
+                # Each step runs even if one before it raised: the lock must go.
                 try:
-                    with self._sync_mutex:
-                        _io.close(self._fd)
+                    _io.close(fd)
                 finally:
                     try:
                         # Marking "closed" before unlocking: readers then read every valid frame.
-                        with self._sync_state:  # leaders publish under this lock
-                            self._publisher.close(mark_closed=in_owner)
+                        self._publisher.close(mark_closed=in_owner)
                     finally:
-                        with self._sync_state:
-                            self._close_finished = True
-                            self._wake_waiters()
                         self._lock.release()
         thread = self._interval_thread
         if thread is not None and thread is not threading.current_thread():
@@ -566,7 +400,7 @@ class Wal:
             pass
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"next_lsn={self._next_lsn}"
+        state = "closed" if self._closed else f"next_lsn={self._writer.next_lsn}"
         return f"<walogs.Wal {self._dir!r} {state} sync={self._config.sync!r}>"
 
 
@@ -577,7 +411,7 @@ def _interval_sync(ref: weakref.ReferenceType[Wal], stop: threading.Event, inter
         if wal is None:
             return
         try:
-            if wal._durable_lsn < wal._next_lsn - 1:
+            if wal._writer.durable_lsn < wal._writer.next_lsn - 1:
                 wal.sync()
         except (WalError, OSError):
             return  # poisoned or closed: the next write call reports it
