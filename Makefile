@@ -26,7 +26,7 @@ $(DEPS): requirements-dev.txt
 	touch $@
 
 build: $(BUILT)
-$(BUILT): $(DEPS) setup.py walogs/_frame.pyx walogs/_crc.h
+$(BUILT): $(DEPS) setup.py walogs/_frame.pyx walogs/_frame.pxd walogs/_writer.pyx walogs/_crc.h
 	WALOGS_REQUIRE_EXTENSIONS=1 $(PY) setup.py -q build_ext --inplace
 	touch $@
 
@@ -107,4 +107,4 @@ annotate: $(DEPS)
 	$(VENV)/bin/cython -3 -a walogs/_frame.pyx -o build/_frame_annotated.c
 
 clean:
-	rm -rf build dist *.egg-info walogs/*.so walogs/_frame.c $(BUILT) .pytest_cache
+	rm -rf build dist *.egg-info walogs/*.so walogs/_frame.c walogs/_writer.c $(BUILT) .pytest_cache

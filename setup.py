@@ -186,19 +186,28 @@ def _extensions() -> list[Extension]:
             sys.exit("WALOGS_REQUIRE_EXTENSIONS=1 but Cython is not installed (pip install 'Cython>=3.0,<4')")
         _warn("Cython is not installed: walogs will use the pure-Python codec.")
         return []
-    extension = Extension(
+    codec = Extension(
         "walogs._frame",
         ["walogs/_frame.pyx"],
         include_dirs=["walogs"],
-        depends=["walogs/_crc.h"],
+        depends=["walogs/_crc.h", "walogs/_frame.pxd"],
         extra_compile_args=["-O2", "-Wall"],
     )
+    # The active segment's writer: appends and group commit without the GIL. It
+    # builds frames with the codec's C functions (cimported through _frame.pxd).
+    writer = Extension(
+        "walogs._writer",
+        ["walogs/_writer.pyx"],
+        depends=["walogs/_frame.pxd"],
+        extra_compile_args=["-O2", "-Wall"],
+        extra_link_args=["-pthread"],
+    )
     try:
-        return cythonize([extension], compiler_directives=COMPILER_DIRECTIVES)
+        return cythonize([codec, writer], compiler_directives=COMPILER_DIRECTIVES)
     except Exception as exc:  # Cython's CompileError and friends
         if REQUIRE_EXTENSIONS:
             raise
-        _warn(f"Cython could not translate walogs/_frame.pyx ({exc}): walogs will use the pure-Python codec.")
+        _warn(f"Cython could not translate walogs' .pyx files ({exc}): walogs will use the pure-Python codec.")
         return []
 
 

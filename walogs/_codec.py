@@ -43,7 +43,10 @@ def frame_size(data: object) -> int:
 if TYPE_CHECKING or IMPLEMENTATION == "python":
     from walogs._writer_py import SegmentWriter
 else:
-    from walogs._writer_py import SegmentWriter
+    try:
+        from walogs._writer import SegmentWriter
+    except ImportError:  # built without it (an old build in place): the twin is correct, only slower
+        from walogs._writer_py import SegmentWriter
 
 __all__ = [
     "IMPLEMENTATION",

@@ -875,8 +875,6 @@ def pack_visible(buf: object, state: int, seq: int, lsn: int, offset: int) -> No
     write under ``sync="none"``, so it is on the append path.
     """
     cdef Py_buffer view
-    cdef unsigned char *p
-    cdef unsigned char record[_VIS_SIZE]
     cdef uint64_t v_state = _u64_field("state", state, 0xFFFFFFFF)
     cdef uint64_t v_seq = _u64_field("seq", seq, 0xFFFFFFFF)
     cdef uint64_t v_lsn = _u64_field("lsn", lsn, UINT64_MAX)
@@ -891,18 +889,35 @@ def pack_visible(buf: object, state: int, seq: int, lsn: int, offset: int) -> No
             raise TypeError(f"pack_visible needs a writable buffer, not a read-only {type(buf).__name__}")
         if view.len < _VIS_SIZE:
             raise ValueError(f"a VISIBLE record needs {_VIS_SIZE} bytes, the buffer has {view.len}")
-        # Built whole, then stored with one memcpy: a reader racing the store
-        # sees the old or the new record or a mix, and the CRC rejects a mix.
-        record[0] = b'W'
-        record[1] = b'L'
-        record[2] = b'V'
-        record[3] = b'E'
-        _put32(record + 8, <uint32_t>v_state)
-        _put32(record + 12, <uint32_t>v_seq)
-        _put64(record + 16, v_lsn)
-        _put64(record + 24, v_offset)
-        _put32(record + 4, walogs_crc32(0, record + _VIS_BODY, _VIS_SIZE - _VIS_BODY))
-        p = <unsigned char *>view.buf
-        memcpy(p, record, _VIS_SIZE)
+        build_visible(<unsigned char *>view.buf, <uint32_t>v_state, <uint32_t>v_seq, v_lsn, v_offset)
     finally:
         PyBuffer_Release(&view)
+
+
+cdef void build_visible(unsigned char *dst, uint32_t state, uint32_t seq, uint64_t lsn, uint64_t offset) noexcept nogil:
+    # Built whole, then stored with one memcpy: a reader racing the store
+    # sees the old or the new record or a mix, and the CRC rejects a mix.
+    cdef unsigned char record[_VIS_SIZE]
+    record[0] = b'W'
+    record[1] = b'L'
+    record[2] = b'V'
+    record[3] = b'E'
+    _put32(record + 8, state)
+    _put32(record + 12, seq)
+    _put64(record + 16, lsn)
+    _put64(record + 24, offset)
+    _put32(record + 4, walogs_crc32(0, record + _VIS_BODY, _VIS_SIZE - _VIS_BODY))
+    memcpy(dst, record, _VIS_SIZE)
+
+
+# ---------------------------------------------------------------------------
+# C API for walogs._writer (declared in _frame.pxd)
+
+cdef void build_frame(unsigned char *dst, const unsigned char *src, size_t size, uint64_t lsn) noexcept nogil:
+    """The frame of ``src[:size]`` with ``lsn`` at ``dst`` (16 + size bytes)."""
+    _build(dst, src, size, lsn)
+
+
+cdef object entry_view(object data):
+    """``data`` itself if bytes, else a flat byte view; the codec's TypeError otherwise."""
+    return data if type(data) is bytes else _entry_view(data)

@@ -116,6 +116,15 @@ class Publisher:
         finally:
             _io.close(fd)
 
+    def buffer(self) -> mmap.mmap:
+        """The shared mapping itself, for the compiled writer to publish into without the GIL.
+
+        Whoever takes a buffer export of it must release it before :meth:`close`.
+        """
+        if self._map is None:
+            raise ValueError("the VISIBLE mapping is closed")
+        return self._map
+
     def publish(self, state: int, seq: int, lsn: int, offset: int) -> None:
         """Make (seq, lsn, offset) the end readers may read up to."""
         mapping = self._map

@@ -1,0 +1,606 @@
+# cython: language_level=3, embedsignature=True
+# cython: binding=True, cdivision=True, annotation_typing=False, autotestdict=False
+"""The active segment's writer in C: the compiled twin of ``_writer_py``.
+
+Same methods, return codes, system calls and exceptions as the readable
+twin (``tests/`` runs on each). What differs is where appends wait: a
+durable append here runs from the write to the fdatasync that covers it
+without the GIL, under one pthread mutex. That is what lets threads share
+syncs (group commit, #4): with the GIL, every thread a sync woke had to
+take the GIL back, one after another, before it could write again
+(benchmarks/README.md, "where the time goes").
+
+How a durable append goes (``sync="always"``):
+
+1. With the GIL: check the entry (the codec's TypeError and
+   EntryTooLargeError, I7) and pin its buffer.
+2. Without it, under the mutex: wait while paused (rotation, close); take
+   the next LSN, build the frame with ``_frame.build_frame`` and ``pwrite``
+   it (P7: one write, nothing kept in user space).
+3. Wait until an fdatasync covers it (I4). The first thread to find no sync
+   running leads one; if the last sync covered several appends, the leader
+   first *gathers*: it waits until as many appends are written again, or at
+   most as long as the last sync took (capped at 1 ms), so one sync covers
+   every thread instead of the threads splitting into two cohorts that
+   alternate. With one thread the last sync covered one append, so nothing
+   waits. The sync runs with the mutex released; when it ends the leader
+   records it, publishes the new visible end (P4) and wakes every waiter.
+
+Failures (P2): a failed ``pwrite`` or fdatasync poisons the writer, cuts
+what was not synced and wakes every waiter; the failing call raises the
+OSError, the others return BLOCKED and ``Wal`` raises WalError.
+
+The fault seam: while a test has wrapped ``walogs._io.pwrite_all``,
+``fdatasync`` or ``ftruncate`` (crash images, injected EIO), this writer
+makes those calls through ``walogs._io`` with the GIL, so the crash and
+fault suites drive this code too. Otherwise it calls libc directly.
+
+Lock order: the mutex is only ever taken without the GIL. A thread holding
+the mutex may take the GIL (the wrapped calls above, building a batch, error
+objects); a thread holding the GIL never waits for the mutex. So the two
+cannot deadlock.
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.errno cimport EINTR, EIO, errno
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport strerror
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.types cimport off_t
+
+from walogs._frame cimport build_frame, build_visible, entry_view
+
+import os
+
+from walogs import _frame, _io
+from walogs._visible import PUBLISHED
+from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError
+
+cdef extern from "unistd.h" nogil:
+    ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset)
+    int fdatasync(int fd)
+    int ftruncate(int fd, off_t length)
+
+cdef extern from "pthread.h" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_cond_t:
+        pass
+    ctypedef struct pthread_condattr_t:
+        pass
+    int pthread_mutex_init(pthread_mutex_t *m, const void *attr)
+    int pthread_mutex_destroy(pthread_mutex_t *m)
+    int pthread_mutex_lock(pthread_mutex_t *m)
+    int pthread_mutex_unlock(pthread_mutex_t *m)
+    int pthread_condattr_init(pthread_condattr_t *a)
+    int pthread_condattr_setclock(pthread_condattr_t *a, int clock)
+    int pthread_condattr_destroy(pthread_condattr_t *a)
+    int pthread_cond_init(pthread_cond_t *c, const pthread_condattr_t *a)
+    int pthread_cond_destroy(pthread_cond_t *c)
+    int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
+    int pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const timespec *until)
+    int pthread_cond_signal(pthread_cond_t *c)
+    int pthread_cond_broadcast(pthread_cond_t *c)
+
+FULL = 0
+"""The frames do not fit in the active segment: rotate and retry."""
+BLOCKED = -1
+"""Nothing was written: the writer is closed, poisoned or in a forked child."""
+
+MODES = ("always", "interval", "none")
+IMPLEMENTATION = "cython"
+
+cdef enum:
+    _HDR = 16
+    _STACK_FRAME = 512              # frames up to this size are built on the stack
+    _VISIBLE_PUBLISHED = 2
+    _MODE_ALWAYS = 0
+    _MODE_INTERVAL = 1
+    _MODE_NONE = 2
+    # Outcomes of the C steps (mutex held): an LSN > 0 for writes, or one of these.
+    _OK = 1
+    _R_FULL = 0
+    _R_BLOCKED = -1
+    _R_FAILED = -2                  # self._raised holds the exception to raise
+
+cdef int64_t _GATHER_MAX_NS = 1000000    # a gathering leader waits at most 1 ms
+cdef uint32_t _MAX_LEN = MAX_ENTRY_SIZE
+
+if FRAME_HEADER_SIZE != _HDR:
+    raise ImportError(f"walogs._writer is built for {_HDR}-byte frame headers, not {FRAME_HEADER_SIZE}")
+if PUBLISHED != _VISIBLE_PUBLISHED:
+    raise ImportError(f"walogs._writer publishes state {_VISIBLE_PUBLISHED}, _visible says {PUBLISHED}")
+
+# The unwrapped _io functions: while _io holds these, system calls go straight to libc.
+_REAL_IO = (_io.pwrite_all, _io.fdatasync, _io.ftruncate)
+
+
+cdef inline int64_t _now_ns() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
+
+
+cdef inline bint _io_wrapped():
+    # Identity checks on three module attributes: ~50 ns, once per call.
+    return (_io.pwrite_all is not _REAL_IO[0] or _io.fdatasync is not _REAL_IO[1]
+            or _io.ftruncate is not _REAL_IO[2])
+
+
+cdef class SegmentWriter:
+    """Appends frames to the active segment and makes them durable (I4, P2, P4, P7)."""
+
+    cdef pthread_mutex_t _mu
+    cdef pthread_cond_t _changed    # broadcast: a sync ended, a pause ended, closed or poisoned
+    cdef pthread_cond_t _gathered   # signalled: a gathering leader has the appends it waits for
+    cdef bint _locks_ready
+    cdef int _fd
+    cdef uint64_t _seq, _end, _first, _last, _next, _durable, _limit
+    cdef uint64_t _synced_lsn, _synced_seq, _synced_end   # the last successful fdatasync (P2 cut)
+    cdef int _mode
+    cdef bint _syncing, _paused, _closed, _poisoned, _gathering, _wrapped
+    cdef uint64_t _unsynced_calls   # appends written since the running/last sync took its target
+    cdef uint64_t _last_batch       # appends the last group-commit sync covered
+    cdef uint64_t _want             # appends a gathering leader waits for
+    cdef int64_t _last_sync_ns
+    cdef uint64_t _syncs
+    cdef Py_buffer _visible
+    cdef bint _has_visible
+    cdef object _poison
+    cdef object _raised
+
+    def __cinit__(self):
+        self._init_locks()
+        self._locks_ready = True
+
+    cdef void _init_locks(self) noexcept:
+        cdef pthread_condattr_t attr
+        pthread_mutex_init(&self._mu, NULL)
+        pthread_condattr_init(&attr)
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)   # gather deadlines are monotonic
+        pthread_cond_init(&self._changed, &attr)
+        pthread_cond_init(&self._gathered, &attr)
+        pthread_condattr_destroy(&attr)
+
+    def __init__(self, fd: int, seq: int, end: int, first_lsn: int, last_lsn: int, next_lsn: int,
+                 limit: int, mode: str, publisher: object) -> None:
+        """Take over a segment recovery left synced up to ``end`` (P11)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        self._mode = MODES.index(mode)
+        self._fd = fd
+        self._seq, self._end, self._first, self._last = seq, end, first_lsn, last_lsn
+        self._next = next_lsn
+        self._durable = next_lsn - 1
+        self._limit = min(limit, (1 << 64) - 1)
+        self._synced_lsn, self._synced_seq, self._synced_end = self._durable, seq, end
+        self._last_batch = 1
+        PyObject_GetBuffer(publisher.buffer(), &self._visible, PyBUF_WRITABLE)
+        self._has_visible = True
+        if self._visible.len < 32:
+            raise ValueError(f"the VISIBLE mapping has {self._visible.len} bytes, not 32")
+        self._publish(self._durable, seq, end)
+
+    def __dealloc__(self):
+        if self._has_visible:
+            PyBuffer_Release(&self._visible)
+            self._has_visible = False
+        if self._locks_ready:
+            pthread_cond_destroy(&self._gathered)
+            pthread_cond_destroy(&self._changed)
+            pthread_mutex_destroy(&self._mu)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def next_lsn(self) -> int:
+        """The LSN the next append gets."""
+        return self._next
+
+    @property
+    def durable_lsn(self) -> int:
+        """The highest LSN an fdatasync made durable."""
+        return self._durable
+
+    @property
+    def poison(self):
+        """The error that poisoned the writer (P2), or None."""
+        return self._poison
+
+    @property
+    def syncs(self) -> int:
+        """fdatasync calls made by appenders' group commit (benchmarks report it)."""
+        return self._syncs
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, data: object) -> int:
+        """Write one entry; under ``"always"`` return once it is durable. LSN, FULL or BLOCKED."""
+        cdef object view = entry_view(data)     # the codec's TypeError
+        cdef Py_buffer buf
+        cdef unsigned char stack[_STACK_FRAME]
+        cdef unsigned char *frame = stack
+        cdef size_t n
+        cdef int64_t rc
+        PyObject_GetBuffer(view, &buf, PyBUF_SIMPLE)
+        try:
+            if buf.len > <Py_ssize_t>_MAX_LEN:
+                raise EntryTooLargeError(buf.len, MAX_ENTRY_SIZE)   # I7: nothing written
+            n = _HDR + <size_t>buf.len
+            if n > _STACK_FRAME:
+                frame = <unsigned char *>malloc(n)
+                if frame == NULL:
+                    raise MemoryError()
+            self._wrapped = _io_wrapped()
+            with nogil:
+                pthread_mutex_lock(&self._mu)
+                rc = self._write_one(frame, <const unsigned char *>buf.buf, <size_t>buf.len, n)
+                pthread_mutex_unlock(&self._mu)
+        finally:
+            if frame != stack:
+                free(frame)
+            PyBuffer_Release(&buf)
+        return self._result(rc)
+
+    cdef int64_t _write_one(self, unsigned char *frame, const unsigned char *src, size_t size,
+                            size_t n) noexcept nogil:
+        # Mutex held. An LSN, _R_FULL, _R_BLOCKED or _R_FAILED.
+        cdef uint64_t lsn
+        cdef int rc = self._wait_writable()
+        if rc != _OK:
+            return rc
+        if self._end > 0 and self._end + n > self._limit:
+            return _R_FULL
+        lsn = self._next
+        build_frame(frame, src, size, lsn)
+        rc = self._write(frame, n, lsn, lsn)
+        if rc != _OK:
+            return rc
+        if self._mode == _MODE_ALWAYS:
+            rc = self._wait_durable(lsn, True)
+            if rc != _OK:
+                return rc
+        return <int64_t>lsn
+
+    def append_batch(self, items: list) -> int:
+        """Write ``items`` with one write; the first LSN, FULL or BLOCKED. Validates all first (I7)."""
+        cdef int64_t rc
+        cdef int step
+        cdef uint64_t first = 0, last = 0
+        cdef object frames = None
+        cdef const unsigned char *p = NULL
+        cdef size_t n = 0
+        self._wrapped = _io_wrapped()
+        with nogil:
+            pthread_mutex_lock(&self._mu)
+            rc = self._wait_writable()
+            if rc == _OK:
+                first = self._next
+                with gil:   # the codec checks every item (I7) and builds the frames with these LSNs
+                    try:
+                        frames = _frame.encode_batch(first, items)
+                        p = <const unsigned char *>PyBytes_AS_STRING(frames)
+                        n = <size_t>PyBytes_GET_SIZE(frames)
+                        last = first + len(items) - 1
+                    except BaseException as exc:
+                        self._raised = exc
+                        rc = _R_FAILED
+            if rc == _OK:
+                if n == 0:
+                    rc = <int64_t>first
+                elif self._end > 0 and self._end + n > self._limit:
+                    rc = _R_FULL
+                else:
+                    step = self._write(p, n, first, last)
+                    if step == _OK and self._mode == _MODE_ALWAYS:
+                        step = self._wait_durable(last, True)
+                    rc = <int64_t>first if step == _OK else step
+            pthread_mutex_unlock(&self._mu)
+        return self._result(rc)
+
+    def sync(self) -> bool:
+        """Make every written entry durable, leading or joining a group commit; False if BLOCKED."""
+        cdef int rc
+        self._wrapped = _io_wrapped()
+        with nogil:
+            pthread_mutex_lock(&self._mu)
+            if self._closed or self._poisoned:
+                rc = _R_BLOCKED
+            else:
+                rc = self._wait_durable(self._next - 1, False)
+            pthread_mutex_unlock(&self._mu)
+        return self._result(rc) > 0
+
+    cdef int64_t _result(self, int64_t rc) except? -2:
+        # With the GIL: a write's outcome for Python (raises what a failed step kept).
+        if rc == _R_FAILED:
+            exc, self._raised = self._raised, None
+            raise exc
+        return rc
+
+    cdef int _wait_writable(self) noexcept nogil:
+        # Mutex held: wait out a pause; _OK, or _R_BLOCKED once closed or poisoned.
+        while self._paused and not (self._closed or self._poisoned):
+            pthread_cond_wait(&self._changed, &self._mu)
+        if self._closed or self._poisoned:
+            return _R_BLOCKED
+        return _OK
+
+    cdef int _write(self, const unsigned char *p, size_t n, uint64_t first, uint64_t last) noexcept nogil:
+        # Mutex held. P7: one write per append or batch, nothing kept in user space.
+        cdef int rc = self._pwrite_all(p, n, self._end)
+        if rc != _OK:
+            if self._fail(rc):
+                # Whole frames of a failed batch that reached the file were never
+                # acknowledged: cut them, so a reopen cannot keep half a batch.
+                self._ftruncate(self._end)
+            return _R_FAILED
+        self._end += n
+        if not self._first:
+            self._first = first
+        self._last = last
+        self._next = last + 1
+        if self._mode == _MODE_NONE:
+            self._publish(last, self._seq, self._end)
+        else:
+            self._unsynced_calls += 1
+            if self._gathering and self._unsynced_calls >= self._want:
+                pthread_cond_signal(&self._gathered)
+        return _OK
+
+    # ------------------------------------------------------------------ group commit
+
+    cdef int _wait_durable(self, uint64_t lsn, bint gather) noexcept nogil:
+        # Mutex held. _OK once lsn is durable; _R_BLOCKED if the writer was poisoned,
+        # or closed before lsn was synced; _R_FAILED if the sync this thread led failed.
+        cdef int rc
+        while self._durable < lsn:
+            if self._poisoned or self._closed:
+                return _R_BLOCKED
+            if self._syncing or self._paused:   # a leader's sync covers lsn, or fails; or a pause ends
+                pthread_cond_wait(&self._changed, &self._mu)
+                continue
+            rc = self._lead(gather)
+            if rc != _OK:
+                return rc
+        return _OK
+
+    cdef void _gather(self) noexcept nogil:
+        # Mutex held, _syncing set. Wait until as many appends as the last sync covered
+        # are written (or as long as that sync took, at most 1 ms).
+        cdef int64_t wait_ns = self._last_sync_ns if self._last_sync_ns < _GATHER_MAX_NS else _GATHER_MAX_NS
+        cdef int64_t deadline = _now_ns() + wait_ns
+        cdef timespec until
+        until.tv_sec = deadline // 1000000000
+        until.tv_nsec = deadline % 1000000000
+        self._want = self._last_batch
+        self._gathering = True
+        while (self._unsynced_calls < self._want and not (self._paused or self._closed or self._poisoned)
+               and _now_ns() < deadline):
+            pthread_cond_timedwait(&self._gathered, &self._mu, &until)
+        self._gathering = False
+
+    cdef int _lead(self, bint gather) noexcept nogil:
+        # Mutex held: one fdatasync for everything written so far, the mutex
+        # released around it. _OK, or _R_FAILED with the writer poisoned.
+        cdef int fd, rc
+        cdef uint64_t lsn, seq, end, calls, before
+        cdef int64_t started
+        self._syncing = True
+        if gather and self._last_batch > 1:
+            self._gather()
+        fd, lsn, seq, end = self._fd, self._next - 1, self._seq, self._end
+        calls, self._unsynced_calls = self._unsynced_calls, 0
+        before = self._durable
+        pthread_mutex_unlock(&self._mu)
+        started = _now_ns()
+        rc = self._fdatasync(fd)
+        pthread_mutex_lock(&self._mu)
+        self._syncing = False
+        if rc == _OK:
+            self._syncs += 1
+            self._last_sync_ns = _now_ns() - started
+            # Recorded at once: a failing rotate() sync next must not cut these frames.
+            self._synced_lsn, self._synced_seq, self._synced_end = lsn, seq, end
+            if lsn > self._durable and not self._poisoned:
+                self._mark_durable(lsn, seq, end)
+                if gather:
+                    self._last_batch = calls if calls else 1
+        elif self._fail(rc):
+            self._truncate_to_synced()
+        pthread_cond_broadcast(&self._changed)
+        return _OK if rc == _OK else _R_FAILED
+
+    cdef void _mark_durable(self, uint64_t lsn, uint64_t seq, uint64_t end) noexcept nogil:
+        # Mutex held. Under "none" the written end is already published.
+        self._durable = lsn
+        if self._mode != _MODE_NONE:
+            self._publish(lsn, seq, end)
+
+    cdef void _publish(self, uint64_t lsn, uint64_t seq, uint64_t end) noexcept nogil:
+        # P4: readers may read up to here (a synced end, or under "none" a written one).
+        if self._has_visible:
+            build_visible(<unsigned char *>self._visible.buf, _VISIBLE_PUBLISHED, <uint32_t>seq, lsn, end)
+
+    cdef bint _fail(self, int rc) noexcept nogil:
+        # Mutex held, after a step returned rc != _OK: keep the exception to raise in
+        # self._raised. An OSError poisons the writer (P2: True, the caller cuts);
+        # anything else a wrapped _io raised only propagates, as it does in the twin.
+        cdef bint poisons
+        with gil:
+            if rc > 0:
+                self._raised = OSError(rc, strerror(rc).decode("utf-8", "replace"))
+            poisons = isinstance(self._raised, OSError)
+            if poisons and self._poison is None:
+                self._poison = self._raised
+        if poisons:
+            self._poisoned = True
+            pthread_cond_broadcast(&self._changed)
+            pthread_cond_signal(&self._gathered)
+        return poisons
+
+    cdef void _truncate_to_synced(self) noexcept nogil:
+        # Mutex held. Cut the active segment back to its last successful sync (P2):
+        # Linux marks the pages of a failed writeback clean, so what they held may
+        # be on no disk while reads still return it; a reopen would call those
+        # frames durable. They were never acknowledged. Not synced again.
+        cdef uint64_t end = self._synced_end if self._synced_seq == self._seq else 0
+        if self._ftruncate(end) != _OK:
+            return   # poisoned either way; recovery at reopen judges what is left
+        self._end = end
+        self._last = self._synced_lsn if end else 0
+        if not end:
+            self._first = 0
+
+    # ------------------------------------------------------------------ system calls
+    # Each returns _OK, an errno (> 0), or _R_FAILED with the exception a wrapped
+    # _io function raised in self._raised.
+
+    cdef int _pwrite_all(self, const unsigned char *p, size_t n, uint64_t offset) noexcept nogil:
+        cdef ssize_t done
+        if self._wrapped:
+            with gil:
+                return self._call_io(_io.pwrite_all, (self._fd, PyBytes_FromStringAndSize(<const char *>p, n), offset))
+        while n:
+            done = pwrite(self._fd, p, n, <off_t>offset)
+            if done < 0:
+                if errno == EINTR:
+                    continue
+                return errno
+            if done == 0:
+                return EIO
+            p += done
+            n -= <size_t>done
+            offset += <uint64_t>done
+        return _OK
+
+    cdef int _fdatasync(self, int fd) noexcept nogil:
+        if self._wrapped:
+            with gil:
+                return self._call_io(_io.fdatasync, (fd,))
+        while fdatasync(fd) != 0:
+            if errno != EINTR:
+                return errno
+        return _OK
+
+    cdef int _ftruncate(self, uint64_t length) noexcept nogil:
+        if self._wrapped:
+            with gil:
+                return self._call_io(_io.ftruncate, (self._fd, length))
+        while ftruncate(self._fd, <off_t>length) != 0:
+            if errno != EINTR:
+                return errno
+        return _OK
+
+    cdef int _call_io(self, object function, tuple args) noexcept:
+        try:
+            function(*args)
+        except BaseException as exc:
+            self._raised = exc
+            return _R_FAILED
+        return _OK
+
+    # ------------------------------------------------------------------ exclusive access
+
+    def poison_with(self, exc: BaseException) -> None:
+        """P2: after a failed write or sync nothing is acknowledged until reopen; wake every waiter."""
+        if self._poison is None:
+            self._poison = exc
+        with nogil:
+            pthread_mutex_lock(&self._mu)
+            self._poisoned = True
+            pthread_cond_broadcast(&self._changed)
+            pthread_cond_signal(&self._gathered)
+            pthread_mutex_unlock(&self._mu)
+
+    def pause(self) -> None:
+        """Wait until no write or sync runs, then hold both off until :meth:`resume`.
+
+        For rotation and close: the caller may then sync, swap or close the
+        descriptor. Appends that arrive meanwhile wait.
+        """
+        with nogil:
+            pthread_mutex_lock(&self._mu)
+            while self._paused:
+                pthread_cond_wait(&self._changed, &self._mu)
+            self._paused = True
+            pthread_cond_signal(&self._gathered)   # a gathering leader syncs now
+            while self._syncing:
+                pthread_cond_wait(&self._changed, &self._mu)
+            pthread_mutex_unlock(&self._mu)
+
+    def resume(self) -> None:
+        """Let writes and syncs run again."""
+        with nogil:
+            pthread_mutex_lock(&self._mu)
+            self._paused = False
+            pthread_cond_broadcast(&self._changed)
+            pthread_mutex_unlock(&self._mu)
+
+    def cursor(self) -> tuple:
+        """(fd, seq, end, first_lsn, last_lsn, next_lsn) of the active segment, consistent."""
+        cdef int fd
+        cdef uint64_t seq, end, first, last, next_lsn
+        with nogil:
+            pthread_mutex_lock(&self._mu)
+            fd, seq, end, first, last, next_lsn = self._fd, self._seq, self._end, self._first, self._last, self._next
+            pthread_mutex_unlock(&self._mu)
+        return fd, seq, end, first, last, next_lsn
+
+    def sync_paused(self) -> None:
+        """While paused: fdatasync everything written, mark it durable and wake its waiters.
+
+        A failure poisons the writer, cuts the unsynced tail and raises (P2).
+        """
+        cdef int rc
+        cdef int fd = self._fd
+        self._wrapped = _io_wrapped()
+        with nogil:
+            rc = self._fdatasync(fd)
+            pthread_mutex_lock(&self._mu)
+            if rc == _OK:
+                self._synced_lsn, self._synced_seq, self._synced_end = self._next - 1, self._seq, self._end
+                if self._next - 1 > self._durable:
+                    self._mark_durable(self._next - 1, self._seq, self._end)
+                pthread_cond_broadcast(&self._changed)
+            else:
+                if self._fail(rc):
+                    self._truncate_to_synced()
+                rc = _R_FAILED
+            pthread_mutex_unlock(&self._mu)
+        self._result(rc)
+
+    def switch(self, fd: int, seq: int) -> None:
+        """While paused, after :meth:`sync_paused`: continue in a new, empty segment ``seq``."""
+        cdef int new_fd = fd
+        cdef uint64_t new_seq = seq
+        with nogil:
+            pthread_mutex_lock(&self._mu)
+            self._fd, self._seq, self._end, self._first, self._last = new_fd, new_seq, 0, 0, 0
+            self._synced_lsn, self._synced_seq, self._synced_end = self._next - 1, new_seq, 0
+            pthread_mutex_unlock(&self._mu)
+
+    def finish_close(self) -> None:
+        """While paused: no write or sync ever again; wake every waiter (to return or fail); resume."""
+        cdef bint had_visible
+        with nogil:
+            pthread_mutex_lock(&self._mu)
+            self._closed = True
+            self._paused = False
+            had_visible, self._has_visible = self._has_visible, False   # nothing publishes once closed
+            pthread_cond_broadcast(&self._changed)
+            pthread_cond_signal(&self._gathered)
+            pthread_mutex_unlock(&self._mu)
+        if had_visible:
+            PyBuffer_Release(&self._visible)   # Publisher.close() may now unmap it
+
+    def drop_in_child(self) -> None:
+        """In a process forked after open: lock-free; block writes, touch nothing shared (P6)."""
+        # A parent thread may have held the mutex at fork; only this thread runs here.
+        self._closed = True
+        self._init_locks()
+        if self._has_visible:
+            self._has_visible = False
+            PyBuffer_Release(&self._visible)
