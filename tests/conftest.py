@@ -30,6 +30,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"walogs.IMPLEMENTATION is {walogs.IMPLEMENTATION!r}, expected {expected!r}: "
             "build the extension (make build) or set WALOGS_PURE_PYTHON=1"
         )
+    writer = walogs._codec.SegmentWriter.__module__
+    if writer != ("walogs._writer_py" if PURE else "walogs._writer"):
+        raise pytest.UsageError(f"the {expected} suite would test the writer from {writer}: rebuild (make build)")
 
 
 def make_frame(lsn: int, data: bytes) -> bytes:

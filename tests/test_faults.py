@@ -73,6 +73,41 @@ def test_real_efbig_poisons_writer_and_loses_nothing(log_dir):
         assert wal.append(b"next") == len(acked) + 1
 
 
+@pytest.mark.parametrize("sync", ["always", "none"])
+def test_real_failing_fdatasync_poisons_writer(log_dir, sync):
+    """P2 with a real failing sync, no wrapper: the segment's descriptor is pointed at
+    /dev/null (dup2), where pwrite succeeds and fdatasync fails with EINVAL, so both
+    writers' own system calls fail for real (the compiled one calls libc directly when
+    _io is not wrapped). The failing call raises that OSError, later writes WalError,
+    close() does not sync, and a reopen has every acknowledged entry and nothing else."""
+    wal = walogs.Wal.open(log_dir, walogs.WalConfig(sync=sync))
+    acked = [(wal.append(b"kept %d" % i), b"kept %d" % i) for i in range(3)]
+    wal.sync()
+    segment_fd = wal._writer.cursor()[0]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, segment_fd)
+    finally:
+        os.close(null)
+    with pytest.raises(OSError) as failed:
+        if sync == "always":
+            wal.append(b"lost")  # written to /dev/null, then its fdatasync fails
+        else:
+            assert wal.append(b"lost") == 4  # "none": written, not synced, so no error yet
+            wal.sync()
+    assert failed.value.errno == errno.EINVAL
+    assert not isinstance(failed.value, walogs.WalError)
+    assert wal.durable_lsn == 3
+    with pytest.raises(walogs.WalError, match="poisoned"):
+        wal.append(b"after")
+    with pytest.raises(walogs.WalError, match="poisoned"):
+        wal.sync()
+    wal.close()
+    with walogs.Wal.open(log_dir) as again:
+        assert list(again) == acked
+        assert again.next_lsn == 4
+
+
 def _failing_fdatasync(monkeypatch, fail_on: int):
     """Replace _io.fdatasync: the fail_on-th call raises EIO instead of syncing (see module doc)."""
     real = _io.fdatasync

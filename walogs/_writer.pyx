@@ -146,6 +146,7 @@ cdef class SegmentWriter:
     cdef uint64_t _want             # appends a gathering leader waits for
     cdef int64_t _last_sync_ns
     cdef uint64_t _syncs
+    cdef int64_t _sync_ns
     cdef Py_buffer _visible
     cdef bint _has_visible
     cdef object _poison
@@ -211,8 +212,13 @@ cdef class SegmentWriter:
 
     @property
     def syncs(self) -> int:
-        """fdatasync calls made by appenders' group commit (benchmarks report it)."""
+        """fdatasync calls the group commit made (appends' and sync()'s; benchmarks report it)."""
         return self._syncs
+
+    @property
+    def sync_seconds(self) -> float:
+        """Wall time spent in those fdatasync calls."""
+        return self._sync_ns * 1e-9
 
     # ------------------------------------------------------------------ writing
 
@@ -402,6 +408,7 @@ cdef class SegmentWriter:
         if rc == _OK:
             self._syncs += 1
             self._last_sync_ns = _now_ns() - started
+            self._sync_ns += self._last_sync_ns
             # Recorded at once: a failing rotate() sync next must not cut these frames.
             self._synced_lsn, self._synced_seq, self._synced_end = lsn, seq, end
             if lsn > self._durable and not self._poisoned:

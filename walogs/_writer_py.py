@@ -17,6 +17,7 @@ does not fit the segment: rotate, then call again) or :data:`BLOCKED`
 from __future__ import annotations
 
 import threading
+import time
 from _thread import LockType, allocate_lock, get_ident
 from typing import Optional
 
@@ -64,7 +65,8 @@ class SegmentWriter:
         self._sync_target = (fd, self.durable_lsn, seq, end)
         self._synced = self._sync_target
         self._publish(self._sync_target)
-        self.syncs = 0  # fdatasync calls made by appenders' group commit (benchmarks report it)
+        self.syncs = 0  # fdatasync calls the group commit made (appends' and sync()'s; benchmarks report it)
+        self.sync_seconds = 0.0  # wall time spent in them
 
     # ------------------------------------------------------------------ writing
 
@@ -178,7 +180,9 @@ class SegmentWriter:
                 with self._sync_mutex:  # held by a pause (rotate, close): wait it out
                     if not self._closed:  # else close() synced, and closed the descriptor
                         target = self._sync_target
+                        started = time.perf_counter()
                         _io.fdatasync(target[0])
+                        self.sync_seconds += time.perf_counter() - started
                         self.syncs += 1
                         # Recorded at once: a failing rotate() sync next must not cut these frames.
                         synced = self._synced = target
