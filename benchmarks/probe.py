@@ -5,10 +5,11 @@ Usage::
 
     python3 benchmarks/probe.py [always] [none] [group] [batch] [iter] [--dir DIR]
 
-Nothing here changes walogs. ``group`` counts fdatasync calls by wrapping
-``walogs._io.fdatasync`` in this process only (walogs looks system calls up
-as ``_io.name`` at call time, for tests). Numbers from a shared machine are
-noisy: read them as proportions, and compare within one run.
+Nothing here changes walogs. ``always`` and ``group`` read the writer's own
+fdatasync count and time (``Wal._writer.syncs`` / ``sync_seconds``): wrapping
+``walogs._io.fdatasync`` would switch the compiled writer to its test seam.
+Numbers from a shared machine are noisy: read them as proportions, and
+compare within one run.
 """
 
 from __future__ import annotations
@@ -101,36 +102,30 @@ class _MinimalWriter:
 
 def probe_none(work: str) -> None:
     print("== append sync=\"none\": cost of each step of Wal.append (ns per call, best of 5) ==")
-    wal = walogs.Wal.open(os.path.join(work, "none"), walogs.WalConfig(sync="none"))
+    # One segment of any size: a full one would make the writer answer FULL without writing.
+    wal = walogs.Wal.open(os.path.join(work, "none"), walogs.WalConfig(sync="none", max_segment_size=None))
     data = os.urandom(100)
     fd = os.open(os.path.join(work, "raw"), os.O_WRONLY | os.O_CREAT, 0o644)
     env = {"wal": wal, "data": data, "frame": os.urandom(116), "fd": fd, "os": os, "_codec": _codec,
-           "_io": _io, "_visible": _visible, "_lock": _lock, "pub": wal._publisher, "mutex": wal._mutex,
-           "target": wal._sync_target}
+           "_io": _io, "_visible": _visible, "_lock": _lock, "pub": wal._publisher, "writer": wal._writer}
     steps = [
         ("Wal.append (whole call)", "wal.append(data)"),
+        (f"  the writer's append alone ({type(wal._writer).__module__})", "writer.append(data)"),
         ("os.write(fd, 116 B) (the baseline)", "os.write(fd, frame)"),
         ("os.pwrite(fd, 116 B, off)", "os.pwrite(fd, frame, 0)"),
-        ("_io.pwrite_all (os.pwrite + length check)", "_io.pwrite_all(fd, frame, 0)"),
         ("_codec.encode(lsn, data)", "_codec.encode(1, data)"),
-        ("wal._publish(target) (mmap record)", "wal._publish(target)"),
-        ("  _codec.pack_visible into the mapping", "_codec.pack_visible(pub._map, 2, 1, 5, 100)"),
-        ("with self._mutex (Lock)", "with mutex: pass"),
+        ("_codec.pack_visible into the mapping", "_codec.pack_visible(pub._map, 2, 1, 5, 100)"),
         ("wal._check_writable()", "wal._check_writable()"),
-        ("  _lock.fork_generation()", "_lock.fork_generation()"),
     ]
     results = {}
     for label, stmt in steps:
         results[label] = ns_per_call(stmt, env)
         print(f"  {results[label]:8.0f}  {label}")
     whole = results["Wal.append (whole call)"]
-    parts = ["_io.pwrite_all (os.pwrite + length check)", "_codec.encode(lsn, data)",
-             "wal._publish(target) (mmap record)", "with self._mutex (Lock)", "wal._check_writable()"]
-    listed = sum(results[p] for p in parts)
-    print(f"  -> append = pwrite_all {results[parts[0]]:.0f} (of which the syscall ~{results['os.pwrite(fd, 116 B, off)']:.0f})"
-          f" + publish {results[parts[2]]:.0f} + lock {results[parts[3]]:.0f} + checks {results[parts[4]]:.0f}"
-          f" + encode {results[parts[1]]:.0f} + the rest of append/_write {whole - listed:.0f} ns"
-          f" (attribute updates, sync-target tuple, calls); os.write alone {results['os.write(fd, 116 B) (the baseline)']:.0f} ns")
+    alone = results[steps[1][0]]
+    print(f"  -> append = the writer's {alone:.0f} (pwrite ~{results['os.pwrite(fd, 116 B, off)']:.0f}, encode and "
+          f"publish inside it) + Wal.append's own {whole - alone:.0f} ns; "
+          f"os.write alone {results['os.write(fd, 116 B) (the baseline)']:.0f} ns")
     # What a leaner Python append could reach: one function doing the same work (a sketch, not walogs).
     sketch = _MinimalWriter(work)
     env.update(sketch=sketch)
@@ -156,43 +151,33 @@ def probe_none(work: str) -> None:
 def probe_always(work: str, rounds: int = 6, seconds: float = 0.5) -> None:
     print("== durable append, 1 thread: fdatasync vs the rest (us per append; walogs and os.write+fdatasync "
           f"alternate in {seconds} s runs, as in run.py) ==")
-    real = _io.fdatasync
-    acc = {"t": 0.0, "n": 0}
-
-    def timed(fd: int) -> None:
-        t = time.perf_counter()
-        real(fd)
-        acc["t"] += time.perf_counter() - t
-        acc["n"] += 1
-
-    _io.fdatasync = timed
+    # The writer times its own fdatasync calls: wrapping _io.fdatasync would send the compiled
+    # writer through its test seam (every system call from Python, with the GIL).
     rows = []
-    try:
-        wal = walogs.Wal.open(os.path.join(work, "always"))
-        fd = os.open(os.path.join(work, "always-raw"), os.O_WRONLY | os.O_CREAT, 0o644)
-        data, frame = os.urandom(100), os.urandom(116)
-        for _ in range(rounds):
-            acc.update(t=0.0, n=0)
-            n, t0 = 0, time.perf_counter()
-            while time.perf_counter() < t0 + seconds:
-                wal.append(data)
-                n += 1
-            w_op, w_sync = (time.perf_counter() - t0) / n * 1e6, acc["t"] / acc["n"] * 1e6
-            n, busy, t0 = 0, 0.0, time.perf_counter()
-            while time.perf_counter() < t0 + seconds:
-                os.write(fd, frame)
-                t1 = time.perf_counter()
-                os.fdatasync(fd)
-                busy += time.perf_counter() - t1
-                n += 1
-            r_op, r_sync = (time.perf_counter() - t0) / n * 1e6, busy / n * 1e6
-            rows.append((w_op, w_sync, r_op, r_sync))
-            print(f"  walogs {w_op:6.1f} (fdatasync {w_sync:6.1f} + rest {w_op - w_sync:5.1f}) | "
-                  f"raw {r_op:6.1f} (fdatasync {r_sync:6.1f} + rest {r_op - r_sync:5.1f})  -> {r_op / w_op:.2f}x")
-        wal.close()
-        os.close(fd)
-    finally:
-        _io.fdatasync = real
+    wal = walogs.Wal.open(os.path.join(work, "always"))
+    fd = os.open(os.path.join(work, "always-raw"), os.O_WRONLY | os.O_CREAT, 0o644)
+    data, frame = os.urandom(100), os.urandom(116)
+    for _ in range(rounds):
+        syncs, busy = wal._writer.syncs, wal._writer.sync_seconds
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() < t0 + seconds:
+            wal.append(data)
+            n += 1
+        w_op = (time.perf_counter() - t0) / n * 1e6
+        w_sync = (wal._writer.sync_seconds - busy) / max(wal._writer.syncs - syncs, 1) * 1e6
+        n, busy, t0 = 0, 0.0, time.perf_counter()
+        while time.perf_counter() < t0 + seconds:
+            os.write(fd, frame)
+            t1 = time.perf_counter()
+            os.fdatasync(fd)
+            busy += time.perf_counter() - t1
+            n += 1
+        r_op, r_sync = (time.perf_counter() - t0) / n * 1e6, busy / n * 1e6
+        rows.append((w_op, w_sync, r_op, r_sync))
+        print(f"  walogs {w_op:6.1f} (fdatasync {w_sync:6.1f} + rest {w_op - w_sync:5.1f}) | "
+              f"raw {r_op:6.1f} (fdatasync {r_sync:6.1f} + rest {r_op - r_sync:5.1f})  -> {r_op / w_op:.2f}x")
+    wal.close()
+    os.close(fd)
     med = [statistics.median(col) for col in zip(*rows)]
     print(f"  -> medians: walogs spends {med[0] - med[1]:.1f} us per append outside fdatasync, the raw loop "
           f"{med[2] - med[3]:.1f} us; fdatasync {med[1]:.1f} vs {med[3]:.1f} us. 0.9x of the raw loop "
@@ -362,41 +347,29 @@ def _c_wait_sketch(work: str, seconds: float, rounds: int) -> None:
 def probe_group(work: str, seconds: float = 1.0, rounds: int = 6) -> None:
     print("== group commit: fdatasync calls and appends per sync (1 and 8 threads, alternated), "
           "and the minimal Python sketch beside it ==")
-    real = _io.fdatasync
-    stats = {"n": 0, "busy": 0.0}
-
-    def counting(fd: int) -> None:
-        t = time.perf_counter()
-        real(fd)
-        stats["busy"] += time.perf_counter() - t
-        stats["n"] += 1
-
-    _io.fdatasync = counting
     data, frame = os.urandom(100), os.urandom(116)
     rates: dict[str, list[float]] = {"walogs 1": [], "walogs 8": [], "sketch 1": [], "sketch 8": []}
-    try:
-        for rep in range(rounds):
-            for nthreads in ((1, 8) if rep % 2 == 0 else (8, 1)):
-                path = os.path.join(work, f"group-{rep}-{nthreads}")
-                wal = walogs.Wal.open(path)
-                stats.update(n=0, busy=0.0)
-                total, elapsed = _run_threads(wal.append, data, nthreads, seconds)
-                syncs = max(stats["n"], 1)
-                rates[f"walogs {nthreads}"].append(total / elapsed)
-                print(f"  walogs {nthreads} thread(s): {total / elapsed:7.0f} appends/s, {syncs / elapsed:6.0f} fdatasync/s, "
-                      f"{total / syncs:4.2f} appends per fdatasync, fdatasync {stats['busy'] / syncs * 1e6:5.0f} us, "
-                      f"disk busy {stats['busy'] / elapsed * 100:3.0f}% of the time, "
-                      f"{(elapsed - stats['busy']) / syncs * 1e6:4.0f} us between syncs")
-                wal.close()
-                shutil.rmtree(path)
-                sketch = _SketchGroupCommit(path + ".sketch")
-                total, elapsed = _run_threads(sketch.append, frame, nthreads, seconds)
-                sketch.close()
-                os.unlink(path + ".sketch")
-                rates[f"sketch {nthreads}"].append(total / elapsed)
-                print(f"  sketch {nthreads} thread(s): {total / elapsed:7.0f} appends/s")
-    finally:
-        _io.fdatasync = real
+    # The writer counts its own syncs (wrapping _io would select the compiled writer's test seam).
+    for rep in range(rounds):
+        for nthreads in ((1, 8) if rep % 2 == 0 else (8, 1)):
+            path = os.path.join(work, f"group-{rep}-{nthreads}")
+            wal = walogs.Wal.open(path)
+            total, elapsed = _run_threads(wal.append, data, nthreads, seconds)
+            stats = {"n": wal._writer.syncs, "busy": wal._writer.sync_seconds}
+            syncs = max(stats["n"], 1)
+            rates[f"walogs {nthreads}"].append(total / elapsed)
+            print(f"  walogs {nthreads} thread(s): {total / elapsed:7.0f} appends/s, {syncs / elapsed:6.0f} fdatasync/s, "
+                  f"{total / syncs:4.2f} appends per fdatasync, fdatasync {stats['busy'] / syncs * 1e6:5.0f} us, "
+                  f"disk busy {stats['busy'] / elapsed * 100:3.0f}% of the time, "
+                  f"{(elapsed - stats['busy']) / syncs * 1e6:4.0f} us between syncs")
+            wal.close()
+            shutil.rmtree(path)
+            sketch = _SketchGroupCommit(path + ".sketch")
+            total, elapsed = _run_threads(sketch.append, frame, nthreads, seconds)
+            sketch.close()
+            os.unlink(path + ".sketch")
+            rates[f"sketch {nthreads}"].append(total / elapsed)
+            print(f"  sketch {nthreads} thread(s): {total / elapsed:7.0f} appends/s")
     med = {k: statistics.median(v) for k, v in rates.items()}
     _c_wait_sketch(work, seconds / 2, rounds)
     handoffs = statistics.median(_handoff_rate(8) for _ in range(3))
