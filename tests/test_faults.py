@@ -410,3 +410,245 @@ def test_follower_interrupted_by_a_signal_strands_no_other(log_dir, monkeypatch)
     assert wal.durable_lsn == 3
     monkeypatch.undo()
     wal.close()
+
+
+# ---------------------------------------------------------------------------
+# Regressions found by review of the compiled writer (each failed before its fix).
+
+
+def test_concurrent_failing_calls_each_raise_their_own_error(log_dir):
+    """Threads whose batches fail at once each raise their own exception (a bad item's
+    TypeError, an oversized item's EntryTooLargeError): the compiled writer kept a failed
+    call's exception in one slot shared by all threads, so calls raised each other's
+    errors or `raise None`."""
+    wal = walogs.Wal.open(log_dir, walogs.WalConfig(sync="none"))
+    big = memoryview(bytearray(walogs.MAX_ENTRY_SIZE + 1))
+    bad = {"type": [b"ok", object()], "big": [b"ok", big]}
+    expected = {"type": TypeError, "big": walogs.EntryTooLargeError}
+    wrong: list[tuple[str, str]] = []
+
+    def work(kind: str) -> None:
+        for _ in range(150):
+            try:
+                wal.append_batch(bad[kind])
+                wrong.append((kind, "no error"))
+            except BaseException as exc:  # the test compares what each call raised
+                if type(exc) is not expected[kind] or "BaseException" in str(exc):
+                    wrong.append((kind, repr(exc)))
+
+    threads = [threading.Thread(target=work, args=(kind,), daemon=True) for kind in ("type", "big") * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert wrong == []
+    assert wal.next_lsn == 1  # nothing of a bad batch was written (I7)
+    wal.close()
+
+
+def test_failed_write_poisons_while_other_threads_fail_too(log_dir, monkeypatch):
+    """P2 under concurrency: a failed write (injected EIO from pwrite_all in one thread)
+    poisons the writer and raises that OSError, even while another thread's batches fail
+    with TypeError at the same time. Before the fix the other thread could take the
+    OSError out of the shared slot: the writer stayed unpoisoned and a later append was
+    acknowledged."""
+    real = _io.pwrite_all
+    doomed = threading.Event()
+
+    def pwrite_all(fd: int, data, offset: int) -> None:
+        if doomed.is_set() and threading.current_thread().name == "doomed":
+            raise OSError(errno.EIO, "injected EIO")
+        real(fd, data, offset)
+
+    monkeypatch.setattr(_io, "pwrite_all", pwrite_all)
+    for trial in range(30):
+        wal = walogs.Wal.open(log_dir / str(trial))
+        stop = threading.Event()
+
+        unexpected: list[BaseException] = []
+
+        def bad_batches() -> None:
+            while not stop.is_set():
+                try:
+                    wal.append_batch([object()])
+                except (TypeError, walogs.WalError):
+                    pass  # its own error; WalError once the other thread poisoned the writer
+                except BaseException as exc:  # e.g. the other thread's OSError
+                    unexpected.append(exc)
+
+        result: dict[str, object] = {}
+
+        def doomed_append() -> None:
+            doomed.set()
+            try:
+                result["lsn"] = wal.append(b"doomed")
+            except BaseException as exc:  # the test checks which exception it was
+                result["exc"] = exc
+            doomed.clear()
+
+        other = threading.Thread(target=bad_batches, daemon=True)
+        other.start()
+        writer = threading.Thread(target=doomed_append, name="doomed", daemon=True)
+        writer.start()
+        writer.join(10)
+        stop.set()
+        other.join(10)
+        assert isinstance(result.get("exc"), OSError) and result["exc"].errno == errno.EIO, result
+        assert unexpected == []
+        assert wal._writer.poison is result["exc"]
+        with pytest.raises(walogs.WalError, match="poisoned"):
+            wal.append(b"after")
+        wal.close()
+
+
+def test_cleanup_error_does_not_replace_the_write_error(log_dir, monkeypatch):
+    """P2: when a write fails and the clean-up ftruncate fails too, the call raises the
+    write's OSError and that is what poisons the writer (not the truncate's)."""
+    wal = walogs.Wal.open(log_dir)
+
+    def failing_write(fd: int, data, offset: int) -> None:
+        raise OSError(errno.EIO, "write failed")
+
+    def failing_truncate(fd: int, length: int) -> None:
+        raise OSError(errno.EROFS, "truncate failed")
+
+    monkeypatch.setattr(_io, "pwrite_all", failing_write)
+    monkeypatch.setattr(_io, "ftruncate", failing_truncate)
+    with pytest.raises(OSError, match="write failed") as failed:
+        wal.append(b"x")
+    assert wal._writer.poison is failed.value
+    monkeypatch.undo()
+    wal.close()
+
+
+def test_rotation_behind_a_failed_sync_does_not_sync_again(log_dir, monkeypatch):
+    """P2 + P4: a leader's fdatasync fails while rotate() waits for it. rotate() must not
+    sync again (Linux reports a writeback error once, so a retry "succeeds" over lost
+    pages): it raises WalError, nothing after the last good sync is durable or visible to
+    readers, and the cut leaves only that. Before the fix rotate() synced again, returned
+    normally and published the lost frames."""
+    real = _io.fdatasync
+    started, release = threading.Event(), threading.Event()
+    calls = {"after": 0}
+
+    def fdatasync(fd: int) -> None:
+        if not started.is_set():
+            started.set()
+            release.wait(10)
+            raise OSError(errno.EIO, "injected writeback error")
+        calls["after"] += 1
+        real(fd)
+
+    wal = walogs.Wal.open(log_dir)
+    assert wal.append(b"durable") == 1
+    monkeypatch.setattr(_io, "fdatasync", fdatasync)
+    results: dict[object, object] = {}
+
+    def run(key: object, call) -> None:
+        try:
+            results[key] = call()
+        except BaseException as exc:  # the test checks what each call raised
+            results[key] = exc
+
+    leader = threading.Thread(target=run, args=(2, lambda: wal.append(b"lost 2")), daemon=True)
+    leader.start()
+    assert started.wait(10)
+    follower = threading.Thread(target=run, args=(3, lambda: wal.append(b"lost 3")), daemon=True)
+    follower.start()
+    deadline = time.monotonic() + 10
+    while wal.next_lsn < 4 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    rotator = threading.Thread(target=run, args=("rotate", wal.rotate), daemon=True)
+    rotator.start()
+    time.sleep(0.2)  # rotate() passes its first check and waits for the leader's sync
+    release.set()
+    for t in (leader, follower, rotator):
+        t.join(10)
+    assert isinstance(results[2], OSError) and results[2].errno == errno.EIO
+    assert isinstance(results[3], walogs.WalError)
+    assert isinstance(results["rotate"], walogs.WalError)
+    assert calls["after"] == 0  # no fdatasync after the failed one
+    assert wal.durable_lsn == 1
+    visible = walogs._visible.read(str(log_dir))
+    assert (visible.lsn, visible.offset) == (1, 16 + len(b"durable"))
+    assert os.path.getsize(log_dir / "wal-000001.log") == 16 + len(b"durable")
+    monkeypatch.undo()
+    wal.close()
+    with walogs.Wal.open(log_dir) as again:
+        assert list(again) == [(1, b"durable")]
+
+
+def test_leader_acknowledged_when_another_write_fails_during_its_sync(log_dir, monkeypatch):
+    """I4, same answer from both writers: a leader whose own fdatasync succeeded returns
+    its LSN even though another thread's write failed (and poisoned the writer) while the
+    sync ran; the failed write raises its OSError; the entry is there after reopen."""
+    real = _io.fdatasync
+    real_write = _io.pwrite_all
+    started, release = threading.Event(), threading.Event()
+
+    def fdatasync(fd: int) -> None:
+        if not started.is_set():
+            started.set()
+            release.wait(10)
+        real(fd)
+
+    def pwrite_all(fd: int, data, offset: int) -> None:
+        if threading.current_thread().name == "failing":
+            raise OSError(errno.EIO, "injected EIO")
+        real_write(fd, data, offset)
+
+    wal = walogs.Wal.open(log_dir)
+    monkeypatch.setattr(_io, "fdatasync", fdatasync)
+    monkeypatch.setattr(_io, "pwrite_all", pwrite_all)
+    results: dict[str, object] = {}
+
+    def run(key: str, data: bytes) -> None:
+        try:
+            results[key] = wal.append(data)
+        except BaseException as exc:  # the test checks what each call raised
+            results[key] = exc
+
+    leader = threading.Thread(target=run, args=("leader", b"leader"), daemon=True)
+    leader.start()
+    assert started.wait(10)
+    failing = threading.Thread(target=run, args=("failing", b"fails"), name="failing", daemon=True)
+    failing.start()
+    failing.join(10)
+    release.set()
+    leader.join(10)
+    assert results["leader"] == 1
+    assert isinstance(results["failing"], OSError) and results["failing"].errno == errno.EIO
+    monkeypatch.undo()
+    wal.close()
+    with walogs.Wal.open(log_dir) as again:
+        assert list(again) == [(1, b"leader")]
+
+
+def test_lsns_above_2_to_the_63_come_back_whole(log_dir):
+    """I9: LSNs are u64. A log whose last frame has LSN 2**63 + 5 hands out 2**63 + 6 next
+    (the compiled writer returned it through a signed 64-bit status and gave a negative
+    number)."""
+    from conftest import make_frame
+
+    log_dir.mkdir()
+    (log_dir / "wal-000001.log").write_bytes(make_frame(2**63 + 5, b"hi"))
+    with walogs.Wal.open(log_dir) as wal:
+        assert wal.append(b"x") == 2**63 + 6
+        assert wal.append_batch([b"y", b"z"]) == range(2**63 + 7, 2**63 + 9)
+        assert wal.durable_lsn == 2**63 + 8
+
+
+def test_poisoned_writer_refuses_before_checking_the_entry(log_dir, monkeypatch):
+    """P2: once a sync failed, every write raises WalError, even one whose entry is also
+    bad; both writers check the poison first (the compiled one raised TypeError)."""
+    wal = walogs.Wal.open(log_dir)
+    _failing_fdatasync(monkeypatch, 1)
+    with pytest.raises(OSError):
+        wal.append(b"x")
+    with pytest.raises(walogs.WalError, match="poisoned"):
+        wal.append(object())
+    with pytest.raises(walogs.WalError, match="poisoned"):
+        wal.append_batch([object()])
+    monkeypatch.undo()
+    wal.close()

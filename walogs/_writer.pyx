@@ -43,6 +43,7 @@ cannot deadlock.
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.errno cimport EINTR, EIO, errno
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -103,7 +104,7 @@ cdef enum:
     _OK = 1
     _R_FULL = 0
     _R_BLOCKED = -1
-    _R_FAILED = -2                  # self._raised holds the exception to raise
+    _R_FAILED = -2                  # the call's _Call.exc holds the exception to raise
 
 cdef int64_t _GATHER_MAX_NS = 1000000    # a gathering leader waits at most 1 ms
 cdef uint32_t _MAX_LEN = MAX_ENTRY_SIZE
@@ -121,6 +122,55 @@ cdef inline int64_t _now_ns() noexcept nogil:
     cdef timespec t
     clock_gettime(CLOCK_MONOTONIC, &t)
     return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
+
+
+cdef struct _Call:
+    # One call's outcome, on its own stack: what it wrote, and the exception it
+    # raises (a new reference, or NULL). Never shared between threads.
+    PyObject *exc
+    uint64_t lsn
+
+
+cdef inline void _new_call(_Call *call) noexcept nogil:
+    call.exc = NULL
+    call.lsn = 0
+
+
+cdef void _keep(_Call *call, object exc) noexcept:
+    # GIL held. The first exception of a call is the one it raises.
+    if call.exc == NULL:
+        Py_INCREF(exc)
+        call.exc = <PyObject *>exc
+
+
+cdef void _drop_kept(_Call *call) noexcept nogil:
+    if call.exc != NULL:
+        with gil:
+            Py_XDECREF(call.exc)
+        call.exc = NULL
+
+
+cdef int _raise_kept(_Call *call, int rc) except -1:
+    # GIL held: raise the exception a failed call kept (and release the reference).
+    cdef object exc
+    if call.exc != NULL:
+        exc = <object>call.exc
+        Py_XDECREF(call.exc)
+        call.exc = NULL
+        raise exc
+    if rc == _R_FAILED:
+        raise SystemError("walogs._writer: a failed step kept no exception")
+    return 0
+
+
+cdef int _call_io(_Call *call, object function, tuple args) noexcept:
+    # GIL held: a wrapped walogs._io function (the test seam).
+    try:
+        function(*args)
+    except BaseException as exc:
+        _keep(call, exc)
+        return _R_FAILED
+    return _OK
 
 
 cdef inline bint _io_wrapped():
@@ -150,7 +200,6 @@ cdef class SegmentWriter:
     cdef Py_buffer _visible
     cdef bint _has_visible
     cdef object _poison
-    cdef object _raised
 
     def __cinit__(self):
         self._init_locks()
@@ -224,12 +273,16 @@ cdef class SegmentWriter:
 
     def append(self, data: object) -> int:
         """Write one entry; under ``"always"`` return once it is durable. LSN, FULL or BLOCKED."""
-        cdef object view = entry_view(data)     # the codec's TypeError
+        cdef object view
         cdef Py_buffer buf
         cdef unsigned char stack[_STACK_FRAME]
         cdef unsigned char *frame = stack
         cdef size_t n
-        cdef int64_t rc
+        cdef int rc
+        cdef _Call call
+        if self._closed or self._poisoned:
+            return BLOCKED   # before looking at the entry, as the twin does
+        view = entry_view(data)     # the codec's TypeError
         PyObject_GetBuffer(view, &buf, PyBUF_SIMPLE)
         try:
             if buf.len > <Py_ssize_t>_MAX_LEN:
@@ -240,19 +293,22 @@ cdef class SegmentWriter:
                 if frame == NULL:
                     raise MemoryError()
             self._wrapped = _io_wrapped()
+            _new_call(&call)
             with nogil:
                 pthread_mutex_lock(&self._mu)
-                rc = self._write_one(frame, <const unsigned char *>buf.buf, <size_t>buf.len, n)
+                rc = self._write_one(&call, frame, <const unsigned char *>buf.buf, <size_t>buf.len, n)
                 pthread_mutex_unlock(&self._mu)
         finally:
             if frame != stack:
                 free(frame)
             PyBuffer_Release(&buf)
-        return self._result(rc)
+        _raise_kept(&call, rc)
+        return call.lsn if rc == _OK else rc
 
-    cdef int64_t _write_one(self, unsigned char *frame, const unsigned char *src, size_t size,
-                            size_t n) noexcept nogil:
-        # Mutex held. An LSN, _R_FULL, _R_BLOCKED or _R_FAILED.
+    cdef int _write_one(self, _Call *call, unsigned char *frame, const unsigned char *src, size_t size,
+                        size_t n) noexcept nogil:
+        # Mutex held. _OK (call.lsn written, and durable under "always"), _R_FULL,
+        # _R_BLOCKED or _R_FAILED (call.exc is the exception to raise).
         cdef uint64_t lsn
         cdef int rc = self._wait_writable()
         if rc != _OK:
@@ -261,24 +317,26 @@ cdef class SegmentWriter:
             return _R_FULL
         lsn = self._next
         build_frame(frame, src, size, lsn)
-        rc = self._write(frame, n, lsn, lsn)
+        rc = self._write(call, frame, n, lsn, lsn)
         if rc != _OK:
             return rc
+        call.lsn = lsn
         if self._mode == _MODE_ALWAYS:
-            rc = self._wait_durable(lsn, True)
-            if rc != _OK:
-                return rc
-        return <int64_t>lsn
+            return self._wait_durable(call, lsn, True)
+        return _OK
 
     def append_batch(self, items: list) -> int:
         """Write ``items`` with one write; the first LSN, FULL or BLOCKED. Validates all first (I7)."""
-        cdef int64_t rc
-        cdef int step
+        cdef int rc
         cdef uint64_t first = 0, last = 0
         cdef object frames = None
         cdef const unsigned char *p = NULL
         cdef size_t n = 0
+        cdef _Call call
+        if self._closed or self._poisoned:
+            return BLOCKED
         self._wrapped = _io_wrapped()
+        _new_call(&call)
         with nogil:
             pthread_mutex_lock(&self._mu)
             rc = self._wait_writable()
@@ -291,40 +349,37 @@ cdef class SegmentWriter:
                         n = <size_t>PyBytes_GET_SIZE(frames)
                         last = first + len(items) - 1
                     except BaseException as exc:
-                        self._raised = exc
+                        _keep(&call, exc)
                         rc = _R_FAILED
             if rc == _OK:
+                call.lsn = first
                 if n == 0:
-                    rc = <int64_t>first
+                    pass
                 elif self._end > 0 and self._end + n > self._limit:
                     rc = _R_FULL
                 else:
-                    step = self._write(p, n, first, last)
-                    if step == _OK and self._mode == _MODE_ALWAYS:
-                        step = self._wait_durable(last, True)
-                    rc = <int64_t>first if step == _OK else step
+                    rc = self._write(&call, p, n, first, last)
+                    if rc == _OK and self._mode == _MODE_ALWAYS:
+                        rc = self._wait_durable(&call, last, True)
             pthread_mutex_unlock(&self._mu)
-        return self._result(rc)
+        _raise_kept(&call, rc)
+        return call.lsn if rc == _OK else rc
 
     def sync(self) -> bool:
         """Make every written entry durable, leading or joining a group commit; False if BLOCKED."""
         cdef int rc
+        cdef _Call call
         self._wrapped = _io_wrapped()
+        _new_call(&call)
         with nogil:
             pthread_mutex_lock(&self._mu)
             if self._closed or self._poisoned:
                 rc = _R_BLOCKED
             else:
-                rc = self._wait_durable(self._next - 1, False)
+                rc = self._wait_durable(&call, self._next - 1, False)
             pthread_mutex_unlock(&self._mu)
-        return self._result(rc) > 0
-
-    cdef int64_t _result(self, int64_t rc) except? -2:
-        # With the GIL: a write's outcome for Python (raises what a failed step kept).
-        if rc == _R_FAILED:
-            exc, self._raised = self._raised, None
-            raise exc
-        return rc
+        _raise_kept(&call, rc)
+        return rc == _OK
 
     cdef int _wait_writable(self) noexcept nogil:
         # Mutex held: wait out a pause; _OK, or _R_BLOCKED once closed or poisoned.
@@ -334,14 +389,15 @@ cdef class SegmentWriter:
             return _R_BLOCKED
         return _OK
 
-    cdef int _write(self, const unsigned char *p, size_t n, uint64_t first, uint64_t last) noexcept nogil:
+    cdef int _write(self, _Call *call, const unsigned char *p, size_t n, uint64_t first,
+                    uint64_t last) noexcept nogil:
         # Mutex held. P7: one write per append or batch, nothing kept in user space.
-        cdef int rc = self._pwrite_all(p, n, self._end)
+        cdef int rc = self._pwrite_all(call, p, n, self._end)
         if rc != _OK:
-            if self._fail(rc):
+            if self._fail(call, rc):
                 # Whole frames of a failed batch that reached the file were never
                 # acknowledged: cut them, so a reopen cannot keep half a batch.
-                self._ftruncate(self._end)
+                self._cut_to(self._end)
             return _R_FAILED
         self._end += n
         if not self._first:
@@ -358,19 +414,22 @@ cdef class SegmentWriter:
 
     # ------------------------------------------------------------------ group commit
 
-    cdef int _wait_durable(self, uint64_t lsn, bint gather) noexcept nogil:
+    cdef int _wait_durable(self, _Call *call, uint64_t lsn, bint gather) noexcept nogil:
         # Mutex held. _OK once lsn is durable; _R_BLOCKED if the writer was poisoned,
         # or closed before lsn was synced; _R_FAILED if the sync this thread led failed.
         cdef int rc
+        cdef uint64_t synced = 0
         while self._durable < lsn:
             if self._poisoned or self._closed:
                 return _R_BLOCKED
             if self._syncing or self._paused:   # a leader's sync covers lsn, or fails; or a pause ends
                 pthread_cond_wait(&self._changed, &self._mu)
                 continue
-            rc = self._lead(gather)
+            rc = self._lead(call, gather, &synced)
             if rc != _OK:
                 return rc
+            if synced >= lsn:
+                return _OK   # its own sync covered it, even if another call poisoned the writer since
         return _OK
 
     cdef void _gather(self) noexcept nogil:
@@ -388,21 +447,21 @@ cdef class SegmentWriter:
             pthread_cond_timedwait(&self._gathered, &self._mu, &until)
         self._gathering = False
 
-    cdef int _lead(self, bint gather) noexcept nogil:
-        # Mutex held: one fdatasync for everything written so far, the mutex
-        # released around it. _OK, or _R_FAILED with the writer poisoned.
+    cdef int _lead(self, _Call *call, bint gather, uint64_t *synced) noexcept nogil:
+        # Mutex held: one fdatasync for everything written so far, the mutex released
+        # around it. _OK (*synced: the LSN it made durable), or _R_FAILED (poisoned if
+        # the sync failed; a wrapped _io's other exceptions only propagate).
         cdef int fd, rc
-        cdef uint64_t lsn, seq, end, calls, before
+        cdef uint64_t lsn, seq, end, calls
         cdef int64_t started
         self._syncing = True
         if gather and self._last_batch > 1:
             self._gather()
         fd, lsn, seq, end = self._fd, self._next - 1, self._seq, self._end
         calls, self._unsynced_calls = self._unsynced_calls, 0
-        before = self._durable
         pthread_mutex_unlock(&self._mu)
         started = _now_ns()
-        rc = self._fdatasync(fd)
+        rc = self._fdatasync(call, fd)
         pthread_mutex_lock(&self._mu)
         self._syncing = False
         if rc == _OK:
@@ -411,11 +470,12 @@ cdef class SegmentWriter:
             self._sync_ns += self._last_sync_ns
             # Recorded at once: a failing rotate() sync next must not cut these frames.
             self._synced_lsn, self._synced_seq, self._synced_end = lsn, seq, end
+            synced[0] = lsn
             if lsn > self._durable and not self._poisoned:
                 self._mark_durable(lsn, seq, end)
                 if gather:
                     self._last_batch = calls if calls else 1
-        elif self._fail(rc):
+        elif self._fail(call, rc):
             self._truncate_to_synced()
         pthread_cond_broadcast(&self._changed)
         return _OK if rc == _OK else _R_FAILED
@@ -431,17 +491,18 @@ cdef class SegmentWriter:
         if self._has_visible:
             build_visible(<unsigned char *>self._visible.buf, _VISIBLE_PUBLISHED, <uint32_t>seq, lsn, end)
 
-    cdef bint _fail(self, int rc) noexcept nogil:
-        # Mutex held, after a step returned rc != _OK: keep the exception to raise in
-        # self._raised. An OSError poisons the writer (P2: True, the caller cuts);
-        # anything else a wrapped _io raised only propagates, as it does in the twin.
+    cdef bint _fail(self, _Call *call, int rc) noexcept nogil:
+        # Mutex held, after a system call returned rc != _OK: call.exc is its
+        # exception (made here from an errno). An OSError poisons the writer (P2:
+        # True, the caller cuts); anything else a wrapped _io raised only
+        # propagates, as it does in the twin.
         cdef bint poisons
         with gil:
             if rc > 0:
-                self._raised = OSError(rc, strerror(rc).decode("utf-8", "replace"))
-            poisons = isinstance(self._raised, OSError)
+                _keep(call, OSError(rc, strerror(rc).decode("utf-8", "replace")))
+            poisons = call.exc != NULL and isinstance(<object>call.exc, OSError)
             if poisons and self._poison is None:
-                self._poison = self._raised
+                self._poison = <object>call.exc
         if poisons:
             self._poisoned = True
             pthread_cond_broadcast(&self._changed)
@@ -454,22 +515,31 @@ cdef class SegmentWriter:
         # be on no disk while reads still return it; a reopen would call those
         # frames durable. They were never acknowledged. Not synced again.
         cdef uint64_t end = self._synced_end if self._synced_seq == self._seq else 0
-        if self._ftruncate(end) != _OK:
+        if not self._cut_to(end):
             return   # poisoned either way; recovery at reopen judges what is left
         self._end = end
         self._last = self._synced_lsn if end else 0
         if not end:
             self._first = 0
 
+    cdef bint _cut_to(self, uint64_t length) noexcept nogil:
+        # Clean-up after a failure: its own error is dropped, the first one is what raises.
+        cdef _Call scratch
+        _new_call(&scratch)
+        cdef bint done = self._ftruncate(&scratch, length) == _OK
+        _drop_kept(&scratch)
+        return done
+
     # ------------------------------------------------------------------ system calls
     # Each returns _OK, an errno (> 0), or _R_FAILED with the exception a wrapped
-    # _io function raised in self._raised.
+    # _io function raised kept in call.exc.
 
-    cdef int _pwrite_all(self, const unsigned char *p, size_t n, uint64_t offset) noexcept nogil:
+    cdef int _pwrite_all(self, _Call *call, const unsigned char *p, size_t n, uint64_t offset) noexcept nogil:
         cdef ssize_t done
         if self._wrapped:
             with gil:
-                return self._call_io(_io.pwrite_all, (self._fd, PyBytes_FromStringAndSize(<const char *>p, n), offset))
+                return _call_io(call, _io.pwrite_all,
+                                (self._fd, PyBytes_FromStringAndSize(<const char *>p, n), offset))
         while n:
             done = pwrite(self._fd, p, n, <off_t>offset)
             if done < 0:
@@ -483,30 +553,22 @@ cdef class SegmentWriter:
             offset += <uint64_t>done
         return _OK
 
-    cdef int _fdatasync(self, int fd) noexcept nogil:
+    cdef int _fdatasync(self, _Call *call, int fd) noexcept nogil:
         if self._wrapped:
             with gil:
-                return self._call_io(_io.fdatasync, (fd,))
+                return _call_io(call, _io.fdatasync, (fd,))
         while fdatasync(fd) != 0:
             if errno != EINTR:
                 return errno
         return _OK
 
-    cdef int _ftruncate(self, uint64_t length) noexcept nogil:
+    cdef int _ftruncate(self, _Call *call, uint64_t length) noexcept nogil:
         if self._wrapped:
             with gil:
-                return self._call_io(_io.ftruncate, (self._fd, length))
+                return _call_io(call, _io.ftruncate, (self._fd, length))
         while ftruncate(self._fd, <off_t>length) != 0:
             if errno != EINTR:
                 return errno
-        return _OK
-
-    cdef int _call_io(self, object function, tuple args) noexcept:
-        try:
-            function(*args)
-        except BaseException as exc:
-            self._raised = exc
-            return _R_FAILED
         return _OK
 
     # ------------------------------------------------------------------ exclusive access
@@ -556,28 +618,40 @@ cdef class SegmentWriter:
             pthread_mutex_unlock(&self._mu)
         return fd, seq, end, first, last, next_lsn
 
-    def sync_paused(self) -> None:
+    def sync_paused(self) -> bool:
         """While paused: fdatasync everything written, mark it durable and wake its waiters.
 
-        A failure poisons the writer, cuts the unsynced tail and raises (P2).
+        False, doing nothing, once poisoned or closed: a failed sync is never
+        retried (P2; Linux reports a writeback error once, so a retry would
+        "succeed" over lost pages). A failure poisons the writer, cuts the
+        unsynced tail and raises (P2).
         """
-        cdef int rc
-        cdef int fd = self._fd
+        cdef int rc = _OK
+        cdef int fd
+        cdef _Call call
         self._wrapped = _io_wrapped()
+        _new_call(&call)
         with nogil:
-            rc = self._fdatasync(fd)
             pthread_mutex_lock(&self._mu)
-            if rc == _OK:
-                self._synced_lsn, self._synced_seq, self._synced_end = self._next - 1, self._seq, self._end
-                if self._next - 1 > self._durable:
-                    self._mark_durable(self._next - 1, self._seq, self._end)
-                pthread_cond_broadcast(&self._changed)
-            else:
-                if self._fail(rc):
-                    self._truncate_to_synced()
-                rc = _R_FAILED
+            if self._poisoned or self._closed:
+                rc = _R_BLOCKED
+            fd = self._fd
             pthread_mutex_unlock(&self._mu)
-        self._result(rc)
+            if rc == _OK:
+                rc = self._fdatasync(&call, fd)
+                pthread_mutex_lock(&self._mu)
+                if rc == _OK:
+                    self._synced_lsn, self._synced_seq, self._synced_end = self._next - 1, self._seq, self._end
+                    if self._next - 1 > self._durable:
+                        self._mark_durable(self._next - 1, self._seq, self._end)
+                    pthread_cond_broadcast(&self._changed)
+                else:
+                    if self._fail(&call, rc):
+                        self._truncate_to_synced()
+                    rc = _R_FAILED
+                pthread_mutex_unlock(&self._mu)
+        _raise_kept(&call, rc)
+        return rc == _OK
 
     def switch(self, fd: int, seq: int) -> None:
         """While paused, after :meth:`sync_paused`: continue in a new, empty segment ``seq``."""

@@ -181,13 +181,18 @@ class SegmentWriter:
                     if not self._closed:  # else close() synced, and closed the descriptor
                         target = self._sync_target
                         started = time.perf_counter()
-                        _io.fdatasync(target[0])
+                        try:
+                            _io.fdatasync(target[0])
+                        except OSError as exc:
+                            # Poisoned before a pause can take _sync_mutex: rotate/close must
+                            # not sync again after a failed sync (P2).
+                            self.poison_with(exc)
+                            raise
                         self.sync_seconds += time.perf_counter() - started
                         self.syncs += 1
                         # Recorded at once: a failing rotate() sync next must not cut these frames.
                         synced = self._synced = target
-            except OSError as exc:
-                self.poison_with(exc)
+            except OSError:
                 self._cut_unsynced()
                 raise
             finally:
@@ -200,9 +205,10 @@ class SegmentWriter:
                 return True  # durable even if another call failed since: its cut stops at _synced
 
     def _mark_durable(self, synced: tuple[int, int, int, int]) -> None:
-        # Caller holds _sync_state. Under "none" the written end is already published.
+        # Caller holds _sync_state. Under "none" the written end is already published;
+        # once closed, Wal.close() unmaps the record.
         self.durable_lsn = synced[1]
-        if self._publish_written is None:
+        if self._publish_written is None and not self._closed:
             self._publish(synced)
 
     def _publish(self, target: tuple[int, int, int, int]) -> None:
@@ -304,11 +310,16 @@ class SegmentWriter:
     def _cursor(self) -> tuple[int, int, int, int, int, int]:
         return self._fd, self._seq, self._end, self._first_lsn, self._last_lsn, self.next_lsn
 
-    def sync_paused(self) -> None:
+    def sync_paused(self) -> bool:
         """While paused: fdatasync everything written, mark it durable and wake its waiters.
 
-        A failure poisons the writer, cuts the unsynced tail and raises (P2).
+        False, doing nothing, once poisoned or closed: a failed sync is never
+        retried (P2; Linux reports a writeback error once, so a retry would
+        "succeed" over lost pages). A failure poisons the writer, cuts the
+        unsynced tail and raises (P2).
         """
+        if self.poison is not None or self._closed:
+            return False
         target = (self._fd, self.next_lsn - 1, self._seq, self._end)
         try:
             _io.fdatasync(self._fd)
@@ -321,6 +332,7 @@ class SegmentWriter:
             if target[1] > self.durable_lsn:
                 self._mark_durable(target)
             self._wake_waiters()
+        return True
 
     def switch(self, fd: int, seq: int) -> None:
         """While paused, after :meth:`sync_paused`: continue in a new, empty segment ``seq``."""
@@ -330,9 +342,9 @@ class SegmentWriter:
 
     def finish_close(self) -> None:
         """While paused: no write or sync ever again; wake every waiter (to return or fail); resume."""
-        self._closed = True
         try:
-            with self._sync_state:
+            with self._sync_state:  # leaders publish under it: none does once this is set
+                self._closed = True
                 self._wake_waiters()
         finally:
             self.resume()

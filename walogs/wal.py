@@ -194,6 +194,7 @@ class Wal:
             writer = self._writer
             writer.pause()
             try:
+                self._check_writable()  # a leader may have failed its sync while this waited
                 old_fd, seq, end, first_lsn, last_lsn, _ = writer.cursor()
                 if end == 0 or (size and end + size <= self._segment_limit):
                     return
@@ -203,7 +204,8 @@ class Wal:
 
     def _rotate_paused(self, old_fd: int, old: SegmentInfo) -> None:
         # Caller holds _mutex and has the writer paused.
-        self._writer.sync_paused()  # raises poisoned (P2); else the old segment is durable
+        if not self._writer.sync_paused():  # raises if the sync fails (P2); else the old segment is durable
+            raise self._refused()
         try:
             seq = old.seq + 1
             name = _segments.segment_name(seq)
