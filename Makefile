@@ -85,6 +85,7 @@ wheel-test: wheel
 	printf '[pytest]\nfilterwarnings = error\naddopts = -ra\n' > $(WHEEL_RUN)/pytest.ini
 	cd $(WHEEL_RUN) && ../wheel-venv/bin/python -c "import walogs; \
 		assert walogs.IMPLEMENTATION == 'cython', walogs.IMPLEMENTATION; \
+		assert walogs._codec.SegmentWriter.__module__ == 'walogs._writer'; \
 		assert 'site-packages' in walogs.__file__, walogs.__file__; print('testing the wheel at', walogs.__file__)"
 	cd $(WHEEL_RUN) && ../wheel-venv/bin/python -m pytest -n auto -q -p no:cacheprovider tests
 
@@ -101,7 +102,8 @@ sdist-test: sdist
 	cd build && sdist-venv/bin/python -c "import walogs; assert walogs.IMPLEMENTATION == 'python', walogs.IMPLEMENTATION"
 	build/sdist-venv/bin/python -m pip install -q --no-cache-dir --force-reinstall --no-deps dist/walogs-*.tar.gz
 	cd build && sdist-venv/bin/python -c "import walogs; assert walogs.IMPLEMENTATION == 'cython', walogs.IMPLEMENTATION; \
-		print('sdist: pure-Python fallback without a compiler, compiled with one')"
+		writer = walogs._codec.SegmentWriter.__module__; assert writer == 'walogs._writer', writer; \
+		print('sdist: pure-Python fallback without a compiler, compiled codec and writer with one')"
 
 annotate: $(DEPS)
 	$(VENV)/bin/cython -3 -a walogs/_frame.pyx -o build/_frame_annotated.c
