@@ -652,3 +652,106 @@ def test_poisoned_writer_refuses_before_checking_the_entry(log_dir, monkeypatch)
         wal.append_batch([object()])
     monkeypatch.undo()
     wal.close()
+
+
+# Regressions found by the second review of the writer (each failed before its fix).
+
+
+def test_lsns_run_out_at_2_to_the_64_minus_1(log_dir):
+    """I9 at the very end of the LSN space: after 2**64-2 the writer hands out 2**64-1,
+    then refuses further appends with ValueError, writing nothing and never acknowledging
+    anything without a sync (the compiled writer wrapped to LSN 0 and then 1, 2, ...)."""
+    from conftest import make_frame
+
+    log_dir.mkdir()
+    (log_dir / "wal-000001.log").write_bytes(make_frame(2**64 - 2, b"next to last"))
+    with walogs.Wal.open(log_dir) as wal:
+        assert wal.append(b"last") == 2**64 - 1
+        assert wal.durable_lsn == 2**64 - 1 and wal.next_lsn == 2**64
+        with pytest.raises(ValueError, match="out of range"):
+            wal.append(b"one too many")
+        with pytest.raises(ValueError, match="out of range"):
+            wal.append_batch([b"too", b"many"])
+        assert wal.append_batch([]) == range(2**64, 2**64)
+        assert wal.durable_lsn == 2**64 - 1
+    with walogs.Wal.open(log_dir) as again:  # a log ending at 2**64-1 opens, and stays full
+        assert [lsn for lsn, _ in again.iter()] == [2**64 - 2, 2**64 - 1]
+        with pytest.raises(ValueError, match="out of range"):
+            again.append(b"still too many")
+
+
+def test_failed_construction_leaves_nothing_behind(log_dir, monkeypatch):
+    """A Wal whose construction fails after recovery releases the lock, the segment's
+    descriptor and the VISIBLE mapping at once, so the same process can open the log
+    again. (Mock: the writer's constructor is replaced by one that raises MemoryError;
+    it cannot be made to fail for real short of exhausting memory.)"""
+    from walogs import _codec
+
+    walogs.Wal.open(log_dir).close()
+
+    def failing_writer(*args, **kwargs):
+        raise MemoryError("injected")
+
+    monkeypatch.setattr(_codec, "SegmentWriter", failing_writer)
+    with pytest.raises(MemoryError, match="injected"):
+        walogs.Wal.open(log_dir)
+    monkeypatch.undo()
+    fd_dir = f"/proc/{os.getpid()}/fd"
+    held = [os.readlink(os.path.join(fd_dir, name)) for name in os.listdir(fd_dir)
+            if os.path.exists(os.path.join(fd_dir, name))]
+    assert not [path for path in held if path.startswith(str(log_dir))]
+    with walogs.Wal.open(log_dir) as again:  # the lock was released
+        assert again.append(b"x") == 1
+
+
+def test_close_during_a_failing_sync_still_cuts_its_tail(log_dir, monkeypatch):
+    """P2: when close() arrives while a leader's fdatasync is failing, the frame that sync
+    did not make durable is cut before close() finishes, so a reopen cannot bring back an
+    entry whose append raised (the pure-Python writer skipped the cut once closed)."""
+    wal = walogs.Wal.open(log_dir)
+    assert wal.append(b"synced before") == 1
+    entered = threading.Event()
+
+    def failing(fd: int) -> None:
+        entered.set()
+        time.sleep(0.3)  # close() arrives while this sync runs
+        raise OSError(errno.EIO, "injected EIO")
+
+    monkeypatch.setattr(_io, "fdatasync", failing)
+    result: dict[str, object] = {}
+
+    def append() -> None:
+        try:
+            result["lsn"] = wal.append(b"never acknowledged")
+        except BaseException as exc:  # the test checks what it raised
+            result["exc"] = exc
+
+    appender = threading.Thread(target=append, daemon=True)
+    appender.start()
+    assert entered.wait(10)
+    wal.close()
+    appender.join(10)
+    assert isinstance(result.get("exc"), OSError)
+    monkeypatch.undo()
+    assert os.path.getsize(log_dir / "wal-000001.log") == 16 + len(b"synced before")
+    with walogs.Wal.open(log_dir) as again:
+        assert list(again) == [(1, b"synced before")]
+
+
+def test_none_mode_readers_see_the_cut_after_a_failed_sync(log_dir, monkeypatch):
+    """P2 + P4 under sync="none": written entries are published at once; when a sync fails
+    and the unsynced tail is cut, the published end moves back to the cut, so a live reader
+    sees the log as it is (it raised WalCorruptError on a healthy log before)."""
+    wal = walogs.Wal.open(log_dir, walogs.WalConfig(sync="none"))
+    for i in range(3):
+        wal.append(b"e%d" % i)
+    reader = walogs.WalReader(log_dir)
+    assert [lsn for lsn, _ in reader.iter()] == [1, 2, 3]
+    _failing_fdatasync(monkeypatch, 1)
+    with pytest.raises(OSError):
+        wal.sync()
+    assert os.path.getsize(log_dir / "wal-000001.log") == 0  # nothing was ever synced
+    assert [lsn for lsn, _ in reader.iter()] == []
+    monkeypatch.undo()
+    reader.close()
+    wal.close()

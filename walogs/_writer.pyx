@@ -45,7 +45,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyOb
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.errno cimport EINTR, EIO, errno
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport UINT64_MAX, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport strerror
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -173,6 +173,16 @@ cdef int _call_io(_Call *call, object function, tuple args) noexcept:
     return _OK
 
 
+cdef int _call_io_write(_Call *call, int fd, const unsigned char *p, size_t n, uint64_t offset) noexcept:
+    # GIL held: the wrapped _io.pwrite_all, with the bytes it needs made inside the try.
+    try:
+        _io.pwrite_all(fd, PyBytes_FromStringAndSize(<const char *>p, n), offset)
+    except BaseException as exc:
+        _keep(call, exc)
+        return _R_FAILED
+    return _OK
+
+
 cdef inline bint _io_wrapped():
     # Identity checks on three module attributes: ~50 ns, once per call.
     return (_io.pwrite_all is not _REAL_IO[0] or _io.fdatasync is not _REAL_IO[1]
@@ -187,7 +197,8 @@ cdef class SegmentWriter:
     cdef pthread_cond_t _gathered   # signalled: a gathering leader has the appends it waits for
     cdef bint _locks_ready
     cdef int _fd
-    cdef uint64_t _seq, _end, _first, _last, _next, _durable, _limit
+    cdef uint64_t _seq, _end, _first, _last, _durable, _limit
+    cdef uint64_t _written        # the last LSN written (next - 1): 2**64-1 means no LSN is left (I9)
     cdef uint64_t _synced_lsn, _synced_seq, _synced_end   # the last successful fdatasync (P2 cut)
     cdef int _mode
     cdef bint _syncing, _paused, _closed, _poisoned, _gathering, _wrapped
@@ -222,7 +233,7 @@ cdef class SegmentWriter:
         self._mode = MODES.index(mode)
         self._fd = fd
         self._seq, self._end, self._first, self._last = seq, end, first_lsn, last_lsn
-        self._next = next_lsn
+        self._written = next_lsn - 1
         self._durable = next_lsn - 1
         self._limit = min(limit, (1 << 64) - 1)
         self._synced_lsn, self._synced_seq, self._synced_end = self._durable, seq, end
@@ -247,7 +258,7 @@ cdef class SegmentWriter:
     @property
     def next_lsn(self) -> int:
         """The LSN the next append gets."""
-        return self._next
+        return (<object>self._written) + 1
 
     @property
     def durable_lsn(self) -> int:
@@ -315,7 +326,12 @@ cdef class SegmentWriter:
             return rc
         if self._end > 0 and self._end + n > self._limit:
             return _R_FULL
-        lsn = self._next
+        if self._written == UINT64_MAX:
+            with gil:   # the codec's error for an LSN past 2**64-1, as the twin raises it
+                _keep(call, ValueError(f"LSN {(<object>self._written) + 1} is out of range: "
+                                       "LSNs run from 1 to 2**64-1 (I9)"))
+            return _R_FAILED
+        lsn = self._written + 1
         build_frame(frame, src, size, lsn)
         rc = self._write(call, frame, n, lsn, lsn)
         if rc != _OK:
@@ -330,6 +346,7 @@ cdef class SegmentWriter:
         cdef int rc
         cdef uint64_t first = 0, last = 0
         cdef object frames = None
+        cdef object first_lsn = None
         cdef const unsigned char *p = NULL
         cdef size_t n = 0
         cdef _Call call
@@ -341,18 +358,19 @@ cdef class SegmentWriter:
             pthread_mutex_lock(&self._mu)
             rc = self._wait_writable()
             if rc == _OK:
-                first = self._next
                 with gil:   # the codec checks every item (I7) and builds the frames with these LSNs
                     try:
-                        frames = _frame.encode_batch(first, items)
+                        first_lsn = (<object>self._written) + 1   # 2**64 when exhausted: the codec refuses it
+                        frames = _frame.encode_batch(first_lsn, items)
                         p = <const unsigned char *>PyBytes_AS_STRING(frames)
                         n = <size_t>PyBytes_GET_SIZE(frames)
-                        last = first + len(items) - 1
+                        if n:
+                            first = first_lsn
+                            last = first + len(items) - 1
                     except BaseException as exc:
                         _keep(&call, exc)
                         rc = _R_FAILED
             if rc == _OK:
-                call.lsn = first
                 if n == 0:
                     pass
                 elif self._end > 0 and self._end + n > self._limit:
@@ -363,7 +381,7 @@ cdef class SegmentWriter:
                         rc = self._wait_durable(&call, last, True)
             pthread_mutex_unlock(&self._mu)
         _raise_kept(&call, rc)
-        return call.lsn if rc == _OK else rc
+        return first_lsn if rc == _OK else rc
 
     def sync(self) -> bool:
         """Make every written entry durable, leading or joining a group commit; False if BLOCKED."""
@@ -376,7 +394,7 @@ cdef class SegmentWriter:
             if self._closed or self._poisoned:
                 rc = _R_BLOCKED
             else:
-                rc = self._wait_durable(&call, self._next - 1, False)
+                rc = self._wait_durable(&call, self._written, False)
             pthread_mutex_unlock(&self._mu)
         _raise_kept(&call, rc)
         return rc == _OK
@@ -403,7 +421,7 @@ cdef class SegmentWriter:
         if not self._first:
             self._first = first
         self._last = last
-        self._next = last + 1
+        self._written = last
         if self._mode == _MODE_NONE:
             self._publish(last, self._seq, self._end)
         else:
@@ -457,7 +475,7 @@ cdef class SegmentWriter:
         self._syncing = True
         if gather and self._last_batch > 1:
             self._gather()
-        fd, lsn, seq, end = self._fd, self._next - 1, self._seq, self._end
+        fd, lsn, seq, end = self._fd, self._written, self._seq, self._end
         calls, self._unsynced_calls = self._unsynced_calls, 0
         pthread_mutex_unlock(&self._mu)
         started = _now_ns()
@@ -496,13 +514,18 @@ cdef class SegmentWriter:
         # exception (made here from an errno). An OSError poisons the writer (P2:
         # True, the caller cuts); anything else a wrapped _io raised only
         # propagates, as it does in the twin.
-        cdef bint poisons
+        cdef bint poisons = rc > 0   # a system call failed: poisoned even if no error object can be made
         with gil:
-            if rc > 0:
-                _keep(call, OSError(rc, strerror(rc).decode("utf-8", "replace")))
-            poisons = call.exc != NULL and isinstance(<object>call.exc, OSError)
-            if poisons and self._poison is None:
-                self._poison = <object>call.exc
+            try:
+                if rc > 0:
+                    _keep(call, OSError(rc, strerror(rc).decode("utf-8", "replace")))
+                poisons = poisons or (call.exc != NULL and isinstance(<object>call.exc, OSError))
+                if poisons and self._poison is None:
+                    self._poison = <object>call.exc
+            except BaseException as exc:   # MemoryError: raise that, still poisoned
+                _keep(call, exc)
+                if self._poison is None:
+                    self._poison = exc
         if poisons:
             self._poisoned = True
             pthread_cond_broadcast(&self._changed)
@@ -521,6 +544,8 @@ cdef class SegmentWriter:
         self._last = self._synced_lsn if end else 0
         if not end:
             self._first = 0
+        if self._mode == _MODE_NONE:   # it published the written end: readers must not read past the cut
+            self._publish(self._synced_lsn, self._seq, end)
 
     cdef bint _cut_to(self, uint64_t length) noexcept nogil:
         # Clean-up after a failure: its own error is dropped, the first one is what raises.
@@ -538,8 +563,7 @@ cdef class SegmentWriter:
         cdef ssize_t done
         if self._wrapped:
             with gil:
-                return _call_io(call, _io.pwrite_all,
-                                (self._fd, PyBytes_FromStringAndSize(<const char *>p, n), offset))
+                return _call_io_write(call, self._fd, p, n, offset)
         while n:
             done = pwrite(self._fd, p, n, <off_t>offset)
             if done < 0:
@@ -611,12 +635,12 @@ cdef class SegmentWriter:
     def cursor(self) -> tuple:
         """(fd, seq, end, first_lsn, last_lsn, next_lsn) of the active segment, consistent."""
         cdef int fd
-        cdef uint64_t seq, end, first, last, next_lsn
+        cdef uint64_t seq, end, first, last, written
         with nogil:
             pthread_mutex_lock(&self._mu)
-            fd, seq, end, first, last, next_lsn = self._fd, self._seq, self._end, self._first, self._last, self._next
+            fd, seq, end, first, last, written = self._fd, self._seq, self._end, self._first, self._last, self._written
             pthread_mutex_unlock(&self._mu)
-        return fd, seq, end, first, last, next_lsn
+        return fd, seq, end, first, last, (<object>written) + 1
 
     def sync_paused(self) -> bool:
         """While paused: fdatasync everything written, mark it durable and wake its waiters.
@@ -641,9 +665,9 @@ cdef class SegmentWriter:
                 rc = self._fdatasync(&call, fd)
                 pthread_mutex_lock(&self._mu)
                 if rc == _OK:
-                    self._synced_lsn, self._synced_seq, self._synced_end = self._next - 1, self._seq, self._end
-                    if self._next - 1 > self._durable:
-                        self._mark_durable(self._next - 1, self._seq, self._end)
+                    self._synced_lsn, self._synced_seq, self._synced_end = self._written, self._seq, self._end
+                    if self._written > self._durable:
+                        self._mark_durable(self._written, self._seq, self._end)
                     pthread_cond_broadcast(&self._changed)
                 else:
                     if self._fail(&call, rc):
@@ -660,7 +684,7 @@ cdef class SegmentWriter:
         with nogil:
             pthread_mutex_lock(&self._mu)
             self._fd, self._seq, self._end, self._first, self._last = new_fd, new_seq, 0, 0, 0
-            self._synced_lsn, self._synced_seq, self._synced_end = self._next - 1, new_seq, 0
+            self._synced_lsn, self._synced_seq, self._synced_end = self._written, new_seq, 0
             pthread_mutex_unlock(&self._mu)
 
     def finish_close(self) -> None:

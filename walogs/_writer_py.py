@@ -59,6 +59,7 @@ class SegmentWriter:
         self._sync_state = threading.Lock()
         self._paused_by: Optional[int] = None
         self._closed = False
+        self._cut_pending = False  # a failed sync's unsynced tail is still to be cut (P2)
         self._syncing = False
         self._waiters: list[tuple[int, LockType]] = []  # (lsn, held lock) of threads awaiting a sync
         # What the next fdatasync covers, and the last end one succeeded for: (fd, lsn, seq, end).
@@ -185,7 +186,9 @@ class SegmentWriter:
                             _io.fdatasync(target[0])
                         except OSError as exc:
                             # Poisoned before a pause can take _sync_mutex: rotate/close must
-                            # not sync again after a failed sync (P2).
+                            # not sync again after a failed sync (P2), and close() cuts the
+                            # tail if it gets there before _cut_unsynced.
+                            self._cut_pending = True
                             self.poison_with(exc)
                             raise
                         self.sync_seconds += time.perf_counter() - started
@@ -250,7 +253,7 @@ class SegmentWriter:
     def _cut_unsynced(self) -> None:
         # After a failed fdatasync (P2); the writer is poisoned, so no write can start.
         with self._mutex:
-            if not self._closed:
+            if self._cut_pending and not self._closed:  # else finish_close() cut it
                 self._truncate_to_synced()
 
     def _truncate_to_synced(self) -> None:
@@ -261,6 +264,7 @@ class SegmentWriter:
         frames and call them durable. They were never acknowledged as durable,
         so they go now. Not synced again: a failed sync is never retried.
         """
+        self._cut_pending = False
         _, synced_lsn, synced_seq, synced_end = self._synced
         end = synced_end if synced_seq == self._seq else 0
         try:
@@ -270,6 +274,8 @@ class SegmentWriter:
         self._end = end
         self._last_lsn = synced_lsn if end else 0
         self._first_lsn = self._first_lsn if end else 0
+        if self._publish_written is not None:  # "none" published the written end: readers must not read past the cut
+            self._publish_written(PUBLISHED, self._seq, synced_lsn, end)
 
     def poison_with(self, exc: BaseException) -> None:
         """P2: after a failed write or sync nothing is acknowledged until reopen; wake every waiter."""
@@ -343,6 +349,8 @@ class SegmentWriter:
     def finish_close(self) -> None:
         """While paused: no write or sync ever again; wake every waiter (to return or fail); resume."""
         try:
+            if self._cut_pending:  # a leader's sync failed just before the pause: cut its tail now
+                self._truncate_to_synced()
             with self._sync_state:  # leaders publish under it: none does once this is set
                 self._closed = True
                 self._wake_waiters()

@@ -40,7 +40,8 @@ class Wal:
         active = segments[-1]
         self._active_seq = active.seq
         self._tail_state = TailState(layout.torn_at)
-        self._closed = False
+        # Closed until fully built: __del__ of a half-built Wal leaves the clean-up to open().
+        self._closed = True
         # True once closed, poisoned or in a forked child: the hot paths test only this.
         self._blocked = False
         # Guards rotation, checkpoint and close (the segment list); appends take only the writer's.
@@ -61,6 +62,7 @@ class Wal:
                 name=f"walogs-sync {directory}", daemon=True,
             )
             self._interval_thread.start()
+        self._closed = False
 
     @classmethod
     def open(cls, path: PathLike, config: Optional[WalConfig] = None, *,
@@ -78,19 +80,25 @@ class Wal:
         directory = os.path.abspath(os.fsdecode(os.fspath(path)))
         _recovery.ensure_directory(directory)
         lock = _lock.WriterLock.acquire(directory, lock_timeout)
-        fd = None
+        fd = publisher = None
         try:
             _visible.mark_recovering(directory)
             layout, fd = _recovery.recover(directory)
             # P11: published only now that recovery made the kept entries durable.
             publisher = _visible.Publisher(directory)
             lock.record_owner()
+            return cls(directory, config, lock, layout, fd, publisher)
         except BaseException:
+            # Nothing may outlive a failed open: descriptor, mapping, lock.
+            if publisher is not None:
+                try:
+                    publisher.close(mark_closed=True)
+                except BufferError:
+                    pass  # a half-built writer still maps it: unmapped when that is collected
             if fd is not None:
                 _io.close(fd)
             lock.release()
             raise
-        return cls(directory, config, lock, layout, fd, publisher)
 
     # ------------------------------------------------------------------ guards
 
@@ -359,29 +367,33 @@ class Wal:
         with self._mutex:
             if self._closed:
                 return
-            self._closed = self._blocked = True
-            self._stop_interval.set()
             in_owner = self._generation == _lock.fork_generation()
             writer = self._writer
-            fd = writer.cursor()[0]  # in a forked child too: after drop_in_child its locks are fresh
+            if in_owner:
+                writer.pause()  # waits out a sync in flight; interrupted here, nothing has changed
+            closing = False
             try:
-                if in_owner:
-                    writer.pause()
-                    try:
-                        if writer.poison is None and writer.durable_lsn < writer.next_lsn - 1:
-                            writer.sync_paused()  # appends waiting on a group commit return durable
-                    finally:
-                        writer.finish_close()  # waiters wake to return or raise; no write or sync after
+                fd = writer.cursor()[0]  # paused, or (forked child) lock-free after drop_in_child
+                self._closed = self._blocked = closing = True
+                self._stop_interval.set()
+                if in_owner and writer.poison is None and writer.durable_lsn < writer.next_lsn - 1:
+                    writer.sync_paused()  # appends waiting on a group commit return durable
             finally:
-                # Each step runs even if one before it raised: the lock must go.
+                # Each step runs even if one before it raised: waiters must wake, the lock must go.
                 try:
-                    _io.close(fd)
+                    if in_owner:
+                        # finish_close: waiters wake to return or raise; no write or sync after.
+                        (writer.finish_close if closing else writer.resume)()
                 finally:
-                    try:
-                        # Marking "closed" before unlocking: readers then read every valid frame.
-                        self._publisher.close(mark_closed=in_owner)
-                    finally:
-                        self._lock.release()
+                    if closing:
+                        try:
+                            _io.close(fd)
+                        finally:
+                            try:
+                                # Marking "closed" before unlocking: readers then read every valid frame.
+                                self._publisher.close(mark_closed=in_owner)
+                            finally:
+                                self._lock.release()
         thread = self._interval_thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
