@@ -544,3 +544,56 @@ def test_group_commit_followers_each_woken_once(log_dir, monkeypatch):
     assert sorted(acked) == list(range(1, 201))
     assert 0 < syncs["n"] < 200
     assert wakes["n"] <= 200 + syncs["n"]
+
+
+@pytest.mark.parametrize("sync", ["always", "none"])
+def test_an_entry_larger_than_a_segment_is_not_starved(log_dir, monkeypatch, sync):
+    """An entry larger than max_segment_size only fits an empty segment. With 6 threads
+    appending small entries, the append that rotates for it writes it into the fresh
+    segment before any other append can (found in review: it used to rotate, lose the new
+    segment to a small append, and rotate again, up to 243 times for one append). Each
+    big append therefore creates at most one segment itself (counted per thread through
+    _io.create_new; wrapping it does not change how appends are written), and every
+    entry is durable (I4) or written ("none") and read back in LSN order."""
+    created: dict[str, int] = {}
+    real_create = _io.create_new
+
+    def counting_create(path: str) -> int:
+        name = threading.current_thread().name
+        created[name] = created.get(name, 0) + 1
+        return real_create(path)
+
+    monkeypatch.setattr(_io, "create_new", counting_create)
+    wal = walogs.Wal.open(log_dir, walogs.WalConfig(sync=sync, max_segment_size=4096))
+    stop = threading.Event()
+
+    def small() -> None:
+        while not stop.is_set():
+            wal.append(b"s" * 100)
+
+    threads = [threading.Thread(target=small, daemon=True) for _ in range(6)]
+    for t in threads:
+        t.start()
+    big_lsns = []
+    try:
+        for _ in range(20):
+            created["big"] = 0
+            threading.current_thread().name, saved = "big", threading.current_thread().name
+            try:
+                lsn = wal.append(b"B" * 8000)
+            finally:
+                threading.current_thread().name = saved
+            assert created["big"] <= 1
+            if sync == "always":
+                assert wal.durable_lsn >= lsn
+            big_lsns.append(lsn)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    wal.close()
+    with walogs.Wal.open(log_dir) as again:
+        entries = list(again)
+    assert [lsn for lsn, _ in entries] == list(range(1, len(entries) + 1))
+    assert all(dict(entries)[lsn] == b"B" * 8000 for lsn in big_lsns)

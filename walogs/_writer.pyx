@@ -284,6 +284,18 @@ cdef class SegmentWriter:
 
     def append(self, data: object) -> int:
         """Write one entry; under ``"always"`` return once it is durable. LSN, FULL or BLOCKED."""
+        return self._append(data, False)
+
+    def append_paused(self, data: object) -> int:
+        """While this thread has the writer paused: write one entry now; LSN or BLOCKED.
+
+        Not FULL-checked (the caller made room) and not yet durable: the
+        caller syncs with :meth:`sync_paused`. An append that had to rotate
+        writes this way, so other appends cannot take the fresh segment first.
+        """
+        return self._append(data, True)
+
+    cdef object _append(self, object data, bint as_pauser):
         cdef object view
         cdef Py_buffer buf
         cdef unsigned char stack[_STACK_FRAME]
@@ -307,7 +319,7 @@ cdef class SegmentWriter:
             _new_call(&call)
             with nogil:
                 pthread_mutex_lock(&self._mu)
-                rc = self._write_one(&call, frame, <const unsigned char *>buf.buf, <size_t>buf.len, n)
+                rc = self._write_one(&call, frame, <const unsigned char *>buf.buf, <size_t>buf.len, n, as_pauser)
                 pthread_mutex_unlock(&self._mu)
         finally:
             if frame != stack:
@@ -317,14 +329,14 @@ cdef class SegmentWriter:
         return call.lsn if rc == _OK else rc
 
     cdef int _write_one(self, _Call *call, unsigned char *frame, const unsigned char *src, size_t size,
-                        size_t n) noexcept nogil:
-        # Mutex held. _OK (call.lsn written, and durable under "always"), _R_FULL,
-        # _R_BLOCKED or _R_FAILED (call.exc is the exception to raise).
+                        size_t n, bint as_pauser) noexcept nogil:
+        # Mutex held. _OK (call.lsn written, and durable under "always" unless
+        # as_pauser), _R_FULL, _R_BLOCKED or _R_FAILED (call.exc is the exception to raise).
         cdef uint64_t lsn
-        cdef int rc = self._wait_writable()
+        cdef int rc = self._wait_writable(as_pauser)
         if rc != _OK:
             return rc
-        if self._end > 0 and self._end + n > self._limit:
+        if not as_pauser and self._end > 0 and self._end + n > self._limit:
             return _R_FULL
         if self._written == UINT64_MAX:
             with gil:   # the codec's error for an LSN past 2**64-1, as the twin raises it
@@ -337,12 +349,19 @@ cdef class SegmentWriter:
         if rc != _OK:
             return rc
         call.lsn = lsn
-        if self._mode == _MODE_ALWAYS:
+        if self._mode == _MODE_ALWAYS and not as_pauser:
             return self._wait_durable(call, lsn, True)
         return _OK
 
     def append_batch(self, items: list) -> int:
         """Write ``items`` with one write; the first LSN, FULL or BLOCKED. Validates all first (I7)."""
+        return self._append_batch(items, False)
+
+    def append_batch_paused(self, items: list) -> int:
+        """:meth:`append_paused` for a batch; the first LSN or BLOCKED."""
+        return self._append_batch(items, True)
+
+    cdef object _append_batch(self, list items, bint as_pauser):
         cdef int rc
         cdef uint64_t first = 0, last = 0
         cdef object frames = None
@@ -356,7 +375,7 @@ cdef class SegmentWriter:
         _new_call(&call)
         with nogil:
             pthread_mutex_lock(&self._mu)
-            rc = self._wait_writable()
+            rc = self._wait_writable(as_pauser)
             if rc == _OK:
                 with gil:   # the codec checks every item (I7) and builds the frames with these LSNs
                     try:
@@ -373,11 +392,11 @@ cdef class SegmentWriter:
             if rc == _OK:
                 if n == 0:
                     pass
-                elif self._end > 0 and self._end + n > self._limit:
+                elif not as_pauser and self._end > 0 and self._end + n > self._limit:
                     rc = _R_FULL
                 else:
                     rc = self._write(&call, p, n, first, last)
-                    if rc == _OK and self._mode == _MODE_ALWAYS:
+                    if rc == _OK and self._mode == _MODE_ALWAYS and not as_pauser:
                         rc = self._wait_durable(&call, last, True)
             pthread_mutex_unlock(&self._mu)
         _raise_kept(&call, rc)
@@ -399,9 +418,10 @@ cdef class SegmentWriter:
         _raise_kept(&call, rc)
         return rc == _OK
 
-    cdef int _wait_writable(self) noexcept nogil:
-        # Mutex held: wait out a pause; _OK, or _R_BLOCKED once closed or poisoned.
-        while self._paused and not (self._closed or self._poisoned):
+    cdef int _wait_writable(self, bint as_pauser) noexcept nogil:
+        # Mutex held: wait out a pause (unless this is the pausing thread writing);
+        # _OK, or _R_BLOCKED once closed or poisoned.
+        while self._paused and not as_pauser and not (self._closed or self._poisoned):
             pthread_cond_wait(&self._changed, &self._mu)
         if self._closed or self._poisoned:
             return _R_BLOCKED

@@ -129,6 +129,29 @@ class SegmentWriter:
         elif self._publish_written is not None:
             self._publish_written(PUBLISHED, self._seq, last, self._end)
 
+    def append_paused(self, data: object) -> int:
+        """While this thread has the writer paused: write one entry now; LSN or BLOCKED.
+
+        Not FULL-checked (the caller made room) and not yet durable: the
+        caller syncs with :meth:`sync_paused`. An append that had to rotate
+        writes this way, so other appends cannot take the fresh segment first.
+        """
+        if self._closed or self.poison is not None:
+            return BLOCKED
+        lsn = self.next_lsn
+        self._write(_codec.encode(lsn, data), lsn, lsn)
+        return lsn
+
+    def append_batch_paused(self, items: list[object]) -> int:
+        """:meth:`append_paused` for a batch; the first LSN or BLOCKED."""
+        if self._closed or self.poison is not None:
+            return BLOCKED
+        first = self.next_lsn
+        frames = _codec.encode_batch(first, items)
+        if frames:
+            self._write(frames, first, first + len(items) - 1)
+        return first
+
     def sync(self) -> bool:
         """Make every written entry durable, leading or joining a group commit; False if BLOCKED."""
         with self._mutex:

@@ -6,7 +6,7 @@ import os
 import pathlib
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Optional, Union
 
 from walogs import _codec, _floor, _io, _lock, _recovery, _segments, _visible
@@ -155,9 +155,8 @@ class Wal:
         lsn = self._writer.append(data)
         if lsn > 0:
             return lsn
-        while lsn == FULL:
-            self._rotate_for(_codec.frame_size(data))
-            lsn = self._writer.append(data)
+        if lsn == FULL:
+            lsn = self._rotate_for(_codec.frame_size(data), lambda: self._writer.append_paused(data))
         if lsn == BLOCKED:
             raise self._refused()
         return lsn
@@ -173,9 +172,9 @@ class Wal:
         if self._blocked:
             self._check_writable()
         first = self._writer.append_batch(items)
-        while first == FULL:
-            self._rotate_for(sum(_codec.frame_size(item) for item in items))
-            first = self._writer.append_batch(items)
+        if first == FULL:
+            size = sum(_codec.frame_size(item) for item in items)
+            first = self._rotate_for(size, lambda: self._writer.append_batch_paused(items))
         if first == BLOCKED:
             raise self._refused()
         return range(first, first + len(items))
@@ -189,13 +188,17 @@ class Wal:
 
     def rotate(self) -> None:
         """Finish the active segment and start a new one; no-op when it is empty."""
-        self._rotate_for(0)
+        self._rotate_for(0, None)
 
-    def _rotate_for(self, size: int) -> None:
-        """Rotate unless ``size`` more bytes fit the active segment (or it is empty).
+    def _rotate_for(self, size: int, write: Optional[Callable[[], int]]) -> int:
+        """Rotate unless ``size`` more bytes fit the active segment (or it is empty), then ``write()``.
 
-        Called by appends the writer refused as FULL: another thread may have
-        rotated since, so the need is judged again here.
+        For appends the writer refused as FULL (another thread may have
+        rotated since, so the need is judged again here). ``write`` runs
+        while the writer is still paused, so no other append can take the
+        fresh segment first (an entry that only fits an empty segment would
+        otherwise lose it again and again); under ``"always"`` it is synced
+        before the pause ends. Returns what ``write`` returned (0 without it).
         """
         with self._mutex:
             self._check_writable()
@@ -204,9 +207,15 @@ class Wal:
             try:
                 self._check_writable()  # a leader may have failed its sync while this waited
                 old_fd, seq, end, first_lsn, last_lsn, _ = writer.cursor()
-                if end == 0 or (size and end + size <= self._segment_limit):
-                    return
-                self._rotate_paused(old_fd, SegmentInfo(seq, _segments.segment_name(seq), first_lsn, last_lsn, end))
+                if end > 0 and (not size or end + size > self._segment_limit):
+                    old = SegmentInfo(seq, _segments.segment_name(seq), first_lsn, last_lsn, end)
+                    self._rotate_paused(old_fd, old)
+                if write is None:
+                    return 0
+                lsn = write()
+                if lsn > 0 and self._config.sync == "always" and not writer.sync_paused():
+                    raise self._refused()  # I4: durable before it is acknowledged
+                return lsn
             finally:
                 writer.resume()
 
