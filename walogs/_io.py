@@ -1,9 +1,13 @@
 """Every system call walogs makes on the log directory, in one small module.
 
-The writer, the readers and recovery reach the disk only through the
-functions here, looked up as ``_io.name`` at call time, so a test can wrap
-any of them to record or fail calls (crash images, injected EIO) while the
-rest stays real. The compiled codec does no I/O at all.
+The writer, the readers and recovery reach the disk through the functions
+here, looked up as ``_io.name`` at call time, so a test can wrap any of them
+to record or fail calls (crash images, injected EIO) while the rest stays
+real. One exception, by design: the compiled writer (``_writer.pyx``) calls
+``pwrite``, ``fdatasync`` and ``ftruncate`` from C without the GIL, except
+while a test has wrapped ``pwrite_all``, ``fdatasync`` or ``ftruncate``
+here, when it calls those functions instead. The compiled codec does no
+I/O at all.
 
 Linux-first: fdatasync falls back to fsync where the platform lacks it.
 """
