@@ -10,7 +10,6 @@ from walogs._visible import Publisher
 FULL: Final[int]
 BLOCKED: Final[int]
 MODES: Final[tuple[str, str, str]]
-IMPLEMENTATION: Final[str]
 
 class SegmentWriter:
     def __init__(self, fd: int, seq: int, end: int, first_lsn: int, last_lsn: int, next_lsn: int,

@@ -91,7 +91,6 @@ BLOCKED = -1
 """Nothing was written: the writer is closed, poisoned or in a forked child."""
 
 MODES = ("always", "interval", "none")
-IMPLEMENTATION = "cython"
 
 cdef enum:
     _HDR = 16

@@ -30,7 +30,6 @@ BLOCKED = -1
 """Nothing was written: the writer is closed, poisoned or in a forked child."""
 
 MODES = ("always", "interval", "none")
-IMPLEMENTATION = "python"
 
 
 class SegmentWriter:
