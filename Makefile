@@ -6,7 +6,7 @@ DEPS   := $(VENV)/.stamp-deps
 BUILT  := .stamp-build
 PYTEST := $(PY) -m pytest -n auto -q -p no:cacheprovider
 
-.PHONY: all demo test test-cython test-python build bench stress annotate lint wheel wheel-test sdist sdist-test clean system-deps
+.PHONY: all demo test test-cython test-python build bench stress annotate lint wheel wheels wheel-test sdist sdist-test clean system-deps
 
 all: build
 
@@ -63,24 +63,27 @@ bench: build
 	@$(PY) -m pip install -q --disable-pip-version-check matplotlib || echo "matplotlib did not install: no chart"
 	PYTHONPATH=$(CURDIR) $(PY) benchmarks/run.py
 
-# A manylinux wheel: built without isolation from .venv's Cython, repaired
-# by auditwheel (which bundles libdeflate), then checked.
+# The manylinux2014 wheel for .venv's Python, built by tools/build_wheel.sh:
+# zig cc against glibc 2.17, libdeflate linked statically, symbols stripped,
+# repaired and checked by auditwheel; dist/ changes only when all of it passed.
 wheel: $(DEPS)
-	rm -rf build/wheel dist
-	WALOGS_REQUIRE_EXTENSIONS=1 $(PY) -m pip wheel -q --no-deps --no-build-isolation -w build/wheel .
-	$(VENV)/bin/auditwheel repair -w dist build/wheel/walogs-*.whl
-	$(VENV)/bin/auditwheel show dist/walogs-*.whl
-	$(PY) tools/check_wheel.py dist/walogs-*.whl
+	tools/build_wheel.sh $(PY) $(VENV)/bin dist
+
+# One wheel per CPython 3.9-3.13 found here (python3.X on PATH, or pyenv's),
+# each smoke-tested in its own venv; see README "Wheels" for why not abi3.
+wheels: $(DEPS)
+	$(PY) tools/wheels_all.py --tools $(VENV)/bin --out dist
 
 # Install the wheel into a fresh venv and run the whole suite against it, from
 # a copy of tests/ (and the examples they run) outside the source tree, so
 # nothing can import the sources.
 WHEEL_VENV := build/wheel-venv
 WHEEL_RUN  := build/wheel-run
+PYTAG       = $(shell $(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
 wheel-test: wheel
 	rm -rf $(WHEEL_VENV) $(WHEEL_RUN)
 	$(PYTHON) -m venv $(WHEEL_VENV)
-	$(WHEEL_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt dist/walogs-*.whl
+	$(WHEEL_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt dist/walogs-*-$(PYTAG)-*.whl
 	mkdir -p $(WHEEL_RUN) && cp -r tests examples $(WHEEL_RUN)/
 	printf '[pytest]\nfilterwarnings = error\naddopts = -ra\n' > $(WHEEL_RUN)/pytest.ini
 	cd $(WHEEL_RUN) && ../wheel-venv/bin/python -c "import walogs; \
@@ -98,8 +101,10 @@ sdist: $(DEPS)
 sdist-test: sdist
 	rm -rf build/sdist-venv && $(PYTHON) -m venv build/sdist-venv
 	CC=/bin/false build/sdist-venv/bin/python -m pip install -v --no-cache-dir dist/walogs-*.tar.gz > build/sdist-nocc.log 2>&1
-	grep -q "walogs will use the pure-Python codec" build/sdist-nocc.log
-	cd build && sdist-venv/bin/python -c "import walogs; assert walogs.IMPLEMENTATION == 'python', walogs.IMPLEMENTATION"
+	grep -q "walogs._frame could not be built" build/sdist-nocc.log
+	grep -q "walogs._writer could not be built" build/sdist-nocc.log
+	cd build && sdist-venv/bin/python -c "import walogs; assert walogs.IMPLEMENTATION == 'python', walogs.IMPLEMENTATION" 2> sdist-import.log
+	grep -q "RuntimeWarning: walogs is running a pure-Python fallback: walogs._frame was never built" build/sdist-import.log
 	build/sdist-venv/bin/python -m pip install -q --no-cache-dir --force-reinstall --no-deps dist/walogs-*.tar.gz
 	cd build && sdist-venv/bin/python -c "import walogs; assert walogs.IMPLEMENTATION == 'cython', walogs.IMPLEMENTATION; \
 		writer = walogs._codec.SegmentWriter.__module__; assert writer == 'walogs._writer', writer; \

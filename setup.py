@@ -129,7 +129,7 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except BUILD_ERRORS as exc:
-            self._give_up(exc)
+            self._give_up(exc, [ext.name for ext in self.extensions])
 
     def build_extensions(self):
         for ext in self.extensions:
@@ -141,7 +141,7 @@ class OptionalBuildExt(build_ext):
         try:
             super().build_extension(ext)
         except BUILD_ERRORS as exc:
-            self._give_up(exc)
+            self._give_up(exc, [ext.name])
             self._failed.add(ext.name)
 
     def copy_extensions_to_source(self):
@@ -164,17 +164,27 @@ class OptionalBuildExt(build_ext):
         if use_libdeflate:
             ext.define_macros.append(("WALOGS_HAVE_LIBDEFLATE", "1"))
             ext.libraries.append("deflate")
+            print("walogs._frame: CRC-32 from libdeflate")
         else:
             ext.libraries.append("z")
-        print(f"walogs._frame: CRC-32 from {'libdeflate' if use_libdeflate else 'zlib'}")
+            if CRC_CHOICE == "auto":
+                _warn(
+                    "libdeflate (libdeflate.h and -ldeflate) was not found: walogs._frame computes CRC-32 "
+                    "with zlib, which makes scans and large appends several times slower. Install "
+                    "libdeflate's development files (Debian: libdeflate-dev) and reinstall for the fast CRC; "
+                    "walogs.BUILD_INFO.crc and `walogs info` show which one a build uses."
+                )
+            else:
+                print("walogs._frame: CRC-32 from zlib (WALOGS_CRC=zlib)")
 
-    def _give_up(self, exc: BaseException) -> None:
+    def _give_up(self, exc: BaseException, modules: list[str]) -> None:
         if REQUIRE_EXTENSIONS:
             raise exc
+        names = " and ".join(modules) or "walogs' compiled modules"
         _warn(
-            f"the compiled frame codec walogs._frame could not be built ({exc}); "
-            "walogs will use the pure-Python codec, which is correct but several "
-            "times slower. Set WALOGS_REQUIRE_EXTENSIONS=1 to make this an error."
+            f"{names} could not be built ({exc}); walogs will use its pure-Python "
+            "twin instead, which is correct but several times slower, and says so "
+            "with a RuntimeWarning at import. Set WALOGS_REQUIRE_EXTENSIONS=1 to make this an error."
         )
 
 
@@ -184,7 +194,7 @@ def _extensions() -> list[Extension]:
     except ImportError:
         if REQUIRE_EXTENSIONS:
             sys.exit("WALOGS_REQUIRE_EXTENSIONS=1 but Cython is not installed (pip install 'Cython>=3.0,<4')")
-        _warn("Cython is not installed: walogs will use the pure-Python codec.")
+        _warn("Cython is not installed: walogs._frame and walogs._writer are not built; walogs will use its pure-Python twins.")
         return []
     codec = Extension(
         "walogs._frame",
@@ -207,7 +217,7 @@ def _extensions() -> list[Extension]:
     except Exception as exc:  # Cython's CompileError and friends
         if REQUIRE_EXTENSIONS:
             raise
-        _warn(f"Cython could not translate walogs' .pyx files ({exc}): walogs will use the pure-Python codec.")
+        _warn(f"Cython could not translate walogs' .pyx files ({exc}): walogs will use its pure-Python twins.")
         return []
 
 

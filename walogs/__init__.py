@@ -5,7 +5,7 @@ every acknowledged entry survives a crash. Any number of readers
 (:class:`WalReader`) iterate and follow the log at the same time.
 """
 
-from walogs._codec import IMPLEMENTATION
+from walogs._codec import BUILD_INFO, IMPLEMENTATION, BuildInfo
 from walogs.config import TailState, WalConfig
 from walogs.errors import (
     DEFAULT_MAX_SEGMENT_SIZE,
@@ -24,10 +24,12 @@ from walogs.wal import Wal
 __version__ = "0.1.0"
 
 __all__ = [
+    "BUILD_INFO",
     "DEFAULT_MAX_SEGMENT_SIZE",
     "FRAME_HEADER_SIZE",
     "IMPLEMENTATION",
     "MAX_ENTRY_SIZE",
+    "BuildInfo",
     "EntryTooLargeError",
     "LsnOutOfRangeError",
     "TailState",
