@@ -6,7 +6,7 @@ DEPS   := $(VENV)/.stamp-deps
 BUILT  := .stamp-build
 PYTEST := $(PY) -m pytest -n auto -q -p no:cacheprovider
 
-.PHONY: all demo test test-cython test-python build bench stress annotate lint wheel wheels wheel-test sdist sdist-test clean system-deps
+.PHONY: all demo docs test test-cython test-python build bench stress annotate lint wheel wheels wheel-test sdist sdist-test clean system-deps
 
 all: build
 
@@ -41,8 +41,14 @@ demo: build
 # users get, so that is what the compiled pass tests).
 test: build
 	WALOGS_PURE_PYTHON=1 $(PYTEST) tests
+	$(MAKE) docs
 	$(MAKE) wheel-test
 	$(MAKE) sdist-test
+
+# The reference (docs/*.md and the API from the docstrings), warnings as errors.
+docs: build
+	$(PY) -m sphinx -W -q -b html docs build/docs
+	@echo "docs: build/docs/index.html"
 
 test-cython: build
 	$(PYTEST) tests
