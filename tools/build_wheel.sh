@@ -32,6 +32,19 @@ archive=$(cc -print-file-name=libdeflate.a 2>/dev/null || true)
 
 if [ -n "$header" ] && [ -f "$archive" ] && "$tools_bin/python" -m ziglang version >/dev/null 2>&1; then
     cp "$header" "$work/zig/include/"
+    # Debian's Python keeps pyconfig.h under a multiarch folder that its Python.h
+    # names relative to /usr/include, which zig does not search (nor should it:
+    # that is the host's glibc): link just that folder into the private include dir.
+    multiarch=$("$target_py" -c 'import os, sysconfig
+inc = sysconfig.get_paths()["include"]
+arch = sysconfig.get_config_var("MULTIARCH") or ""
+conf = os.path.join(os.path.dirname(inc), arch, os.path.basename(inc))
+print(conf if arch and os.path.isfile(os.path.join(conf, "pyconfig.h")) else "")')
+    if [ -n "$multiarch" ]; then
+        link="$work/zig/include/$(basename "$(dirname "$multiarch")")/$(basename "$multiarch")"
+        mkdir -p "$(dirname "$link")"
+        ln -s "$multiarch" "$link"
+    fi
     cp "$archive" "$work/zig/lib/"
     WALOGS_ZIG_PYTHON="$tools_bin/python"
     WALOGS_ZIG_TARGET="$arch-linux-gnu.2.17"
