@@ -323,14 +323,14 @@ class Figure:
         meets the figure's target unless ``report_only`` or the figure has none.
         """
         unit = self.spec.unit
-        target = None if report_only or not isinstance(self.spec.target, AtLeast) else self.spec.target.ratio
+        target = None if report_only or not isinstance(self.spec.target, AtLeast) else self.spec.target
         s, b = median(subj_runs), median(base_runs)
         ratio = s / b if b else math.inf
         paired = [x / y for x, y in zip(subj_runs, base_runs) if y]
         self.rows.append(Row(
             label=label, subject=f"{si(s)} {unit}", baseline=f"{si(b)} {unit}", ratio=ratio,
-            target=f">= {target:g}x" if target is not None else "report only", target_ratio=target,
-            met=(ratio >= target) if target is not None else None,
+            target=str(target) if target else "report only", target_ratio=target.ratio if target else None,
+            met=ratio >= target.ratio if target else None,
             spread=(min(paired), max(paired)) if paired else None,
         ))
         data = {
