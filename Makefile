@@ -64,7 +64,8 @@ stress: build
 		$(PY) tests/fuzz_atheris.py -atheris_runs=$${FUZZ_RUNS:-200000}; \
 	else echo "atheris did not install here: the coverage-guided fuzz run was not done"; fi
 
-# matplotlib only draws benchmarks/results.png; the table and JSON need nothing extra.
+# Prints the table; writes benchmarks/results/results.json and, with matplotlib,
+# results.png (neither is committed; benchmarks/README.md keeps the dated table).
 bench: build
 	@$(PY) -m pip install -q --disable-pip-version-check matplotlib || echo "matplotlib did not install: no chart"
 	PYTHONPATH=$(CURDIR) $(PY) benchmarks/run.py

@@ -1,4 +1,4 @@
-"""Measurements that must run in a process of their own, started by run.py.
+"""Measurements that must run in a process of their own, started by the figures and probe.py.
 
 Usage: ``python benchmarks/_worker.py TASK JSON_ARGS``. The worker prints one
 line ``RESULT <json>`` on stdout when it is done (other lines are protocol
@@ -12,6 +12,7 @@ iter     time one WalReader.iter (or Wal.iter) pass over a log
 rss      peak RSS growth while iterating a log
 follow   follow a live log, timestamp each yield (for follow_latency)
 scale    wait for "go" on stdin, then iterate (for reader_scaling)
+layers   ns per entry at each layer of iteration, from the codec up (for probe.py iter)
 """
 
 from __future__ import annotations
@@ -136,7 +137,62 @@ def task_scale(args: dict) -> None:
     _result({"implementation": walogs.IMPLEMENTATION, "count": count, "t0_ns": t0, "t1_ns": t1})
 
 
-TASKS = {"iter": task_iter, "rss": task_rss, "follow": task_follow, "scale": task_scale}
+def task_layers(args: dict) -> None:
+    import os
+
+    import walogs
+    from walogs._codec import codec
+
+    path = args["path"]
+    entries = int(args["entries"])
+    first = min(n for n in os.listdir(path) if n.startswith("wal-"))
+    with open(os.path.join(path, first), "rb") as f:
+        # one warm 4 MiB buffer, a chunk as Wal.open's scan reads one; it may end mid-frame (the scan stops there)
+        view = memoryview(bytearray(f.read(4 << 20)))
+    per_chunk = codec.scan(view, 0, 0)[1]
+    rounds = max(1, entries // per_chunk)
+    ready = [(i, b"x" * 100) for i in range(per_chunk)]
+
+    def loop_only() -> int:
+        c = 0
+        for _ in range(rounds):
+            for _lsn, _data in ready:
+                c += 1
+        return c
+
+    def scan_only() -> int:
+        return sum(codec.scan(view, 0, 0)[1] for _ in range(rounds))
+
+    def frame_reader() -> int:
+        c = 0
+        for _ in range(rounds):
+            for _lsn, _data in codec.FrameReader(view, 0, 0, 0):
+                c += 1
+        return c
+
+    def reader() -> int:
+        c = 0
+        with walogs.WalReader(path) as r:
+            for _lsn, _data in r.iter():
+                c += 1
+        return c
+
+    out: dict = {"implementation": walogs.IMPLEMENTATION}
+    for name, fn in (("for-loop over ready (lsn, bytes) tuples", loop_only),
+                     ("codec.scan (validate only, no objects)", scan_only),
+                     ("codec.FrameReader over one warm 4 MiB buffer", frame_reader),
+                     ("WalReader.iter of the whole log", reader)):
+        best = None
+        for _ in range(5):
+            t = time.perf_counter()
+            count = fn()
+            dt = time.perf_counter() - t
+            best = dt if best is None else min(best, dt)
+        out[name] = best / count * 1e9
+    _result(out)
+
+
+TASKS = {"iter": task_iter, "rss": task_rss, "follow": task_follow, "scale": task_scale, "layers": task_layers}
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 /* The group-commit ceiling of this machine, with no Python in the way.
  *
- * benchmarks/run.py builds and runs this beside walogs' group_commit
- * figure: the same scheme as walogs.Wal (one write per append under a
+ * benchmarks/figures/group_commit.py builds and runs this beside walogs'
+ * group_commit figure: the same scheme as walogs.Wal (one write per append under a
  * mutex; the first thread to find no sync running leads one fdatasync that
  * covers every frame written before it; the others wait, here on a pthread
  * condition variable), in C with pthreads, on the same filesystem. What 8
@@ -20,7 +20,7 @@
  *
  * The file is created in DIR and unlinked after the run, like a segment.
  *
- * Built as a shared library too (run.py loads it with ctypes): gc_reset and
+ * Built as a shared library too (the figure loads it with ctypes): gc_reset and
  * gc_append let Python threads call this append with the GIL released for
  * the whole call, to see what Python threads reach when nothing of the
  * durable append needs the GIL.
@@ -130,45 +130,6 @@ void gc_reset(int descriptor, int nthreads, int gather_frames) {
 }
 
 int gc_append(void) { return append(); }
-
-/* The wait alone, for callers that write in Python (probe.py group): record
- * that frames up to lsn are written, then wait until it is durable, leading
- * (and gathering, if asked) or following, all in C. */
-void gc_mark_written(long lsn) {
-    pthread_mutex_lock(&mutex);
-    if (lsn >= next_lsn) next_lsn = lsn + 1;
-    if (gather && next_lsn - 1 - durable_lsn >= nthreads_now)
-        pthread_cond_signal(&all_waiting);
-    pthread_mutex_unlock(&mutex);
-}
-
-int gc_wait_durable(long lsn) {
-    pthread_mutex_lock(&mutex);
-    while (durable_lsn < lsn) {
-        if (syncing) {
-            pthread_cond_wait(&synced, &mutex);
-            continue;
-        }
-        syncing = 1;
-        gather_frames();
-        long target = next_lsn - 1;
-        pthread_mutex_unlock(&mutex);
-        int failed = fdatasync(fd) != 0;
-        pthread_mutex_lock(&mutex);
-        syncing = 0;
-        if (!failed) {
-            sync_calls++;
-            if (target > durable_lsn) durable_lsn = target;
-        }
-        pthread_cond_broadcast(&synced);
-        if (failed) {
-            pthread_mutex_unlock(&mutex);
-            return -1;
-        }
-    }
-    pthread_mutex_unlock(&mutex);
-    return 0;
-}
 
 long gc_sync_calls(void) { return sync_calls; }
 

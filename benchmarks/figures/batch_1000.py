@@ -1,0 +1,60 @@
+"""batch_1000: append_batch of 1000 entries, sync="always", against one SQLite transaction of 1000 inserts."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from harness import Bench, Figure, Side, Spec, figure_in_slices, median, timed_loop, wal_side
+
+from walogs import WalConfig
+
+BATCH = 1000
+
+
+def sqlite_side(b: Bench, rows: list, synchronous: str = "FULL") -> Side:
+    """SQLite, journal_mode=WAL; each slice commits transactions of len(rows) inserts (executemany)."""
+
+    def open_() -> tuple[str, sqlite3.Connection]:
+        path = b.fresh("sqlite-batch") + ".db"
+        conn = sqlite3.connect(path, isolation_level=None)
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        assert mode == "wal", mode
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+        return path, conn
+
+    def run(state: tuple[str, sqlite3.Connection], seconds: float) -> tuple[int, float]:
+        execute, executemany = state[1].execute, state[1].executemany
+
+        def op(batch: list) -> None:
+            execute("BEGIN")
+            executemany("INSERT INTO t (data) VALUES (?)", batch)
+            execute("COMMIT")
+        n, t = timed_loop(op, rows, seconds)
+        return n * len(rows), t
+
+    def close(state: tuple[str, sqlite3.Connection]) -> None:
+        path, conn = state
+        conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.unlink(path + suffix)
+
+    return Side(open_, run, close)
+
+
+def batch_side(b: Bench, sync: str) -> Side:
+    """walogs: each slice appends batches of 1000 of the bench's payloads with ``sync``."""
+    items = b.pool[:BATCH]
+    return wal_side(b, f"batch-{sync}", WalConfig(sync=sync), "append_batch", items, per_call=len(items))
+
+
+def measure(b: Bench, spec: Spec) -> Figure:
+    """Both sides alternate in slices, each on fresh files of the same filesystem."""
+    fig, base, subj = figure_in_slices(
+        b, spec, baseline=sqlite_side(b, [(x,) for x in b.pool[:BATCH]], "FULL"),
+        subject=batch_side(b, "always"), seconds=b.sizes.durable_seconds)
+    fig.notes.append(f"per batch of {BATCH}: walogs {1e3 * BATCH / median(subj):.2f} ms, "
+                     f"SQLite transaction {1e3 * BATCH / median(base):.2f} ms")
+    return fig
