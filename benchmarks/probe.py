@@ -437,7 +437,7 @@ from walogs._codec import codec
 path, entries = sys.argv[1], int(sys.argv[2])
 names = sorted(n for n in os.listdir(path) if n.startswith("wal-"))
 with open(os.path.join(path, names[0]), "rb") as f:
-    chunk = bytearray(f.read(_segments.CHUNK))  # one warm 4 MiB buffer, as SegmentCursor reuses one
+    chunk = bytearray(f.read(_segments.CHUNK))  # one warm chunk, as SegmentCursor reuses one
 view = memoryview(chunk)
 per_chunk = codec.scan(view, 0, 0)[1]
 rounds = max(1, entries // per_chunk)

@@ -114,10 +114,21 @@ def text_lines(entries) -> list[str]:
     return [f"{lsn}\t{data.decode('utf-8', 'backslashreplace')}" for lsn, data in entries]
 
 
-def parse_output(fmt: str, out: bytes) -> list[tuple[int, bytes]] | bytes:
-    """Decode ``dump --format fmt`` output back into entries (raw: the bytes)."""
+def parse_raw(out: bytes) -> list[bytes]:
+    """Split ``dump --format raw`` output: each entry is a u32 little-endian length, then its bytes."""
+    entries, pos = [], 0
+    while pos < len(out):
+        (length,) = struct.unpack_from("<I", out, pos)
+        assert pos + 4 + length <= len(out), f"entry at byte {pos} runs past the output"
+        entries.append(out[pos + 4 : pos + 4 + length])
+        pos += 4 + length
+    return entries
+
+
+def parse_output(fmt: str, out: bytes) -> list[tuple[int, bytes]] | list[bytes]:
+    """Decode ``dump --format fmt`` output back into entries (raw: their bytes, without LSNs)."""
     if fmt == "raw":
-        return out
+        return parse_raw(out)
     result = []
     for line in out.decode().splitlines():
         if fmt == "json":
@@ -136,7 +147,7 @@ def parse_output(fmt: str, out: bytes) -> list[tuple[int, bytes]] | bytes:
 
 def expected_output(fmt: str, entries):
     if fmt == "raw":
-        return b"".join(data for _, data in entries)
+        return [data for _, data in entries]
     if fmt == "text":
         return [(lsn, data.decode("utf-8", "backslashreplace")) for lsn, data in entries]
     return list(entries)
@@ -536,7 +547,7 @@ def test_dump_start_out_of_range_is_one_line(template, start):
 def test_dump_torn_log_prints_every_entry(sample):
     s = sample("torn")
     proc = run("dump", s.dir, "--format", "raw")
-    assert proc.returncode == 0 and proc.stdout == b"".join(data for _, data in ENTRIES)
+    assert proc.returncode == 0 and parse_raw(proc.stdout) == [data for _, data in ENTRIES]
 
 
 @pytest.mark.parametrize("kind", ["mid", "completed", "gap"])

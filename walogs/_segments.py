@@ -190,18 +190,28 @@ def scan_segment(seq: int, path: str, expect_lsn: int = 0, limit: Optional[int] 
         _io.close(fd)
 
 
-def find_continuing_frame(path: str, bad_offset: int, after_lsn: int) -> Optional[int]:
+def find_continuing_frame(path: str, bad_offset: int, after_lsn: int, limit: Optional[int] = None,
+                          anchor: Optional[int] = None) -> Optional[int]:
     """The offset of the first valid frame after ``bad_offset`` that could continue the log.
 
     P10: such a frame means the damage is in the middle of written data, not
-    a torn tail. Streams the file in chunks; a candidate frame larger than a
-    chunk is read whole (at most MAX_ENTRY_SIZE + 16 bytes).
+    a torn tail. Only frames that end by ``limit`` (default: the file's
+    size) count. The LSN window (FORMAT.md) counts the 16-byte headers that
+    fit between ``anchor`` (default ``bad_offset``; negative when damage in
+    earlier segments may also have held frames) and the candidate. Streams
+    the file in chunks; a candidate frame larger than a chunk is read whole
+    (at most MAX_ENTRY_SIZE + 16 bytes).
     """
-    # No LSN known: move the window's anchor so far back that every LSN >= 1 fits in it.
-    anchor = bad_offset if after_lsn else -(1 << 60)
+    if anchor is None:
+        anchor = bad_offset
+    if not after_lsn:
+        # No LSN known: move the window's anchor so far back that every LSN >= 1 fits in it.
+        anchor = -(1 << 60)
     fd = _io.open_read(path)
     try:
         size = _io.file_size(fd)
+        if limit is not None:
+            size = min(size, limit)
         chunks = _Chunks()
         pos = bad_offset + 1
         while pos + FRAME_HEADER_SIZE <= size:
@@ -300,12 +310,17 @@ def zeros_to_sector_end(path: str, bad_offset: int, end: int) -> bool:
 
 def corrupt_error(directory: str, scan: SegmentScan, expect_lsn: int, what: str, advice: str,
                   in_last_segment: bool = False) -> WalCorruptError:
-    """A WalCorruptError naming the directory, segment, offset and reason."""
+    """A WalCorruptError naming the directory, segment, offset and reason.
+
+    ``what`` names the kind of damage ("LSN discontinuity", "corruption in
+    completed segment"); the message reads ``DIR: WHAT: REASON in segment
+    NAME at offset N (last good LSN L); ADVICE``.
+    """
     name = os.path.basename(scan.path)
     last_good = scan.last_lsn or max(expect_lsn - 1, 0)
     return WalCorruptError(
-        f"{directory}: {what} in segment {name} at offset {scan.end}: "
-        f"{scan.reason(expect_lsn)} (last good LSN {last_good or 'none'}); {advice}",
+        f"{directory}: {what}: {scan.reason(expect_lsn)} in segment {name} at offset {scan.end} "
+        f"(last good LSN {last_good or 'none'}); {advice}",
         segment=name, offset=scan.end, in_last_segment=in_last_segment,
     )
 
