@@ -190,7 +190,9 @@ def _examine(directory: str, progress: Optional[_Progress], locked: bool) -> tup
                 ) from None
             continue
         except WalCorruptError:
-            if locked or final or published_end(directory) is None:
+            # Damage before a live writer's visible end is damage; seen with no writer, it may be one
+            # that opened meanwhile and appended behind the scan.
+            if end is not None or locked or final or published_end(directory) is None:
                 raise
             continue
         if layout.torn_at is not None and not locked and not final and published_end(directory) is not None:
