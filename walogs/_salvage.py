@@ -68,19 +68,24 @@ class Damage:
     """The first LSN lost (None: no entry is known lost)."""
     last_lost_lsn: Optional[int] = None
     """The last LSN lost; None while unknown (no intact entry follows the damage)."""
+    continues_previous: bool = False
+    """No intact entry lies between this range and the previous one: the LSNs lost in both are
+    counted once, on the previous one (which of them held which is unknown)."""
 
     def as_json(self) -> dict[str, Any]:
         """The report's record of this range."""
         return {"kind": self.kind, "segment": self.segment, "start": self.start, "end": self.end,
                 "reason": self.reason, "first_lost_lsn": self.first_lost_lsn,
-                "last_lost_lsn": self.last_lost_lsn}
+                "last_lost_lsn": self.last_lost_lsn, "continues_previous": self.continues_previous}
 
     def describe(self) -> str:
         """One line for an operator."""
         where = self.segment or ""
         if self.start is not None and self.end is not None:
             where += f" bytes {self.start}..{self.end}" if self.end > self.start else f" offset {self.start}"
-        if self.first_lost_lsn is None:
+        if self.continues_previous:
+            lost = "entries lost here are counted with the damage before it"
+        elif self.first_lost_lsn is None:
             lost = "no entry lost"
         elif self.last_lost_lsn is None:
             lost = f"entries from LSN {self.first_lost_lsn} on lost, if any were written"
@@ -155,10 +160,19 @@ class _Export:
         """The latest damage whose last lost LSN the next exported entry tells."""
 
     def lost(self, damage: Damage) -> None:
-        """Record ``damage``; unless an earlier one still waits, the next entry settles its LSNs."""
+        """Record ``damage``; the next exported entry settles the LSNs it cost.
+
+        With no intact entry since an earlier damage still waiting, the two lost one run of
+        LSNs together: it stays counted on the earlier one.
+        """
         self._result.damage.append(damage)
-        if self.pending is None and damage.first_lost_lsn is not None:
+        if damage.first_lost_lsn is None:
+            return
+        if self.pending is None:
             self.pending = damage
+        else:
+            damage.first_lost_lsn = None
+            damage.continues_previous = True
 
     def entries(self, frames: Any) -> None:
         """Export every ``(lsn, data)`` of ``frames``."""
