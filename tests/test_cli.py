@@ -239,7 +239,7 @@ def test_subprocesses_use_this_implementation():
 # ---------------------------------------------------------------- usage
 
 
-@pytest.mark.parametrize("command", [[], ["info"], ["verify"], ["dump"], ["repair"]])
+@pytest.mark.parametrize("command", [[], ["info"], ["verify"], ["dump"], ["salvage"], ["repair"]])
 def test_help_exits_zero(command):
     proc = run(*command, "--help")
     out = proc.stdout.decode()
@@ -247,7 +247,7 @@ def test_help_exits_zero(command):
     assert proc.stderr == b""
     assert out.startswith("usage:") and " ".join(["walogs", *command]) in out
     if command == []:
-        for name in ("info", "verify", "dump", "repair"):
+        for name in ("info", "verify", "dump", "salvage", "repair"):
             assert name in out
     if command == ["dump"]:
         assert all(word in out for word in ("--start", "--follow", "--format"))

@@ -164,7 +164,8 @@ def _examine_live(directory: str, end: _visible.VisibleEnd, progress: Optional[_
     return layout
 
 
-def _examine(directory: str, progress: Optional[_Progress], locked: bool) -> tuple[_recovery.LogLayout, Optional[_visible.VisibleEnd]]:
+def _examine(directory: str, progress: Optional[_Progress],
+             locked: bool) -> tuple[_recovery.LogLayout, Optional[_visible.VisibleEnd]]:
     """The log's layout, and the visible end it was judged up to when a writer is live.
 
     A live log is judged up to its visible end (:func:`_examine_live`). A
@@ -442,7 +443,8 @@ def _positive(text: str) -> int:
     return value
 
 
-_VERIFY_EXITS = "exit 0 clean, 1 unrecoverable corruption (or the log cannot be read), 3 a torn tail that the next writer open will cut"
+_VERIFY_EXITS = ("exit 0 clean, 1 unrecoverable corruption (or the log cannot be read), "
+                 "3 a torn tail that the next writer open will cut")
 
 _DUMP_FORMATS = """formats (one entry at a time, in LSN order):
   text  LSN, a tab, the entry as UTF-8 on one line; control characters, other

@@ -319,7 +319,8 @@ class _Stream:
                 )
             raise WalCorruptError(
                 f"{self._dir}: segment {_segments.segment_name(nxt)} is missing after "
-                f"{os.path.basename(cursor.path)} (I11)"
+                f"{os.path.basename(cursor.path)}: segment numbers must have no gaps, so its entries are lost; "
+                "restore it from a backup, or see `walogs salvage`"
             )
         return _segments.SegmentCursor(self._dir, nxt, files[nxt], cursor.expect, self._start)
 
@@ -333,11 +334,13 @@ class _Stream:
                                  "the disk returned damaged data; run `walogs verify`")
         if not is_last:
             raise cursor.corrupt("corruption in completed segment",
-                                 "completed segments are never cut; restore the segment from a backup")
+                                 "completed segments are never cut; restore the segment from a backup, "
+                                 "or `walogs salvage` exports every intact entry")
         verdict = _segments.judge_tail(cursor.scan_view(), cursor.last_lsn)
         if not verdict.torn:
             raise cursor.corrupt(
                 f"mid-log damage (a valid frame continuing the log follows at offset {verdict.continuing_offset})",
-                "`walogs repair DIR --truncate-corrupt-tail` cuts it and keeps the cut bytes (P10)",
+                "nothing is cut without an operator: `walogs repair DIR --truncate-corrupt-tail` cuts it "
+                "and keeps the cut bytes",
             )
         # A torn tail, or a write still in flight: the end of what is visible now.
