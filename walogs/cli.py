@@ -212,7 +212,8 @@ def _verdict(directory: str, progress: Optional[_Progress] = None,
         layout, end = _examine(directory, progress, locked)
     except WalCorruptError as exc:
         return {"status": "corrupt", "segment": exc.segment, "offset": exc.offset,
-                "in_last_segment": exc.in_last_segment, "reason": exc.reason}, published_end(directory)
+                "in_last_segment": exc.in_last_segment, "reason": exc.reason}, (
+                    None if locked else published_end(directory))
     finally:
         if progress is not None:
             progress.finish()
