@@ -114,10 +114,21 @@ def text_lines(entries) -> list[str]:
     return [f"{lsn}\t{data.decode('utf-8', 'backslashreplace')}" for lsn, data in entries]
 
 
-def parse_output(fmt: str, out: bytes) -> list[tuple[int, bytes]] | bytes:
-    """Decode ``dump --format fmt`` output back into entries (raw: the bytes)."""
+def parse_raw(out: bytes) -> list[bytes]:
+    """Split ``dump --format raw`` output: each entry is a u32 little-endian length, then its bytes."""
+    entries, pos = [], 0
+    while pos < len(out):
+        (length,) = struct.unpack_from("<I", out, pos)
+        assert pos + 4 + length <= len(out), f"entry at byte {pos} runs past the output"
+        entries.append(out[pos + 4 : pos + 4 + length])
+        pos += 4 + length
+    return entries
+
+
+def parse_output(fmt: str, out: bytes) -> list[tuple[int, bytes]] | list[bytes]:
+    """Decode ``dump --format fmt`` output back into entries (raw: their bytes, without LSNs)."""
     if fmt == "raw":
-        return out
+        return parse_raw(out)
     result = []
     for line in out.decode().splitlines():
         if fmt == "json":
@@ -136,7 +147,7 @@ def parse_output(fmt: str, out: bytes) -> list[tuple[int, bytes]] | bytes:
 
 def expected_output(fmt: str, entries):
     if fmt == "raw":
-        return b"".join(data for _, data in entries)
+        return [data for _, data in entries]
     if fmt == "text":
         return [(lsn, data.decode("utf-8", "backslashreplace")) for lsn, data in entries]
     return list(entries)
@@ -228,7 +239,7 @@ def test_subprocesses_use_this_implementation():
 # ---------------------------------------------------------------- usage
 
 
-@pytest.mark.parametrize("command", [[], ["info"], ["verify"], ["dump"], ["repair"]])
+@pytest.mark.parametrize("command", [[], ["info"], ["verify"], ["dump"], ["salvage"], ["repair"]])
 def test_help_exits_zero(command):
     proc = run(*command, "--help")
     out = proc.stdout.decode()
@@ -236,7 +247,7 @@ def test_help_exits_zero(command):
     assert proc.stderr == b""
     assert out.startswith("usage:") and " ".join(["walogs", *command]) in out
     if command == []:
-        for name in ("info", "verify", "dump", "repair"):
+        for name in ("info", "verify", "dump", "salvage", "repair"):
             assert name in out
     if command == ["dump"]:
         assert all(word in out for word in ("--start", "--follow", "--format"))
@@ -536,7 +547,7 @@ def test_dump_start_out_of_range_is_one_line(template, start):
 def test_dump_torn_log_prints_every_entry(sample):
     s = sample("torn")
     proc = run("dump", s.dir, "--format", "raw")
-    assert proc.returncode == 0 and proc.stdout == b"".join(data for _, data in ENTRIES)
+    assert proc.returncode == 0 and parse_raw(proc.stdout) == [data for _, data in ENTRIES]
 
 
 @pytest.mark.parametrize("kind", ["mid", "completed", "gap"])
@@ -785,3 +796,201 @@ def test_verify_shows_progress_on_a_terminal_only(tmp_path):
     piped = subprocess.run([sys.executable, "-m", "walogs", "verify", str(log)], cwd=ROOT,
                            capture_output=True, timeout=60)
     assert piped.returncode == 0 and piped.stderr == b""
+
+
+# ---------------------------------------------------------------- rough edges a new user hit (#17)
+
+TRICKY = [
+    (b"line one\nline two", "line one\\nline two"),
+    (b"tab\there\r", "tab\\there\\r"),
+    (b"\x1b[31mred\x1b[0m", "\\x1b[31mred\\x1b[0m"),
+    (b"nul\x00 del\x7f", "nul\\x00 del\\x7f"),
+    (b"back\\slash \\n", "back\\\\slash \\\\n"),
+    ("sep\u2028 nbsp\u00a0".encode(), "sep\\u2028 nbsp\\u00a0"),
+    (b"\xff\xfe\xc2 not utf-8", "\\xff\\xfe\\xc2 not utf-8"),
+    (UNICODE, UNICODE.decode()),
+    (b"", ""),
+]
+
+
+def unescape(text: str) -> bytes:
+    """Undo dump's text escapes (the test's own reading of its --help)."""
+    out, i = bytearray(), 0
+    while i < len(text):
+        if text[i] != "\\":
+            out += text[i].encode()
+            i += 1
+            continue
+        kind = text[i + 1]
+        if kind in "\\ntr":
+            out += {"\\": b"\\", "n": b"\n", "t": b"\t", "r": b"\r"}[kind]
+            i += 2
+        else:
+            width = {"x": 2, "u": 4, "U": 8}[kind]
+            code = int(text[i + 2 : i + 2 + width], 16)
+            out += bytes([code]) if kind == "x" else chr(code).encode()
+            i += 2 + width
+    return bytes(out)
+
+
+def test_dump_text_puts_every_entry_on_one_line_with_control_characters_escaped(tmp_path):
+    """Before: control characters went out raw (one binary entry spanned 21 lines, an escape
+    sequence recoloured the terminal). Now one line per entry, and the escapes read back exactly."""
+    import random
+
+    rnd = random.Random(17)
+    binary = [bytes(range(256))] + [rnd.randbytes(rnd.randrange(1, 300)) for _ in range(20)]
+    entries = [data for data, _ in TRICKY] + binary
+    directory = tmp_path / "log"
+    with walogs.Wal.open(directory) as wal:
+        wal.append_batch(entries)
+    proc = run("dump", directory)
+    assert proc.returncode == 0 and proc.stderr == b""
+    lines = proc.stdout.decode("utf-8").split("\n")
+    assert lines[-1] == "" and len(lines) - 1 == len(entries), "one line per entry"
+    for lsn, (line, data) in enumerate(zip(lines, entries), start=1):
+        number, text = line.split("\t", 1)
+        assert int(number) == lsn
+        assert text.isprintable(), (lsn, text)
+        assert unescape(text) == data, (lsn, text)
+    for (data, expected), line in zip(TRICKY, lines):
+        assert line.split("\t", 1)[1] == expected, data
+    assert "\\n" in run("dump", "--help").stdout.decode()  # the escapes are documented
+
+
+def test_dump_raw_frames_each_entry_with_its_length(template):
+    """Before: raw concatenated the entries, so they could not be told apart. Now each is a u32
+    little-endian length, then its bytes, as --help says."""
+    out = run("dump", template, "--format", "raw").stdout
+    assert len(out) == sum(4 + len(data) for _, data in ENTRIES)
+    assert parse_raw(out) == [data for _, data in ENTRIES]
+    assert out[:4] == struct.pack("<I", len(ENTRIES[0][1]))
+    text = run("dump", "--help").stdout.decode()
+    assert "raw" in text and "little-endian" in text and "length" in text
+
+
+END_LIMIT = [
+    (["--end", "5"], range(1, 6)),
+    (["--start", "3", "--end", "7"], range(3, 8)),
+    (["--limit", "4"], range(1, 5)),
+    (["--start", "10", "--limit", "3"], range(10, 13)),
+    (["--start", "15", "--end", "15"], [15]),
+    (["--end", "100"], range(1, N + 1)),
+    (["--limit", "100", "--end", "16"], range(1, 17)),
+    (["--start", "4", "--end", "9", "--limit", "2"], [4, 5]),
+]
+
+
+@pytest.mark.parametrize("args, lsns", END_LIMIT, ids=[" ".join(args) for args, _ in END_LIMIT])
+def test_dump_end_and_limit(template, args, lsns, capsysbinary):
+    assert cli.main(["dump", str(template), "--format", "hex", *args]) == 0
+    assert parse_output("hex", capsysbinary.readouterr().out) == [ENTRIES[lsn - 1] for lsn in lsns]
+
+
+@pytest.mark.parametrize("args", [
+    ["--end", "0"], ["--limit", "0"], ["--limit", "-1"], ["--end", "x"], ["--start", "9", "--end", "3"],
+], ids=" ".join)
+def test_dump_end_and_limit_usage_errors(template, args):
+    proc = run("dump", template, *args)
+    assert_one_line_error(proc, 2)
+    assert proc.stdout == b""
+
+
+@pytest.mark.parametrize("stop", [["--end", str(N + 3)], ["--limit", "7"]], ids=" ".join)
+def test_dump_follow_stops_at_end_or_limit(sample, stop):
+    """--follow with --end waits for that LSN and exits; with --limit it exits after N entries."""
+    s = sample("clean")
+    with walogs.Wal.open(s.dir, CONFIG) as wal:
+        proc = subprocess.Popen(walogs_cmd("dump", s.dir, "--follow", "--format", "hex", "--start", str(N - 3), *stop),
+                                cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            buf = bytearray()
+            _read_until(proc, buf, 4, time.monotonic() + 20)  # LSNs N-3..N, all there is
+            for i in range(6):
+                wal.append(entry(N + 1 + i, 20))
+            out, err = proc.communicate(timeout=TIMEOUT)
+        finally:
+            _stop(proc)
+    assert proc.returncode == 0, err
+    got = parse_output("hex", bytes(buf) + out)
+    last = N + 3 if stop[0] == "--end" else N - 3 + 6
+    assert [lsn for lsn, _ in got] == list(range(N - 3, last + 1))
+
+
+def _without_root_privilege() -> None:
+    # As root, drop the capabilities that bypass file permissions (CAP_DAC_OVERRIDE,
+    # CAP_DAC_READ_SEARCH) from the bounding set: the exec'd CLI then meets permissions as
+    # any user would. Not root: nothing to drop.
+    if os.geteuid() == 0:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        for capability in (1, 2):
+            if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+@pytest.mark.parametrize("where", ["parent", "directory"])
+def test_permission_denied_is_reported_as_such(template, tmp_path, where):
+    """Before: a log behind a directory this user may not search was said not to exist."""
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    log = outer / "log"
+    shutil.copytree(template, log)
+    locked = outer if where == "parent" else log
+    os.chmod(locked, 0)
+    try:
+        for command in ("info", "verify", "dump"):
+            proc = subprocess.run(walogs_cmd(command, log), cwd=ROOT, env=dict(os.environ), capture_output=True,
+                                  timeout=TIMEOUT, preexec_fn=_without_root_privilege)
+            line = assert_one_line_error(proc, 2 if where == "parent" else 1)
+            assert "permission denied" in line and "does not exist" not in line, line
+            assert "run as a user who may read" in line, line
+    finally:
+        os.chmod(locked, 0o755)
+
+
+def _exit_codes_listed(help_text: str) -> set[int]:
+    section = help_text.split("exit codes:", 1)[1]
+    return {int(m.group(1)) for m in re.finditer(r"^\s+(\d)\s{2}", section, re.M)}
+
+
+def test_repair_and_salvage_document_their_exit_codes():
+    """Before: repair without --truncate-corrupt-tail exited 3 on a torn tail, documented nowhere."""
+    repair = run("repair", "--help").stdout.decode()
+    assert _exit_codes_listed(repair) == {0, 1, 2, 3}
+    assert re.search(r"3\s+without the flag: a torn tail", repair)
+    assert _exit_codes_listed(run("salvage", "--help").stdout.decode()) == {0, 1, 2, 3}
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    row = next(line for line in readme.splitlines() if line.startswith("| `walogs repair"))
+    assert "3" in row.split("|")[-2], row
+    assert "| `walogs salvage DIR OUT" in readme
+
+
+def test_corruption_messages_name_the_segment_once(sample):
+    """Before: "corruption in completed segment in segment wal-000002.log"."""
+    s = sample("completed")
+    messages = [run("verify", s.dir).stdout.decode(), run("dump", s.dir).stderr.decode()]
+    with pytest.raises(walogs.WalCorruptError) as opened:
+        walogs.Wal.open(s.dir)
+    messages.append(str(opened.value))
+    for message in messages:
+        assert "segment in segment" not in message, message
+        assert f"in segment {s.segment} at offset {s.offset}" in message and "CRC mismatch" in message, message
+
+
+def test_lock_errors_say_how_long_they_waited_readably(sample):
+    """Before: "waited 3.8658e-05 s"."""
+    from walogs.errors import format_duration
+
+    assert [format_duration(x) for x in (3.8658e-05, 0.0039, 0.0123, 0.9996, 1.234, 75.2)] == [
+        "0.04 ms", "3.9 ms", "12 ms", "1.0 s", "1.2 s", "75 s"]
+    s = sample("clean")
+    with walogs.Wal.open(s.dir, CONFIG):
+        proc = run("repair", s.dir, "--truncate-corrupt-tail")
+        line = assert_one_line_error(proc, 1)
+        assert re.search(r"\(waited \d+(\.\d+)? (ms|s)\)", line), line
+        with pytest.raises(walogs.WalLockedError) as waited:
+            walogs.Wal.open(s.dir, lock_timeout=0.05)
+    assert re.search(r"\(waited (\d\d ms|0\.\d s)\)", str(waited.value)), str(waited.value)

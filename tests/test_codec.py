@@ -598,6 +598,27 @@ def test_reader_pins_a_bytearray():
         ba.extend(b"more")
 
 
+@pytest.mark.parametrize("damage", ["none", "crc", "short"])
+def test_a_stopped_reader_lets_go_of_its_buffer(damage):
+    """P9: a reader that has stopped (end, bad frame or cut frame) holds no buffer export any more,
+    so an exhausted reader kept around (a ChainReader keeps its last one) pins no read buffer.
+    Its results stay readable and identical in both codecs (P8)."""
+    results = []
+    for m in IMPLS:
+        ba = bytearray(SMALL)
+        if damage == "crc":
+            ba[-1] ^= 0x10
+        elif damage == "short":
+            del ba[-1]
+        reader = m.FrameReader(ba, 0, 10)
+        got = list(reader)
+        ba.extend(b"more")  # BufferError while the reader still holds ba
+        ba.clear()
+        results.append((got, reader.status, reader.offset, reader.last_lsn, next(reader, None)))
+    assert results[0][1] == {"none": py.SCAN_END, "crc": py.SCAN_BAD_CRC, "short": py.SCAN_SHORT}[damage]
+    assert all(r == results[0] for r in results)
+
+
 def test_large_buffers_release_the_gil_correctly():
     """Past 64 KiB the C loops run without the GIL: same results, including damage near the end."""
     rnd = random.Random(0x64)

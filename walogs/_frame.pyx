@@ -517,7 +517,8 @@ Iterator of ``(lsn, data)`` over the frames of a buffer, one per ``next``.
     ``skip_before`` are validated but not returned. After the iterator is
     exhausted, ``status`` tells why (a SCAN_* value), ``offset`` is just past
     the last valid frame and ``last_lsn`` is that frame's LSN (or the
-    ``expect_lsn - 1`` it started from, 0 if none).
+    ``expect_lsn - 1`` it started from, 0 if none). Once stopped, it lets go
+    of ``buf`` (the buffer can be resized or freed; P9).
     """
 
     cdef object _owner                    # buf if it is bytes, else the flat memoryview of it
@@ -607,6 +608,15 @@ Iterator of ``(lsn, data)`` over the frames of a buffer, one per ``next``.
         return item
 
     @cython.final
+    cdef void _release(self):
+        # A stopped reader lets go of its buffer, as the spec's does (the
+        # caller's local _keep holds it until _next returns).
+        self._owner = None
+        self._mv = None
+        self._p = _EMPTY
+        self._n = 0
+
+    @cython.final
     cdef object _next(self):
         # __next__ without the StopIteration: the next (lsn, data), or None once
         # the reader has stopped. ChainReader calls it directly, in C.
@@ -621,6 +631,7 @@ Iterator of ``(lsn, data)`` over the frames of a buffer, one per ``next``.
             off = self._offset
             if off >= self._n:
                 self._status = _S_END
+                self._release()
                 break
             if _big_frame_at(self._p, self._n, off):
                 with nogil:
@@ -629,6 +640,7 @@ Iterator of ``(lsn, data)`` over the frames of a buffer, one per ``next``.
                 status = _examine(self._p, self._n, off, self._expect, self._any_lsn, &total, &lsn)
             if status != _S_RUNNING:
                 self._status = status   # I10: a bad frame is never yielded
+                self._release()
                 break
             self._offset = off + total
             self._last = lsn

@@ -166,6 +166,10 @@ def scan(buf: object, offset: int = 0, expect_lsn: int = 0) -> tuple[int, int, i
     return offset, count, first, last, SCAN_END
 
 
+_NO_BUFFER = memoryview(b"")
+"""What a stopped FrameReader holds instead of its buffer."""
+
+
 class FrameReader:
     """Iterator of ``(lsn, data)`` over the frames of a buffer, one per ``next``.
 
@@ -173,7 +177,8 @@ class FrameReader:
     ``skip_before`` are validated but not returned. After the iterator is
     exhausted, ``status`` tells why (a SCAN_* value), ``offset`` is just past
     the last valid frame and ``last_lsn`` is that frame's LSN (or the
-    ``expect_lsn - 1`` it started from, 0 if none).
+    ``expect_lsn - 1`` it started from, 0 if none). Once stopped, it lets go
+    of ``buf`` (the buffer can be resized or freed; P9).
     """
 
     def __init__(self, buf: object, offset: int = 0, expect_lsn: int = 0, skip_before: int = 0) -> None:
@@ -195,10 +200,12 @@ class FrameReader:
             offset = self.offset
             if offset >= len(view):
                 self.status = SCAN_END
+                self._view = _NO_BUFFER
                 break
             status, total, lsn = _examine(view, offset, self._expect)
             if status != SCAN_RUNNING:
                 self.status = status
+                self._view = _NO_BUFFER
                 break
             self.offset = offset + total
             self.last_lsn = lsn

@@ -2,8 +2,8 @@
 
 Shared by the writer's recovery, the readers and the CLI. Memory stays
 bounded by one chunk plus the largest frame (P9): files are read in chunks
-of CHUNK bytes into one reused buffer, and only a frame larger than a chunk
-gets a buffer of its own size.
+of at most CHUNK bytes into one reused buffer, and only a frame larger than
+a chunk gets a buffer of its own size, dropped once it has been read.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, LsnOutOfRangeError,
 
 SEGMENT_RE = re.compile(r"wal-([0-9]+)\.log")
 V1_NAME = "wal.log"
-CHUNK = 4 << 20
+# Small, because every live iterator holds one chunk (thousands of followers
+# of one log must not cost gigabytes); larger chunks read no faster.
+CHUNK = 64 << 10
 SECTOR = 512
 _ZERO_SECTOR = bytes(SECTOR)
 _HEADER = struct.Struct("<IIQ")
@@ -110,20 +112,29 @@ class SegmentScan:
 
 
 class _Chunks:
-    """One reusable read buffer, grown to the largest read so far (P9).
+    """A read buffer sized to what is read: never more than CHUNK bytes kept (P9).
 
-    It starts empty, so a cursor over a small segment costs a small buffer;
-    a new bytearray replaces it when it grows, since a FrameReader may still
-    hold a view of the old one.
+    It starts empty and grows to the largest read so far, up to CHUNK, so
+    reading a small segment, or the few new bytes a follower polls for,
+    costs a small buffer. A read larger than CHUNK (one frame larger than a
+    chunk) gets a buffer of its own that is not kept: it is freed once its
+    FrameReader has stopped, so one large entry does not leave every reader
+    holding a buffer its size. A new bytearray replaces the kept one when it
+    grows, since a FrameReader may still hold a view of the old one.
     """
 
     def __init__(self) -> None:
         self._buf = bytearray()
 
     def read(self, fd: int, offset: int, length: int) -> memoryview:
-        if length > len(self._buf):
-            self._buf = bytearray(length)
-        view = memoryview(self._buf)[:length]
+        """Up to ``length`` bytes of ``fd`` from ``offset`` (fewer at the end of the file)."""
+        if length > CHUNK:
+            buf = bytearray(length)
+        else:
+            if length > len(self._buf):
+                self._buf = bytearray(length)
+            buf = self._buf
+        view = memoryview(buf)[:length]
         got = _io.pread_into(fd, view, offset)
         return view[:got]
 
@@ -179,18 +190,28 @@ def scan_segment(seq: int, path: str, expect_lsn: int = 0, limit: Optional[int] 
         _io.close(fd)
 
 
-def find_continuing_frame(path: str, bad_offset: int, after_lsn: int) -> Optional[int]:
+def find_continuing_frame(path: str, bad_offset: int, after_lsn: int, limit: Optional[int] = None,
+                          anchor: Optional[int] = None) -> Optional[int]:
     """The offset of the first valid frame after ``bad_offset`` that could continue the log.
 
     P10: such a frame means the damage is in the middle of written data, not
-    a torn tail. Streams the file in chunks; a candidate frame larger than a
-    chunk is read whole (at most MAX_ENTRY_SIZE + 16 bytes).
+    a torn tail. Only frames that end by ``limit`` (default: the file's
+    size) count. The LSN window (FORMAT.md) counts the 16-byte headers that
+    fit between ``anchor`` (default ``bad_offset``; negative when damage in
+    earlier segments may also have held frames) and the candidate. Streams
+    the file in chunks; a candidate frame larger than a chunk is read whole
+    (at most MAX_ENTRY_SIZE + 16 bytes).
     """
-    # No LSN known: move the window's anchor so far back that every LSN >= 1 fits in it.
-    anchor = bad_offset if after_lsn else -(1 << 60)
+    if anchor is None:
+        anchor = bad_offset
+    if not after_lsn:
+        # No LSN known: move the window's anchor so far back that every LSN >= 1 fits in it.
+        anchor = -(1 << 60)
     fd = _io.open_read(path)
     try:
         size = _io.file_size(fd)
+        if limit is not None:
+            size = min(size, limit)
         chunks = _Chunks()
         pos = bad_offset + 1
         while pos + FRAME_HEADER_SIZE <= size:
@@ -289,12 +310,17 @@ def zeros_to_sector_end(path: str, bad_offset: int, end: int) -> bool:
 
 def corrupt_error(directory: str, scan: SegmentScan, expect_lsn: int, what: str, advice: str,
                   in_last_segment: bool = False) -> WalCorruptError:
-    """A WalCorruptError naming the directory, segment, offset and reason."""
+    """A WalCorruptError naming the directory, segment, offset and reason.
+
+    ``what`` names the kind of damage ("LSN discontinuity", "corruption in
+    completed segment"); the message reads ``DIR: WHAT: REASON in segment
+    NAME at offset N (last good LSN L); ADVICE``.
+    """
     name = os.path.basename(scan.path)
     last_good = scan.last_lsn or max(expect_lsn - 1, 0)
     return WalCorruptError(
-        f"{directory}: {what} in segment {name} at offset {scan.end}: "
-        f"{scan.reason(expect_lsn)} (last good LSN {last_good or 'none'}); {advice}",
+        f"{directory}: {what}: {scan.reason(expect_lsn)} in segment {name} at offset {scan.end} "
+        f"(last good LSN {last_good or 'none'}); {advice}",
         segment=name, offset=scan.end, in_last_segment=in_last_segment,
     )
 
@@ -336,7 +362,6 @@ class SegmentCursor:
         self.skip_before = skip_before
         self.status = codec.SCAN_END
         self.bad_lsn = 0
-        self._chunks = _Chunks()
 
     @property
     def last_lsn(self) -> int:
@@ -365,14 +390,18 @@ class SegmentCursor:
         (the next chunk, or a frame larger than a chunk whole) or stops,
         setting ``status`` and ``bad_lsn``. The file size is taken when the
         first reader is asked for.
+
+        The read buffer lives only as long as this generator (P9): a cursor
+        between passes, such as an idle follower's, holds none.
         """
         fd = self._fd
         assert fd is not None
         stop = _io.file_size(fd) if limit is None else limit
         self.status = codec.SCAN_END
+        chunks = _Chunks()
         while self.offset < stop:
             start = self.offset
-            view = self._chunks.read(fd, start, min(CHUNK, stop - start))
+            view = chunks.read(fd, start, min(CHUNK, stop - start))
             reader = codec.FrameReader(view, 0, self.expect, self.skip_before)
             yield reader
             self._advance(reader)
@@ -383,14 +412,15 @@ class SegmentCursor:
             if reader.status == codec.SCAN_SHORT and cut_by_chunk:
                 if reader.offset or header is None:
                     continue
-                # A frame larger than a chunk gets a buffer of its own size (P9).
-                whole = self._chunks.read(fd, start, min(FRAME_HEADER_SIZE + header[0], stop - start))
+                # A frame larger than a chunk gets a buffer of its own size, not kept (P9).
+                whole = chunks.read(fd, start, min(FRAME_HEADER_SIZE + header[0], stop - start))
                 reader = codec.FrameReader(whole, 0, self.expect, self.skip_before)
                 yield reader
                 self._advance(reader)
+                header = _header_at(whole, 0)
+                del whole  # the reader has let go of it; so does this generator
                 if reader.offset:
                     continue
-                header = _header_at(whole, 0)
             # A short read (file shorter than limit) counts as a frame cut short.
             self.status = reader.status if reader.status != codec.SCAN_END else codec.SCAN_SHORT
             self.bad_lsn = header[2] if header else 0

@@ -12,6 +12,18 @@ DEFAULT_MAX_SEGMENT_SIZE = 64 * 1024 * 1024
 """Default size at which the writer starts a new segment."""
 
 
+def format_duration(seconds: float) -> str:
+    """A duration for a message, readable at any scale: "0.04 ms", "3.9 ms", "120 ms", "1.2 s", "75 s"."""
+    ms = seconds * 1000
+    if round(ms, 2) < 1:
+        return f"{ms:.2f} ms"
+    if round(ms, 1) < 10:
+        return f"{ms:.1f} ms"
+    if round(ms) < 1000:
+        return f"{ms:.0f} ms"
+    return f"{seconds:.1f} s" if round(seconds, 1) < 60 else f"{seconds:.0f} s"
+
+
 class WalError(Exception):
     """Base class of every error walogs raises on its own account."""
 
@@ -51,7 +63,7 @@ class WalLockedError(WalError):
     def __init__(self, path: object, pid: int | None = None, waited: float = 0.0) -> None:
         holder = f"process {pid}" if pid else "another writer"
         super().__init__(
-            f"{path}: the writer lock is held by {holder} (waited {waited:g} s); "
+            f"{path}: the writer lock is held by {holder} (waited {format_duration(waited)}); "
             "only one Wal may write a directory at a time: close the other writer, "
             "pass lock_timeout to wait, or use WalReader to read"
         )

@@ -60,11 +60,7 @@ class WalReader:
 
     def _published_end(self) -> Optional[_visible.VisibleEnd]:
         """The live writer's published end, or None when no writer publishes one."""
-        record = _visible.read(self._dir)
-        if record is None or record.state != _visible.PUBLISHED:
-            return None
-        live, _ = _lock.writer_is_live(self._dir)
-        return record if live else None
+        return published_end(self._dir)
 
     def _segment_files(self) -> dict[int, str]:
         return _recovery.contiguous_segment_files(self._dir)[0]  # I11
@@ -148,6 +144,19 @@ class WalReader:
 
     def __repr__(self) -> str:
         return f"<walogs.WalReader {self._dir!r}{' closed' if self._closed else ''}>"
+
+
+def published_end(directory: str) -> Optional[_visible.VisibleEnd]:
+    """The visible end a live writer of ``directory`` publishes, or None when no writer publishes one.
+
+    The record counts only while some process holds the writer lock (P4); a
+    writer that is still recovering has published nothing yet.
+    """
+    record = _visible.read(directory)
+    if record is None or record.state != _visible.PUBLISHED:
+        return None
+    live, _ = _lock.writer_is_live(directory)
+    return record if live else None
 
 
 def _open_cursor(directory: str, seq: int, name: str, expect: int = 0, skip_before: int = 0) -> Optional[_segments.SegmentCursor]:
@@ -310,7 +319,8 @@ class _Stream:
                 )
             raise WalCorruptError(
                 f"{self._dir}: segment {_segments.segment_name(nxt)} is missing after "
-                f"{os.path.basename(cursor.path)} (I11)"
+                f"{os.path.basename(cursor.path)}: segment numbers must have no gaps, so its entries are lost; "
+                "restore it from a backup, or see `walogs salvage`"
             )
         return _segments.SegmentCursor(self._dir, nxt, files[nxt], cursor.expect, self._start)
 
@@ -324,11 +334,13 @@ class _Stream:
                                  "the disk returned damaged data; run `walogs verify`")
         if not is_last:
             raise cursor.corrupt("corruption in completed segment",
-                                 "completed segments are never cut; restore the segment from a backup")
+                                 "completed segments are never cut; restore the segment from a backup, "
+                                 "or `walogs salvage` exports every intact entry")
         verdict = _segments.judge_tail(cursor.scan_view(), cursor.last_lsn)
         if not verdict.torn:
             raise cursor.corrupt(
                 f"mid-log damage (a valid frame continuing the log follows at offset {verdict.continuing_offset})",
-                "`walogs repair DIR --truncate-corrupt-tail` cuts it and keeps the cut bytes (P10)",
+                "nothing is cut without an operator: `walogs repair DIR --truncate-corrupt-tail` cuts it "
+                "and keeps the cut bytes",
             )
         # A torn tail, or a write still in flight: the end of what is visible now.
