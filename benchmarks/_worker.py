@@ -147,7 +147,7 @@ def task_layers(args: dict) -> None:
     entries = int(args["entries"])
     first = min(n for n in os.listdir(path) if n.startswith("wal-"))
     with open(os.path.join(path, first), "rb") as f:
-        # one warm 4 MiB buffer, a chunk as Wal.open's scan reads one; it may end mid-frame (the scan stops there)
+        # one warm chunk (_segments.CHUNK), as Wal.open's scan reads one; it may end mid-frame (the scan stops there)
         view = memoryview(bytearray(f.read(4 << 20)))
     per_chunk = codec.scan(view, 0, 0)[1]
     rounds = max(1, entries // per_chunk)
@@ -180,7 +180,7 @@ def task_layers(args: dict) -> None:
     out: dict = {"implementation": walogs.IMPLEMENTATION}
     for name, fn in (("for-loop over ready (lsn, bytes) tuples", loop_only),
                      ("codec.scan (validate only, no objects)", scan_only),
-                     ("codec.FrameReader over one warm 4 MiB buffer", frame_reader),
+                     ("codec.FrameReader over one warm chunk", frame_reader),
                      ("WalReader.iter of the whole log", reader)):
         best = None
         for _ in range(5):

@@ -159,7 +159,7 @@ def probe_iter(b: Bench) -> None:
     print(f"  {'layer':48} {'cython':>8} {'python':>8}  (ns/entry)")
     for layer in cy:
         print(f"  {layer:48} {cy[layer]:8.0f} {py[layer]:8.0f}")
-    top, fr = "WalReader.iter of the whole log", "codec.FrameReader over one warm 4 MiB buffer"
+    top, fr = "WalReader.iter of the whole log", "codec.FrameReader over one warm chunk"
     print(f"  -> compiled/pure: FrameReader alone {py[fr] / cy[fr]:.1f}x, through WalReader.iter "
           f"{py[top] / cy[top]:.1f}x; compiled, the layers above FrameReader add {cy[top] - cy[fr]:.0f} ns/entry")
 
