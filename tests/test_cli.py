@@ -994,3 +994,13 @@ def test_lock_errors_say_how_long_they_waited_readably(sample):
         with pytest.raises(walogs.WalLockedError) as waited:
             walogs.Wal.open(s.dir, lock_timeout=0.05)
     assert re.search(r"\(waited (\d\d ms|0\.\d s)\)", str(waited.value)), str(waited.value)
+
+
+def test_info_names_the_build_it_runs(sample):
+    s = sample("clean")
+    text = run("info", s.dir).stdout.decode()
+    assert f"build:     {walogs.BUILD_INFO.describe()}\n" in text
+    info = json.loads(run("info", "--json", s.dir).stdout)
+    assert info["build"]["implementation"] == walogs.IMPLEMENTATION
+    assert info["build"]["crc"] == walogs.BUILD_INFO.crc
+    assert info["build"]["writer"] == walogs.BUILD_INFO.writer

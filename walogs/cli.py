@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import json
 import os
 import stat
@@ -18,7 +19,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from walogs import __version__, _floor, _io, _lock, _recovery, _salvage, _segments, _visible
-from walogs._codec import codec
+from walogs._codec import BUILD_INFO, codec
 from walogs.errors import LsnOutOfRangeError, WalCorruptError, WalError, WalLockedError
 from walogs.reader import WalReader, published_end
 
@@ -240,11 +241,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         "writer": {"live": live, "pid": pid if live else None},
         "segments": _segment_summaries(directory, end),
         "tail": verdict,
+        "build": dataclasses.asdict(BUILD_INFO),
     }
     if args.json:
         print(json.dumps(info, indent=2))
         return EXIT_OK
     print(f"directory: {directory}")
+    print(f"build:     {BUILD_INFO.describe()}")
     print(f"writer:    live, pid {pid or 'unknown'}" if live else "writer:    none")
     print(f"segments:  {len(info['segments'])}")
     for row in info["segments"]:
