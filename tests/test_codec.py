@@ -55,7 +55,7 @@ MAX_LSN = 2**64 - 1
 HDR = FRAME_HEADER_SIZE
 STATUSES = ("SCAN_END", "SCAN_SHORT", "SCAN_BAD_LEN", "SCAN_BAD_CRC", "SCAN_BAD_LSN", "SCAN_RUNNING")
 FINDS = ("FIND_NONE", "FIND_FRAME", "FIND_SHORT")
-FUNCTIONS = ("encode", "encode_batch", "scan", "decode", "find_frame", "pack_visible")
+FUNCTIONS = ("encode", "encode_batch", "scan", "decode", "find_frame", "pack_visible", "pack_in_flight")
 
 
 # ---------------------------------------------------------------------------
@@ -1203,3 +1203,70 @@ def test_pack_visible_leaves_no_export_behind(m):
         m.pack_visible(mapping, 2, 1, 1, 1)  # too short
     mapping.close()
     assert mapping.closed
+
+
+# ---------------------------------------------------------------------------- in-flight record
+
+BOOT = bytes(range(0xA0, 0xB0))
+
+
+def in_flight_record(boot: bytes, seq: int, start: int, end: int) -> bytes:
+    """The record as walogs/_visible.py lays it out, built with struct + zlib (not a codec)."""
+    body = boot + struct.pack("<QQQ", seq, start, end)
+    return b"WLIF" + struct.pack("<I", zlib.crc32(body)) + body
+
+
+@pytest.mark.parametrize("m", IMPLS, ids=IDS)
+@pytest.mark.parametrize("fields", [(0, 0, 0), (1, 0, 1160000), (2**64 - 1, 2**64 - 1, 2**64 - 1), (7, 2**33, 2**40)])
+def test_pack_in_flight_layout(m, fields):
+    """P8: both codecs write the very bytes of the documented layout, and only the first 48;
+    the pure writer's own packing (_visible.Publisher.mark_in_flight) writes the same."""
+    buf = bytearray(b"\xaa" * 56)
+    m.pack_in_flight(buf, BOOT, *fields)
+    assert bytes(buf[:48]) == in_flight_record(BOOT, *fields)
+    assert buf[48:] == b"\xaa" * 8
+    assert m.IN_FLIGHT_SIZE == 48 and m.BOOT_ID_SIZE == 16
+
+
+def test_pack_in_flight_random_fields_identical(tmp_path):
+    from walogs import _visible
+
+    rng = random.Random(8)
+    publisher = _visible.Publisher(str(tmp_path))
+    try:
+        for _ in range(300):
+            fields = (rng.getrandbits(64), rng.getrandbits(64), rng.getrandbits(64))
+            outs = []
+            for m in IMPLS:
+                buf = bytearray(48)
+                m.pack_in_flight(buf, _visible.BOOT_ID, *fields)
+                outs.append(bytes(buf))
+            publisher.mark_in_flight(*fields)
+            outs.append(publisher.buffer()[_visible.IN_FLIGHT_OFFSET:_visible.FILE_SIZE])
+            assert outs == [in_flight_record(_visible.BOOT_ID, *fields)] * (len(IMPLS) + 1)
+    finally:
+        publisher.close(mark_closed=True)
+
+
+@pytest.mark.parametrize("args, exc", [
+    ((bytes(48), BOOT, 1, 1, 1), TypeError),              # read-only buffer
+    ((None, BOOT, 1, 1, 1), TypeError),
+    ((bytearray(48), None, 1, 1, 1), TypeError),
+    ((bytearray(48), "x" * 16, 1, 1, 1), TypeError),      # a str is not a boot id
+    ((bytearray(48), BOOT[:15], 1, 1, 1), ValueError),    # 16 bytes
+    ((bytearray(47), BOOT, 1, 1, 1), ValueError),         # too short
+    ((bytearray(48), BOOT, -1, 1, 1), ValueError),
+    ((bytearray(48), BOOT, 1, 2**64, 1), ValueError),
+    ((bytearray(48), BOOT, 1, 1, 1.0), TypeError),        # not an int
+    ((bytearray(48), BOOT[:3], 2**64, 1, 1), ValueError),  # fields are checked first
+    ((memoryview(bytearray(96))[::2], BOOT, 1, 1, 1), BufferError),  # not contiguous
+])
+def test_pack_in_flight_refuses_bad_input_alike(args, exc):
+    """P8: both codecs refuse the same input with the same exception type and message,
+    writing nothing."""
+    buf = args[0]
+    before = bytes(buf) if isinstance(buf, (bytes, bytearray)) else None
+    result = same("pack_in_flight", *args)
+    assert result[:2] == ("raise", exc), result
+    if before is not None:
+        assert bytes(buf) == before

@@ -211,8 +211,9 @@ class Injector:
         return wrapper
 
 
-# Enough rounds for every injection point: ~6 fdatasync calls a round, n up to scale(50, 130).
-ROUNDS = scale(10, 40)
+# Enough rounds for every injection point: ~6 fdatasync and ~4.5 sync_dir calls a round
+# (a checkpoint writes no LSN floor since rotation records it), n up to scale(50, 130).
+ROUNDS = scale(12, 40)
 
 
 def _workload():
@@ -351,19 +352,20 @@ def test_injected_eio(log_dir, monkeypatch, target, n):
           f"{len(acked)} acked, {len(extra)} of {len(pending)} unacknowledged recovered")
 
 
-@pytest.mark.parametrize("function,nth", [("fsync", 1), ("sync_dir", 1), ("sync_dir", 2), ("sync_dir", 3)],
-                         ids=["floor-fsync", "floor-dir-sync", "dir-sync-after-1st-unlink", "dir-sync-after-2nd-unlink"])
-def test_failed_sync_in_checkpoint_poisons_the_writer(log_dir, monkeypatch, function, nth):
+@pytest.mark.parametrize("nth", [1, 2, 3], ids=["dir-sync-after-1st-unlink", "dir-sync-after-2nd-unlink",
+                                                "dir-sync-after-3rd-unlink"])
+def test_failed_sync_in_checkpoint_poisons_the_writer(log_dir, monkeypatch, nth):
     """P2 (INVARIANTS.md: a failed sync is never retried and never followed by a success
     report), I14, API.md ("after an fdatasync or write error the writer is poisoned").
 
-    checkpoint() makes three kinds of sync call: the LSN floor file's fsync, the directory
-    sync after renaming it into place, and a directory sync after each segment it unlinks
-    (I14: a crash leaves a contiguous suffix). When one of them fails with EIO (mocked, see
-    the module docstring), checkpoint raises the OSError, but the writer is not poisoned:
-    later appends are acknowledged and a later checkpoint/rotate syncs the same directory
-    again and reports success, although the failed directory sync may have lost the unlink
-    (after a power cut a deleted segment can come back before a later one is gone: a gap, I11).
+    checkpoint() syncs the directory after each segment it unlinks (I14: a crash leaves a
+    contiguous suffix); it writes no LSN floor, since the rotation that completed each
+    segment recorded it (LSN_FLOOR), so it makes no other sync call. When one of those
+    directory syncs fails with EIO (mocked, see the module docstring), checkpoint raises the
+    OSError and poisons the writer: otherwise later appends would be acknowledged and a later
+    checkpoint/rotate would sync the same directory again and report success, although the
+    failed directory sync may have lost the unlink (after a power cut a deleted segment can
+    come back before a later one is gone: a gap, I11).
     """
     with walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=None)) as setup:
         for i in range(3):
@@ -371,11 +373,12 @@ def test_failed_sync_in_checkpoint_poisons_the_writer(log_dir, monkeypatch, func
             setup.rotate()
     wal = walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=None))
     try:
-        inj = Injector(monkeypatch, function, nth)
+        inj = Injector(monkeypatch, "sync_dir", nth)
         inj.op = "checkpoint"
         with pytest.raises(OSError) as info:
-            wal.checkpoint(3)  # deletes segments 1-3: floor fsync, floor dir sync, 3 dir syncs
+            wal.checkpoint(3)  # deletes segments 1-3: 3 directory syncs
         assert info.value.errno == errno.EIO
+        assert inj.calls == nth, f"checkpoint made {inj.calls - nth} other sync call(s) before the failure"
         calls = inj.calls
         outcomes = []
         for name, call in later_calls(wal):
@@ -385,8 +388,43 @@ def test_failed_sync_in_checkpoint_poisons_the_writer(log_dir, monkeypatch, func
             except walogs.WalError as exc:
                 outcomes.append(f"{name}: poisoned" if "poisoned" in str(exc) else f"{name}: {exc}")
         assert all(o.endswith("poisoned") for o in outcomes), (
-            f"EIO on {function} call {nth} in checkpoint() did not poison the writer: {outcomes}; "
+            f"EIO on directory sync {nth} in checkpoint() did not poison the writer: {outcomes}; "
             f"{inj.calls - calls} sync call(s) after the failure (P2)")
         assert inj.calls == calls
     finally:
         wal.close()
+
+
+@pytest.mark.parametrize("how", ["slot-update", "file-creation"])
+def test_failed_floor_sync_at_rotation_poisons_the_writer(log_dir, monkeypatch, how):
+    """P2 for LSN_FLOOR: rotation records the floor (an in-place slot update and fdatasync, or,
+    with no floor file, a temp file's fdatasync then a rename); EIO there raises from rotate()
+    and poisons, since a later checkpoint would rely on a floor that may be on no disk. A
+    full disk there is not an I/O failure (tests/test_full_disk.py)."""
+    with walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=None)) as wal:
+        wal.append(b"a")
+        wal.rotate()  # the first rotation creates LSN_FLOOR
+    wal = walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=None))
+    try:
+        if how == "file-creation":
+            os.unlink(log_dir / "LSN_FLOOR")  # as in a log from before the floor file
+        wal.append(b"b")
+        real = _io.fdatasync
+
+        def failing(fd):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(str(log_dir / "LSN_FLOOR")):
+                raise OSError(errno.EIO, "injected EIO on fdatasync of the LSN floor")
+            return real(fd)
+
+        monkeypatch.setattr(_io, "fdatasync", failing)
+        with pytest.raises(OSError) as info:
+            wal.rotate()
+        assert info.value.errno == errno.EIO
+        with pytest.raises(walogs.WalError, match="poisoned"):
+            wal.append(b"c")
+    finally:
+        monkeypatch.undo()
+        wal.close()
+    with walogs.Wal.open(log_dir) as wal:
+        assert [d for _, d in wal] == [b"a", b"b"]
+    assert not (log_dir / "LSN_FLOOR.tmp").exists()  # the open removed what the failed sync left

@@ -429,7 +429,8 @@ def test_workload_shape(recorded):
     assert len(w.appended) >= 200 and steps["append"] >= 50 and steps["append_batch"] >= 20
     assert len([n for n in created if n.startswith(SEGMENT_NAME)]) >= 3
     assert steps["checkpoint"] >= 2 and kinds["unlink"] >= 2 and steps["rotate"] >= 1 and steps["open"] >= 2
-    assert kinds["sync"] >= 150 and kinds["sync_dir"] >= 10 and kinds["truncate"] >= 1
+    # (No truncate: the one this workload made was VISIBLE sized by ftruncate, which is written now.)
+    assert kinds["sync"] >= 150 and kinds["sync_dir"] >= 10
     # Every sync point is a crash point just before and just after the sync.
     covered = {p for p, variant, _, _ in plan if variant == "durable"}
     assert all(k in covered and k + 1 in covered for k in rec.sync_points())
@@ -830,22 +831,23 @@ def _called_from(name: str) -> bool:
 def scratch_patch(kind: str, rec: Recorder) -> tuple[str, Callable]:
     """A scratch build of walogs with one sync removed: the call does nothing, and the
     recorder never sees it, so what it would have made durable never is."""
-    recorded_sync_dir, recorded_fdatasync, recorded_fsync = _io.sync_dir, _io.fdatasync, _io.fsync
+    recorded_sync_dir, recorded_fdatasync = _io.sync_dir, _io.fdatasync
     if kind == "no_sync_dir":  # I3/I15/I14 all gone
         return "sync_dir", lambda path: None
     if kind == "no_segment_fdatasync":  # I4 gone
         return "fdatasync", lambda fd: None if _segment_fd(rec, fd) else recorded_fdatasync(fd)
     if kind == "no_rotate_sync_dir":  # I15 gone: a new segment's entry is not durable before its frames
         return "sync_dir", lambda path: None if _called_from("_rotate_paused") else recorded_sync_dir(path)
-    if kind == "no_floor_fsync":  # the LSN floor renamed into place before its bytes are durable
-        return "fsync", lambda fd: None if (rec.path_of(fd) or "").endswith("LSN_FLOOR.tmp") else recorded_fsync(fd)
+    if kind == "no_floor_sync":  # the LSN floor relied on (created, updated) before its bytes are durable
+        return "fdatasync", lambda fd: (None if os.path.basename(rec.path_of(fd) or "") in ("LSN_FLOOR", "LSN_FLOOR.tmp")
+                                        else recorded_fdatasync(fd))
     raise ValueError(kind)
 
 
 TEETH_IMAGES = scale(600, 6000)
 
 
-@pytest.mark.parametrize("kind", ["no_sync_dir", "no_segment_fdatasync", "no_rotate_sync_dir", "no_floor_fsync"])
+@pytest.mark.parametrize("kind", ["no_sync_dir", "no_segment_fdatasync", "no_rotate_sync_dir", "no_floor_sync"])
 def test_teeth_removed_sync_is_caught(kind, tmp_path, image_dir, monkeypatch, capsys):
     """The suite has teeth: with one sync removed from a scratch walogs, the same workload and
     checks find failing images (deterministically: seeded plan, single-threaded workload).

@@ -91,6 +91,9 @@ find_frame = codec.find_frame
 FrameReader = codec.FrameReader
 pack_visible = codec.pack_visible
 VISIBLE_SIZE = codec.VISIBLE_SIZE
+pack_in_flight = codec.pack_in_flight
+IN_FLIGHT_SIZE = codec.IN_FLIGHT_SIZE
+BOOT_ID_SIZE = codec.BOOT_ID_SIZE
 
 
 def frame_size(data: object) -> int:
@@ -125,6 +128,8 @@ __all__ = [
     "BuildInfo",
     "FrameReader",
     "SegmentWriter",
+    "BOOT_ID_SIZE",
+    "IN_FLIGHT_SIZE",
     "VISIBLE_SIZE",
     "codec",
     "decode",
@@ -132,6 +137,7 @@ __all__ = [
     "encode_batch",
     "find_frame",
     "frame_size",
+    "pack_in_flight",
     "pack_visible",
     "scan",
 ]

@@ -1,61 +1,188 @@
-"""The LSN floor side file: where LSNs continue when no entry is stored (P1).
+"""The LSN floor side file: where LSNs continue, and how far the log has come (P1, I11).
 
-``<dir>/LSN_FLOOR`` holds 20 bytes: the magic ``WALOGSFL``, the next LSN as
-u64 little-endian, and a CRC-32 of those 16 bytes as u32 little-endian.
-It is written (temp file, fsync, rename, directory sync) by a checkpoint
-before it deletes a segment, so a log whose every entry was checkpointed
-away never hands out an LSN twice. The Rust crate ignores the file; a
-directory without it opens as before (FORMAT.md: side files are optional).
+``<dir>/LSN_FLOOR`` is a durable high-water mark: the LSN the next entry
+gets when no entry is stored (the *floor*), and the highest segment number
+made durable. The writer records it at the first rotation and after every
+one, once the new segment exists durably (I15) and the completed one is
+synced (and at open, for a log that has completed segments), so:
+
+* every completed segment's LSNs are below the floor before a checkpoint
+  may delete it: a log whose every entry was checkpointed away continues
+  from the floor, never from 1 (P1), and a checkpoint writes nothing (on a
+  full disk it frees space and never needs any);
+* a log whose newest segments were deleted or lost is found out: the
+  newest segment file must be at least the recorded one, else
+  WalCorruptError, like a gap (I11), instead of handing out the lost LSNs
+  again. (A log that never rotated has no record: deleting its one segment
+  leaves a directory that opens as a new log.)
+
+Layout: 1024 bytes, two 40-byte slots at offsets 0 and 512, each::
+
+    magic   8s  b"WALOGSF2"
+    counter u64 which slot is newer: the valid slot with the higher counter wins
+    floor   u64 the LSN the next entry gets when no entry is stored
+    seq     u64 the highest segment number made durable
+    crc     u32 CRC-32 of bytes 0..32 of the slot
+    (4 zero bytes)
+
+An update overwrites the older slot in place and fdatasyncs: no new
+space on disk, and a torn write leaves the other slot whole. The file is
+created (and an old 20-byte file, magic ``WALOGSFL`` with the floor only,
+replaced) by writing ``LSN_FLOOR.tmp``, fdatasync, rename, directory sync.
+The Rust crate ignores the file; a directory without it opens as before
+(FORMAT.md: side files are optional), without the two guarantees above.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zlib
+from dataclasses import dataclass
+from typing import Optional
 
 from walogs import _io
 from walogs.errors import WalCorruptError
 
 FLOOR_NAME = "LSN_FLOOR"
-_MAGIC = b"WALOGSFL"
-_BODY = struct.Struct("<8sQ")
-_CRC = struct.Struct("<I")
+TEMP_NAME = FLOOR_NAME + ".tmp"
+_LEGACY_MAGIC = b"WALOGSFL"
+_LEGACY = struct.Struct("<8sQI")
+_MAGIC = b"WALOGSF2"
+_SLOT = struct.Struct("<8sQQQI4x")
+_SLOT_CRC_SPAN = 32
+SLOT_OFFSETS = (0, 512)
+FILE_SIZE = 1024
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
-def read_floor(directory: str) -> int:
-    """The next LSN recorded by the last checkpoint, 0 if there is no floor file."""
+@dataclass(frozen=True)
+class Floor:
+    """What LSN_FLOOR records."""
+
+    next_lsn: int
+    """The LSN the next entry gets when no entry is stored (0: none recorded)."""
+    seq: int
+    """The highest segment number made durable (0: none recorded)."""
+    counter: int = 0
+    slot: int = -1
+    """Which slot holds it (-1: the old one-record layout, or no file)."""
+
+
+NO_FLOOR = Floor(0, 0)
+
+
+def no_space(exc: BaseException) -> bool:
+    """True for a write refused for want of space (ENOSPC, EDQUOT, EFBIG): nothing was lost."""
+    return isinstance(exc, OSError) and exc.errno in _NO_SPACE
+
+
+def _pack_slot(counter: int, next_lsn: int, seq: int) -> bytes:
+    body = _SLOT.pack(_MAGIC, counter, next_lsn, seq, 0)
+    return _SLOT.pack(_MAGIC, counter, next_lsn, seq, zlib.crc32(body[:_SLOT_CRC_SPAN]))
+
+
+def _unpack_slot(raw: bytes, slot: int) -> Optional[Floor]:
+    if len(raw) < _SLOT.size:
+        return None
+    magic, counter, next_lsn, seq, crc = _SLOT.unpack_from(raw)
+    if magic != _MAGIC or crc != zlib.crc32(raw[:_SLOT_CRC_SPAN]):
+        return None
+    return Floor(next_lsn, seq, counter, slot)
+
+
+def read(directory: str) -> Floor:
+    """What LSN_FLOOR records; NO_FLOOR if there is no file.
+
+    A file with no valid slot raises WalCorruptError: once renamed into
+    place it always holds one, and an update never touches both.
+    """
     path = os.path.join(directory, FLOOR_NAME)
     try:
         fd = _io.open_read(path)
     except FileNotFoundError:
-        return 0
+        return NO_FLOOR
     try:
-        raw = os.pread(fd, 64, 0)
+        raw = os.pread(fd, FILE_SIZE + 1, 0)
     finally:
         _io.close(fd)
-    body, crc = raw[: _BODY.size], raw[_BODY.size : _BODY.size + _CRC.size]
-    if len(raw) != _BODY.size + _CRC.size or _CRC.unpack(crc)[0] != zlib.crc32(body):
+    if len(raw) == _LEGACY.size and raw[:8] == _LEGACY_MAGIC:
+        magic, next_lsn, crc = _LEGACY.unpack(raw)
+        if crc == zlib.crc32(raw[:16]):
+            return Floor(next_lsn, 0)
+    slots = [_unpack_slot(raw[at : at + _SLOT.size], i) for i, at in enumerate(SLOT_OFFSETS)]
+    valid = [s for s in slots if s is not None]
+    if not valid:
         raise WalCorruptError(
-            f"{path}: damaged LSN floor file ({len(raw)} bytes); if the segments still hold "
-            "entries, delete the file and open again"
+            f"{path}: damaged LSN floor file ({len(raw)} bytes, no valid record); it says where LSNs "
+            "continue when no entry is stored: if the segments still hold entries, move the file "
+            "away and open again"
         )
-    magic, next_lsn = _BODY.unpack(body)
-    if magic != _MAGIC:
-        raise WalCorruptError(f"{path}: not an LSN floor file (bad magic {magic!r})")
-    return next_lsn
+    return max(valid, key=lambda s: s.counter)
 
 
-def write_floor(directory: str, next_lsn: int) -> None:
-    """Durably record that LSNs continue from ``next_lsn`` (I3: rename, then directory sync)."""
-    path = os.path.join(directory, FLOOR_NAME)
-    temp = path + ".tmp"
-    body = _BODY.pack(_MAGIC, next_lsn)
+def read_floor(directory: str) -> int:
+    """The LSN the next entry gets when no entry is stored; 0 if no floor is recorded."""
+    return read(directory).next_lsn
+
+
+def remove_temp(directory: str) -> None:
+    """Remove an ``LSN_FLOOR.tmp`` an interrupted update left (writer only)."""
+    try:
+        _io.unlink(os.path.join(directory, TEMP_NAME))
+    except FileNotFoundError:
+        pass
+
+
+def advance(directory: str, next_lsn: int, seq: int, current: Optional[Floor] = None) -> Floor:
+    """Durably record at least ``next_lsn`` and ``seq`` (never lowering either); the record now.
+
+    Writes nothing when LSN_FLOOR already says as much. Caller holds the
+    writer lock and has made durable what it records: segment ``seq`` exists
+    durably, entries below ``next_lsn`` are in synced segments. Raises the
+    OSError of a failed write or sync; :func:`no_space` tells whether it
+    was only a full disk. On any failure nothing changed durably, and no
+    temp file is left.
+    """
+    if current is None:
+        current = read(directory)
+    want = Floor(max(next_lsn, current.next_lsn), max(seq, current.seq))
+    if (want.next_lsn, want.seq) == (current.next_lsn, current.seq) and current.slot >= 0:
+        return current
+    counter = current.counter + 1
+    if current.slot < 0:
+        _create(directory, _pack_slot(counter, want.next_lsn, want.seq))
+        return Floor(want.next_lsn, want.seq, counter, 0)
+    slot = 1 - current.slot  # the older one: the newest record stays whole if this write tears
+    fd = _io.open_write(os.path.join(directory, FLOOR_NAME))
+    try:
+        _io.pwrite_all(fd, _pack_slot(counter, want.next_lsn, want.seq), SLOT_OFFSETS[slot])
+        _io.fdatasync(fd)
+    finally:
+        _io.close(fd)
+    return Floor(want.next_lsn, want.seq, counter, slot)
+
+
+def _create(directory: str, first_slot: bytes) -> None:
+    # I3: temp file, fdatasync, rename, directory sync. A write that fails (a full disk)
+    # leaves no temp file; after a failed sync nothing more is done (P2): the next writer
+    # open removes the temp file.
+    temp = os.path.join(directory, TEMP_NAME)
+    content = bytearray(FILE_SIZE)
+    content[: len(first_slot)] = first_slot
     fd = _io.open_or_create(temp, os.O_WRONLY | os.O_TRUNC)
     try:
-        _io.pwrite_all(fd, body + _CRC.pack(zlib.crc32(body)), 0)
-        _io.fsync(fd)
+        try:
+            _io.pwrite_all(fd, bytes(content), 0)
+        except BaseException:
+            _io.close(fd)
+            fd = -1
+            remove_temp(directory)
+            raise
+        _io.fdatasync(fd)  # data and size: all a rename needs
     finally:
-        _io.close(fd)
-    _io.rename(temp, path)
+        if fd >= 0:
+            _io.close(fd)
+    _io.rename(temp, os.path.join(directory, FLOOR_NAME))
     _io.sync_dir(directory)

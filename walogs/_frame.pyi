@@ -49,3 +49,8 @@ class ChainReader(Iterator[tuple[int, bytes]]):
 VISIBLE_SIZE: Final[int]
 
 def pack_visible(buf: object, state: int, seq: int, lsn: int, offset: int) -> None: ...
+
+IN_FLIGHT_SIZE: Final[int]
+BOOT_ID_SIZE: Final[int]
+
+def pack_in_flight(buf: object, boot: object, seq: int, start: int, end: int) -> None: ...

@@ -378,3 +378,42 @@ def pack_visible(buf: object, state: int, seq: int, lsn: int, offset: int) -> No
             raise ValueError(f"a VISIBLE record needs {VISIBLE_SIZE} bytes, the buffer has {len(view)}")
         crc = zlib.crc32(_VISIBLE_BODY.pack(*fields))
         _VISIBLE_RECORD.pack_into(view, 0, _VISIBLE_MAGIC, crc, *fields)
+
+
+IN_FLIGHT_SIZE = 48
+"""Bytes in the in-flight record that :func:`pack_in_flight` writes."""
+_IN_FLIGHT_MAGIC = b"WLIF"
+_IN_FLIGHT_BODY = struct.Struct("<16sQQQ")
+_IN_FLIGHT_RECORD = struct.Struct("<4sI16sQQQ")
+BOOT_ID_SIZE = 16
+"""Bytes of the boot id in the in-flight record."""
+
+
+def pack_in_flight(buf: object, boot: object, seq: int, start: int, end: int) -> None:
+    """Write the in-flight record for ``(boot, seq, start, end)`` into ``buf[:48]``.
+
+    The layout (walogs._visible, docs/format.md): magic b"WLIF", the CRC-32
+    of the 40 bytes that follow, then the 16-byte boot id, seq u64, start
+    u64, end u64, all little-endian. ``buf`` must be a writable buffer of at
+    least 48 bytes and ``boot`` a bytes-like object of exactly 16 bytes
+    (TypeError, ValueError); seq, start and end must fit a u64 (ValueError).
+    The writer stores it before every write of frames, so it is on the
+    append path.
+    """
+    fields = []
+    for name, value in (("seq", seq), ("start", start), ("end", end)):
+        value = operator.index(value)
+        if not 0 <= value <= _MAX_LSN:
+            raise ValueError(f"in-flight {name} {value} is out of range 0..{_MAX_LSN}")
+        fields.append(value)
+    with _byte_view(boot) as boot_view:
+        if len(boot_view) != BOOT_ID_SIZE:
+            raise ValueError(f"a boot id has {BOOT_ID_SIZE} bytes, not {len(boot_view)}")
+        boot_id = boot_view.tobytes()
+    with _byte_view(buf) as view:  # released at once: an mmap with a live export cannot close
+        if view.readonly:
+            raise TypeError(f"pack_in_flight needs a writable buffer, not a read-only {type(buf).__name__}")
+        if len(view) < IN_FLIGHT_SIZE:
+            raise ValueError(f"an in-flight record needs {IN_FLIGHT_SIZE} bytes, the buffer has {len(view)}")
+        crc = zlib.crc32(_IN_FLIGHT_BODY.pack(boot_id, *fields))
+        _IN_FLIGHT_RECORD.pack_into(view, 0, _IN_FLIGHT_MAGIC, crc, boot_id, *fields)

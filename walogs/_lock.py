@@ -20,7 +20,10 @@ We also take ``flock`` on the same descriptor, so that a writer built on
 
 Both kinds are inherited across ``fork``: a child must never unlock
 (that would drop the parent's lock); it only closes its copy of the
-descriptor, which leaves the parent's lock in place.
+descriptor, which leaves the parent's lock in place. It closes it at once,
+in the at-fork hook: a copy kept open (say by a worker from a plain
+``os.fork()`` that never touches the log) would keep the lock alive after
+the writer died, and I6 says the lock dies with the writer.
 """
 
 from __future__ import annotations
@@ -48,11 +51,14 @@ _BUSY = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
 
 _fork_generation = 0
 _fork_watchers: weakref.WeakSet[Any] = weakref.WeakSet()
+_held_locks: weakref.WeakSet[WriterLock] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
     global _fork_generation
     _fork_generation += 1
+    for lock in list(_held_locks):
+        lock._drop_in_child()
     for watcher in list(_fork_watchers):
         watcher._in_forked_child()
 
@@ -109,38 +115,47 @@ def recorded_pid(directory: str) -> int | None:
 class WriterLock:
     """An exclusive hold on ``<directory>/LOCK`` for a writer's lifetime (I6)."""
 
-    def __init__(self, directory: str, fd: int) -> None:
+    def __init__(self, directory: str, fd: int, created: bool = False) -> None:
         self.directory = directory
         self._fd: int | None = fd
         self._generation = _fork_generation
         self._mutex = threading.Lock()
+        self.created = created
+        """True if this acquire created the LOCK file (a new log: see :meth:`discard`)."""
+        _held_locks.add(self)
 
     @classmethod
     def acquire(cls, directory: str, timeout: float | None = 0.0) -> WriterLock:
         """Take the lock, waiting up to ``timeout`` seconds (None: forever).
 
         Raises WalLockedError naming the directory and the recorded holder.
-        The LOCK file is created once and never replaced or deleted, so its
-        inode stays the same for every writer.
+        The LOCK file of a log is created once and never replaced; only an
+        open that created a new log and then failed removes it again
+        (:meth:`discard`), so a lock taken on a LOCK file that is no longer
+        the directory's is given up and taken again on the current one.
         """
         if timeout is not None and timeout < 0:
             raise ValueError(f"lock_timeout must be >= 0 or None, not {timeout!r}")
-        fd = _io.open_or_create(os.path.join(directory, LOCK_NAME))
+        path = os.path.join(directory, LOCK_NAME)
         started = time.monotonic()
         pause = 0.0005
-        try:
-            while not _try_lock(fd):
-                waited = time.monotonic() - started
-                if timeout is not None and waited >= timeout:
-                    raise WalLockedError(directory, recorded_pid(directory), waited)
-                if timeout is not None:
-                    pause = min(pause, max(timeout - waited, 0.0))
-                time.sleep(pause)
-                pause = min(pause * 2, 0.02)
-        except BaseException:
-            _io.close(fd)
-            raise
-        return cls(directory, fd)
+        while True:
+            fd, created = _open_lock_file(path)
+            try:
+                while not _try_lock(fd):
+                    waited = time.monotonic() - started
+                    if timeout is not None and waited >= timeout:
+                        raise WalLockedError(directory, recorded_pid(directory), waited)
+                    if timeout is not None:
+                        pause = min(pause, max(timeout - waited, 0.0))
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.02)
+                if _is_current(fd, path):
+                    return cls(directory, fd, created)
+            except BaseException:
+                _io.close(fd)
+                raise
+            _io.close(fd)  # locked a LOCK file that a failed creation removed: take the new one
 
     def record_owner(self) -> None:
         """Write our pid into LOCK, for WalLockedError and ``walogs info`` (informational only).
@@ -177,6 +192,49 @@ class WriterLock:
                     _ofd(fd, _F_OFD_SETLK, fcntl.F_UNLCK)
             finally:
                 _io.close(fd)
+
+    def discard(self) -> None:
+        """Remove the LOCK file this acquire created, then release: a failed new log leaves nothing.
+
+        Only for a log that never existed: a writer waiting on the removed
+        file finds it is no longer the directory's and takes the new one
+        (:meth:`acquire`), so two writers never hold "the" lock.
+        """
+        if self.created and self.held:
+            try:
+                _io.unlink(os.path.join(self.directory, LOCK_NAME))
+            except FileNotFoundError:
+                pass
+        self.release()
+
+    def _drop_in_child(self) -> None:
+        # At fork, in the child: close the inherited copy without unlocking (the parent
+        # still holds the lock through its own), so the lock dies with the parent (I6).
+        fd, self._fd = self._fd, None
+        self._mutex = threading.Lock()  # a parent thread may have held it at the fork
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _open_lock_file(path: str) -> tuple[int, bool]:
+    """A descriptor of LOCK, and whether this call created the file."""
+    try:
+        return _io.open_or_create(path, os.O_RDWR | os.O_EXCL), True
+    except FileExistsError:
+        return _io.open_or_create(path), False
+
+
+def _is_current(fd: int, path: str) -> bool:
+    """True if ``fd`` is the file now at ``path`` (not one a failed creation removed)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def writer_is_live(directory: str) -> tuple[bool, int | None]:

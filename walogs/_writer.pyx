@@ -47,16 +47,16 @@ from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.errno cimport EINTR, EIO, errno
 from libc.stdint cimport UINT64_MAX, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport strerror
+from libc.string cimport memcpy, strerror
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.types cimport off_t
 
-from walogs._frame cimport build_frame, build_visible, entry_view
+from walogs._frame cimport build_frame, build_in_flight, build_visible, entry_view
 
 import os
 
 from walogs import _frame, _io
-from walogs._visible import PUBLISHED
+from walogs._visible import FILE_SIZE, IN_FLIGHT_OFFSET, PUBLISHED
 from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError
 
 cdef extern from "unistd.h" nogil:
@@ -96,6 +96,9 @@ cdef enum:
     _HDR = 16
     _STACK_FRAME = 512              # frames up to this size are built on the stack
     _VISIBLE_PUBLISHED = 2
+    _VISIBLE_FILE = 80              # the mapping: visible end (32 bytes), then the in-flight record
+    _IN_FLIGHT_AT = 32
+    _BOOT_ID = 16
     _MODE_ALWAYS = 0
     _MODE_INTERVAL = 1
     _MODE_NONE = 2
@@ -112,6 +115,9 @@ if FRAME_HEADER_SIZE != _HDR:
     raise ImportError(f"walogs._writer is built for {_HDR}-byte frame headers, not {FRAME_HEADER_SIZE}")
 if PUBLISHED != _VISIBLE_PUBLISHED:
     raise ImportError(f"walogs._writer publishes state {_VISIBLE_PUBLISHED}, _visible says {PUBLISHED}")
+if (FILE_SIZE, IN_FLIGHT_OFFSET) != (_VISIBLE_FILE, _IN_FLIGHT_AT):
+    raise ImportError(f"walogs._writer maps a {_VISIBLE_FILE}-byte VISIBLE with the in-flight record at "
+                      f"{_IN_FLIGHT_AT}, _visible says {FILE_SIZE} and {IN_FLIGHT_OFFSET}")
 
 # The unwrapped _io functions: while _io holds these, system calls go straight to libc.
 _REAL_IO = (_io.pwrite_all, _io.fdatasync, _io.ftruncate)
@@ -209,6 +215,7 @@ cdef class SegmentWriter:
     cdef int64_t _sync_ns
     cdef Py_buffer _visible
     cdef bint _has_visible
+    cdef unsigned char _boot[_BOOT_ID]   # this boot's id, in every in-flight record
     cdef object _poison
 
     def __cinit__(self):
@@ -237,11 +244,16 @@ cdef class SegmentWriter:
         self._limit = min(limit, (1 << 64) - 1)
         self._synced_lsn, self._synced_seq, self._synced_end = self._durable, seq, end
         self._last_batch = 1
+        boot = bytes(publisher.boot_id)
+        if len(boot) != _BOOT_ID:
+            raise ValueError(f"a boot id has {_BOOT_ID} bytes, not {len(boot)}")
+        memcpy(self._boot, PyBytes_AS_STRING(boot), _BOOT_ID)
         PyObject_GetBuffer(publisher.buffer(), &self._visible, PyBUF_WRITABLE)
         self._has_visible = True
-        if self._visible.len < 32:
-            raise ValueError(f"the VISIBLE mapping has {self._visible.len} bytes, not 32")
+        if self._visible.len < _VISIBLE_FILE:
+            raise ValueError(f"the VISIBLE mapping has {self._visible.len} bytes, not {_VISIBLE_FILE}")
         self._publish(self._durable, seq, end)
+        self._mark_in_flight(seq, end, end)
 
     def __dealloc__(self):
         if self._has_visible:
@@ -429,6 +441,8 @@ cdef class SegmentWriter:
     cdef int _write(self, _Call *call, const unsigned char *p, size_t n, uint64_t first,
                     uint64_t last) noexcept nogil:
         # Mutex held. P7: one write per append or batch, nothing kept in user space.
+        # Before the write: if a kill cuts it short, recovery cuts all of it (_visible.in_flight_cut).
+        self._mark_in_flight(self._seq, self._end, self._end + n)
         cdef int rc = self._pwrite_all(call, p, n, self._end)
         if rc != _OK:
             if self._fail(call, rc):
@@ -527,6 +541,11 @@ cdef class SegmentWriter:
         # P4: readers may read up to here (a synced end, or under "none" a written one).
         if self._has_visible:
             build_visible(<unsigned char *>self._visible.buf, _VISIBLE_PUBLISHED, <uint32_t>seq, lsn, end)
+
+    cdef void _mark_in_flight(self, uint64_t seq, uint64_t start, uint64_t end) noexcept nogil:
+        # A memory store into the page cache, no system call: it survives a kill of this process.
+        if self._has_visible:
+            build_in_flight(<unsigned char *>self._visible.buf + _IN_FLIGHT_AT, self._boot, seq, start, end)
 
     cdef bint _fail(self, _Call *call, int rc) noexcept nogil:
         # Mutex held, after a system call returned rc != _OK: call.exc is its

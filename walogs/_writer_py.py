@@ -49,6 +49,8 @@ class SegmentWriter:
         self._always = mode == "always"
         self._publisher = publisher
         self._publish_written = publisher.publish if mode == "none" else None
+        self._mark_in_flight = publisher.mark_in_flight
+        self._mark_in_flight(seq, end, end)
         # _mutex guards the cursor (one write at a time); _sync_mutex is held
         # around an fdatasync and while paused, so no descriptor is swapped or
         # closed under a leader; _sync_state guards _syncing, durable_lsn,
@@ -107,6 +109,8 @@ class SegmentWriter:
 
     def _write(self, frames: bytes, first: int, last: int) -> None:
         # Caller holds _mutex. P7: one write per append or batch, nothing kept in user space.
+        # Before the write: if a kill cuts it short, recovery cuts all of it (_visible.in_flight_cut).
+        self._mark_in_flight(self._seq, self._end, self._end + len(frames))
         try:
             _io.pwrite_all(self._fd, frames, self._end)
         except OSError as exc:

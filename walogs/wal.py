@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
 import threading
@@ -66,30 +67,52 @@ class Wal:
 
     @classmethod
     def open(cls, path: PathLike, config: Optional[WalConfig] = None, *,
-             lock_timeout: Optional[float] = 0.0) -> Wal:
+             lock_timeout: Optional[float] = 0.0, create: Optional[bool] = None) -> Wal:
         """Open or create the log directory ``path`` as its single writer.
 
         Takes the writer lock (waiting up to ``lock_timeout`` seconds, None:
         forever, else WalLockedError), then runs recovery: a torn tail is cut
         (I2), damage that is not a torn tail raises WalCorruptError (P10).
+
+        ``create`` says where a new log may be made. ``None`` (the default):
+        in a missing directory (parents too) or an empty one; a directory
+        that holds other files and no log raises FileExistsError. ``True``:
+        there too. ``False``: never; FileNotFoundError unless ``path``
+        already holds a log. An empty ``path`` is a ValueError (it would make
+        the current directory a log). If there is no space to make a new log
+        (OSError ENOSPC), nothing of it is left behind.
         """
         if config is None:
             config = WalConfig()
         elif not isinstance(config, WalConfig):
             raise TypeError(f"config must be a WalConfig, not {type(config).__name__}")
-        directory = os.path.abspath(os.fsdecode(os.fspath(path)))
-        _recovery.ensure_directory(directory)
-        lock = _lock.WriterLock.acquire(directory, lock_timeout)
-        fd = publisher = None
+        if create is not None and not isinstance(create, bool):
+            raise TypeError(f"create must be True, False or None, not {create!r}")
+        raw = os.fspath(path)
+        if not raw:
+            raise ValueError("the log path is empty: name the log's directory (an empty path would "
+                             "make the current directory a log)")
+        directory = os.path.abspath(os.fsdecode(raw))
+        made_dirs = _recovery.prepare_directory(directory, create)
         try:
+            lock = _lock.WriterLock.acquire(directory, lock_timeout)
+        except BaseException:
+            _recovery.remove_created_directories(made_dirs)
+            raise
+        fd = publisher = None
+        existed: Optional[frozenset[str]] = None
+        try:
+            if not _recovery.segment_files(directory)[0]:
+                existed = frozenset(_io.listdir(directory))  # a new log, unless a wal.log is there
             _visible.mark_recovering(directory)
             layout, fd = _recovery.recover(directory)
             # P11: published only now that recovery made the kept entries durable.
             publisher = _visible.Publisher(directory)
             lock.record_owner()
             return cls(directory, config, lock, layout, fd, publisher)
-        except BaseException:
-            # Nothing may outlive a failed open: descriptor, mapping, lock.
+        except BaseException as exc:
+            # Nothing may outlive a failed open: descriptor, mapping, lock; nor, when there was no
+            # space to make it, a new log's files. (After a failed sync nothing more is done, P2.)
             if publisher is not None:
                 try:
                     publisher.close(mark_closed=True)
@@ -97,7 +120,12 @@ class Wal:
                     pass  # a half-built writer still maps it: unmapped when that is collected
             if fd is not None:
                 _io.close(fd)
-            lock.release()
+            if existed is not None and _segments.V1_NAME not in existed and _floor.no_space(exc):
+                _recovery.discard_new_log(directory, existed)
+                lock.discard()
+                _recovery.remove_created_directories(made_dirs)
+            else:
+                lock.release()
             raise
 
     # ------------------------------------------------------------------ guards
@@ -240,13 +268,31 @@ class Wal:
         self._writer.switch(new_fd, seq)
         self._active_seq = seq
         _io.close(old_fd)
+        self._record_high_water(seq, old.last_lsn + 1)
+
+    def _record_high_water(self, seq: int, next_lsn: int) -> None:
+        # LSN_FLOOR, now that segment seq exists durably (I15) and the completed one is synced:
+        # a later checkpoint then writes nothing (P1 holds, and it needs no space on a full disk),
+        # and a lost tail segment is found (I11). A full disk here loses nothing: the record stays
+        # a lower bound, and checkpoint writes it if it must.
+        try:
+            _floor.advance(self._dir, next_lsn, seq)
+        except OSError as exc:
+            if not _floor.no_space(exc):
+                self._poison_with(exc)  # P2: a failed sync is never retried as if fine
+                raise
 
     def checkpoint(self, applied_up_to: int) -> int:
         """Delete completed segments whose every LSN is <= ``applied_up_to``; return how many.
 
         Oldest first, syncing the directory after each (I14); the active
-        segment is never deleted (I13). Before the first deletion the next
-        LSN is recorded in the LSN floor file, so LSNs never restart (P1).
+        segment is never deleted (I13). The LSN floor (LSN_FLOOR) is above
+        every deleted LSN before the first deletion, so LSNs never restart
+        (P1); the rotation that completed a segment already recorded it, so
+        a checkpoint normally writes nothing and frees space on a full disk.
+        If it must write the floor (a log from an older walogs) and the disk
+        is full, it deletes what the stored entries still cover and raises
+        OSError(ENOSPC) for the rest; the writer stays usable.
         """
         if isinstance(applied_up_to, bool) or not isinstance(applied_up_to, int):
             raise TypeError(f"applied_up_to must be an int LSN, not {type(applied_up_to).__name__}")
@@ -259,10 +305,19 @@ class Wal:
                 victims += 1
             if not victims:
                 return 0
+            wanted = victims
             floor = max(seg.last_lsn for seg in self._completed[:victims]) + 1
+            no_space: Optional[OSError] = None
             try:
-                if floor > 1:
-                    _floor.write_floor(self._dir, floor)
+                _floor.advance(self._dir, floor, self._active_seq)
+            except OSError as exc:
+                if not _floor.no_space(exc):
+                    self._poison_with(exc)  # P2: a failed sync is never retried as if fine
+                    raise
+                no_space = exc
+                if victims == len(self._completed) and self._writer.cursor()[2] == 0:
+                    victims -= 1  # P1: with the active segment empty, the newest entry says where LSNs go on
+            try:
                 for _ in range(victims):
                     seg = self._completed[0]
                     _io.unlink(os.path.join(self._dir, seg.name))
@@ -272,6 +327,14 @@ class Wal:
                 # P2: a failed directory sync may have lost the unlink; never sync it again as if fine.
                 self._poison_with(exc)
                 raise
+            if no_space is not None and victims < wanted:
+                raise OSError(
+                    errno.ENOSPC,
+                    f"{self._dir}: no space to record the LSN floor, which must be durable before "
+                    f"{self._completed[0].name}, the last segment holding entries, is deleted (LSNs never "
+                    f"restart); deleted {victims} of {wanted} segments: free some space and checkpoint again",
+                    os.path.join(self._dir, _floor.FLOOR_NAME),
+                ) from no_space
             return victims
 
     def _segments_now(self) -> list[SegmentInfo]:
