@@ -127,8 +127,13 @@ def test_sigkill_inside_a_batch_write_keeps_all_or_nothing(tmp_path, sync):
     after each, Wal.open must find whole batches only: every acknowledged one (P7), and of
     the batch in flight all of it or none of it, never a prefix."""
     rng = random.Random(f"{SEED}-{sync}")
-    partial, kept_whole, missed = [], 0, 0
-    for round_ in range(KILLS):
+    partial, kept_whole, missed, rounds = [], 0, 0, 0
+    # A child the parent never sees inside a write (a loaded machine schedules the
+    # parent late) is a round that proves nothing: run more rounds, up to a bound.
+    for round_ in range(3 * KILLS):
+        if rounds - missed == KILLS:
+            break
+        rounds += 1
         path = tmp_path / f"log{round_}"
         acks, killed = _kill_during_a_batch(path, sync, rng)
         missed += not killed
@@ -146,11 +151,12 @@ def test_sigkill_inside_a_batch_write_keeps_all_or_nothing(tmp_path, sync):
             if round_ == 0:
                 assert wal.append_batch([b"x"] * 3) == range(last + 1, last + 4)
         shutil.rmtree(path)
-    print(f"\n[batch kill {sync}] {KILLS - missed} kills inside a batch write ({missed} children never "
+    landed = rounds - missed
+    print(f"\n[batch kill {sync}] {landed} kills inside a batch write ({missed} children never "
           f"caught inside one): {len(partial)} kept part of the batch, {kept_whole} all of it")
-    assert missed <= KILLS // 2, f"only {KILLS - missed} of {KILLS} kills landed inside a write"
+    assert landed >= KILLS // 2, f"only {landed} of {rounds} children were killed inside a write"
     assert not partial, (
-        f"{len(partial)} of {KILLS - missed} kills left a prefix of the unacknowledged batch in the log "
+        f"{len(partial)} of {landed} kills left a prefix of the unacknowledged batch in the log "
         f"(round, entries kept, tail state): {partial}"
     )
 

@@ -85,17 +85,24 @@ def segment_files(directory: str) -> tuple[dict[int, str], bool]:
     return segments, v1
 
 
+_CHECKPOINT_RACES = 1000  # listings retaken because a checkpoint deleted their oldest segment meanwhile
+
+
 def contiguous_segment_files(directory: str, attempts: int = 5) -> tuple[dict[int, str], bool]:
     """``segment_files``, checked for gaps (I11), a missing tail included.
 
     A listing taken while a live writer rotates and checkpoints is not
     atomic: it can miss a segment that exists. A gap is only reported when
-    fresh listings keep showing it. The high-water mark is read before each
+    fresh listings keep showing it. A listing whose oldest segment is gone
+    by the time its gap is seen raced a checkpoint (which deletes oldest
+    first): it is taken again without counting as an attempt, up to
+    ``_CHECKPOINT_RACES`` times. The high-water mark is read before each
     listing: the segment it names existed durably by then, and the newest
     segment is never deleted, so a listing taken after it holds that
     number or a higher one.
     """
-    for attempt in range(attempts):
+    attempt = races = 0
+    while True:
         newest = _durable_seq(directory)
         files, v1 = segment_files(directory)
         try:
@@ -103,10 +110,15 @@ def contiguous_segment_files(directory: str, attempts: int = 5) -> tuple[dict[in
             check_tail(directory, files, newest)
             return files, v1
         except WalCorruptError:
-            if attempt == attempts - 1:
+            oldest = next(iter(files.values()), None)
+            deleted_meanwhile = oldest is not None and not os.path.exists(os.path.join(directory, oldest))
+            if deleted_meanwhile and races < _CHECKPOINT_RACES:
+                races += 1
+                continue
+            attempt += 1
+            if attempt == attempts:
                 raise
-            time.sleep(0.001 * (attempt + 1))
-    raise AssertionError("unreachable")
+            time.sleep(0.001 * attempt)
 
 
 def _durable_seq(directory: str) -> int:

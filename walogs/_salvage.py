@@ -226,7 +226,7 @@ def _walk(directory: str, export: _Export, result: SalvageResult) -> None:
     end = published_end(directory)
     if end is not None:
         result.visible_lsn = end.lsn
-    floor = _floor.read_floor(directory)
+    recorded = _floor.read(directory)
     last_seq = max(files, default=0)
     previous: Optional[int] = None
     # Bytes of damage since the last exported entry that may have held frames: they widen the
@@ -252,7 +252,8 @@ def _walk(directory: str, export: _Export, result: SalvageResult) -> None:
         try:
             limit = end.offset if end is not None and seq == end.seq else cursor.size()
             completed = seq < end.seq if end is not None else seq != last_seq
-            carried = _segment(cursor, name, limit, not completed and end is None, export, floor, carried)
+            carried = _segment(cursor, name, limit, not completed and end is None, export,
+                               _first_lsn_known(recorded, seq), carried)
             if limit == 0 and completed:
                 export.lost(Damage(EMPTY_SEGMENT, name, 0, 0, "a completed segment always holds entries; "
                                    "this one lost them", export.last + 1))
@@ -265,6 +266,16 @@ def _walk(directory: str, export: _Export, result: SalvageResult) -> None:
             pending.last_lost_lsn = end.lsn
         else:
             pending.first_lost_lsn = None
+
+
+def _first_lsn_known(recorded: _floor.Floor, seq: int) -> int:
+    """The first LSN of segment ``seq`` as LSN_FLOOR tells it, 0 when it does not.
+
+    The floor is the first LSN of the segment that was active when it was
+    recorded (``recorded.seq``); an old one-record file (seq 0) was written by
+    a checkpoint, so its floor is the first LSN of the oldest segment kept.
+    """
+    return recorded.next_lsn if recorded.seq in (0, seq) else 0
 
 
 def _segment(cursor: _segments.SegmentCursor, name: str, limit: int, last_segment: bool, export: _Export,
