@@ -108,28 +108,44 @@ def test_close_from_sigterm_handler_returns(tmp_path, sync, segment):
         assert all(data == b"%08d" % (lsn - 1) * 12 for lsn, data in stored)
 
 
-def test_close_inside_a_call_is_deferred_until_it_returns(log_dir, monkeypatch):
-    """The same, deterministic and in both writers: close() made from inside a rotation
-    (where a signal handler can run) returns at once; the call completes and then closes."""
-    wal = walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=200))
-    wal.append(entry(0, 150))
-    real = _io.sync_dir
-    seen = {}
+_DEFERRED_CHILD = r"""
+import json, sys
+import walogs
+from walogs import _io
 
-    def handler_runs_here(path):
-        real(path)
-        if "closed" not in seen:
-            wal.close()  # as a SIGTERM handler would, on the thread inside the rotation
-            seen["closed"] = wal.closed
+path = sys.argv[1]
+wal = walogs.Wal.open(path, walogs.WalConfig(max_segment_size=200))
+wal.append(b"a" * 150)
+real = _io.sync_dir
+seen = {}
 
-    monkeypatch.setattr(_io, "sync_dir", handler_runs_here)
-    assert wal.append(entry(1, 150)) == 2  # rotates; the append completes, then the Wal closes
-    assert seen == {"closed": False} and wal.closed
-    with pytest.raises(walogs.WalClosedError):
-        wal.append(b"late")
-    monkeypatch.undo()
-    with walogs.Wal.open(log_dir) as again:
-        assert [d for _, d in again] == [entry(0, 150), entry(1, 150)]
+def handler_runs_here(directory):
+    real(directory)
+    if "closed" not in seen:
+        wal.close()  # as a SIGTERM handler would, on the thread inside the rotation
+        seen["closed"] = wal.closed
+
+_io.sync_dir = handler_runs_here
+lsn = wal.append(b"b" * 150)  # rotates; the append completes, then the Wal closes
+_io.sync_dir = real
+try:
+    wal.append(b"late")
+    late = "accepted"
+except walogs.WalClosedError:
+    late = "WalClosedError"
+with walogs.Wal.open(path) as again:
+    stored = [data.decode() for _, data in again]
+print(json.dumps({"lsn": lsn, "seen": seen, "closed": wal.closed, "late": late, "stored": stored}))
+"""
+
+
+def test_close_inside_a_call_is_deferred_until_it_returns(log_dir):
+    """The same, deterministic: close() made from inside a rotation (where a signal handler
+    can run) returns at once, not closed yet; the append completes, then the Wal is closed.
+    In a child process: before the fix this hung."""
+    report = run_child(_DEFERRED_CHILD, log_dir)
+    assert report == {"lsn": 2, "seen": {"closed": False}, "closed": True, "late": "WalClosedError",
+                      "stored": ["a" * 150, "b" * 150]}
 
 
 # ---------------------------------------------------------------------------
