@@ -463,6 +463,20 @@ def test_closed_wal_warns_nothing_when_collected(log_dir, recwarn):
     assert not [w for w in recwarn if issubclass(w.category, ResourceWarning)]
 
 
+def test_close_called_from_c_with_no_python_caller(log_dir):
+    """close() registered with atexit runs with no Python frame below it: it closes
+    cleanly (it looks for an interrupted call on the stack, and there is none)."""
+    code = ("import atexit, sys, walogs\n"
+            "wal = walogs.Wal.open(sys.argv[1])\n"
+            "wal.append(b'a')\n"
+            "atexit.register(wal.close)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(log_dir)], capture_output=True, text=True,
+                         timeout=HANG_GUARD, cwd=ROOT, check=False)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    with walogs.Wal.open(log_dir) as again:
+        assert again.next_lsn == 2
+
+
 def test_enter_on_a_closed_wal_raises(log_dir):
     wal = walogs.Wal.open(log_dir)
     wal.close()
