@@ -371,6 +371,48 @@ def test_ctrl_c_at_every_step_of_a_rotation(tmp_path, sync, trigger):
     assert not bad, bad
 
 
+_SWITCH_CHILD = r"""
+import json, os, signal, sys
+import walogs
+
+path = sys.argv[1]
+wal = walogs.Wal.open(path, walogs.WalConfig(max_segment_size=200))
+for i in range(2):
+    wal.append(b"%06d" % i * 10)
+
+def profile(frame, event, arg):
+    # The writer has switched to the new segment and the rotation is about to list the old
+    # one as completed (its first call after the switch): Ctrl-C arrives now.
+    if event == "c_call" and frame.f_code.co_name == "_rotate_paused" and arg.__name__ == "append":
+        sys.setprofile(None)
+        signal.raise_signal(signal.SIGINT)
+
+fds = len(os.listdir("/proc/self/fd"))
+sys.setprofile(profile)
+try:
+    wal.rotate()
+    interrupted = False
+except KeyboardInterrupt:
+    interrupted = True
+sys.setprofile(None)
+report = {"interrupted": interrupted, "fds_leaked": len(os.listdir("/proc/self/fd")) - fds,
+          "segment_count": wal.segment_count, "first_lsn": wal.first_lsn,
+          "files": sorted(n for n in os.listdir(path) if n.startswith("wal-"))}
+report["lsns"] = [lsn for lsn, _ in wal.iter()] + [wal.append(b"%06d" % i * 10) for i in range(2, 8)]
+wal.close()
+print(json.dumps(report))
+"""
+
+
+def test_ctrl_c_right_after_the_writer_switched_segments(tmp_path):
+    """Ctrl-C just after the writer switched to the new segment: the rotation counts as done
+    (the old segment is listed as completed, its descriptor closed exactly once), and
+    appends go on."""
+    report = run_child(_SWITCH_CHILD, tmp_path / "log")
+    assert report == {"interrupted": True, "fds_leaked": 0, "segment_count": 2, "first_lsn": 1,
+                      "files": ["wal-000001.log", "wal-000002.log"], "lsns": [1, 2, 3, 4, 5, 6, 7, 8]}
+
+
 def run_child_raw(code: str, *args: object) -> str:
     try:
         out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,

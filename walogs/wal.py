@@ -288,7 +288,7 @@ class Wal:
             elif self._writer.cursor()[1] != seq:
                 self._discard_segment(path, new_fd)
             else:
-                if self._completed[-1] is not old:
+                if not self._completed or self._completed[-1] is not old:
                     self._completed.append(old)
                 _io.close_strays(os.path.join(self._dir, old.name))  # closed, or about to be: unknown
             raise
