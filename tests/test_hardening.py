@@ -108,28 +108,44 @@ def test_close_from_sigterm_handler_returns(tmp_path, sync, segment):
         assert all(data == b"%08d" % (lsn - 1) * 12 for lsn, data in stored)
 
 
-def test_close_inside_a_call_is_deferred_until_it_returns(log_dir, monkeypatch):
-    """The same, deterministic and in both writers: close() made from inside a rotation
-    (where a signal handler can run) returns at once; the call completes and then closes."""
-    wal = walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=200))
-    wal.append(entry(0, 150))
-    real = _io.sync_dir
-    seen = {}
+_DEFERRED_CHILD = r"""
+import json, sys
+import walogs
+from walogs import _io
 
-    def handler_runs_here(path):
-        real(path)
-        if "closed" not in seen:
-            wal.close()  # as a SIGTERM handler would, on the thread inside the rotation
-            seen["closed"] = wal.closed
+path = sys.argv[1]
+wal = walogs.Wal.open(path, walogs.WalConfig(max_segment_size=200))
+wal.append(b"a" * 150)
+real = _io.sync_dir
+seen = {}
 
-    monkeypatch.setattr(_io, "sync_dir", handler_runs_here)
-    assert wal.append(entry(1, 150)) == 2  # rotates; the append completes, then the Wal closes
-    assert seen == {"closed": False} and wal.closed
-    with pytest.raises(walogs.WalClosedError):
-        wal.append(b"late")
-    monkeypatch.undo()
-    with walogs.Wal.open(log_dir) as again:
-        assert [d for _, d in again] == [entry(0, 150), entry(1, 150)]
+def handler_runs_here(directory):
+    real(directory)
+    if "closed" not in seen:
+        wal.close()  # as a SIGTERM handler would, on the thread inside the rotation
+        seen["closed"] = wal.closed
+
+_io.sync_dir = handler_runs_here
+lsn = wal.append(b"b" * 150)  # rotates; the append completes, then the Wal closes
+_io.sync_dir = real
+try:
+    wal.append(b"late")
+    late = "accepted"
+except walogs.WalClosedError:
+    late = "WalClosedError"
+with walogs.Wal.open(path) as again:
+    stored = [data.decode() for _, data in again]
+print(json.dumps({"lsn": lsn, "seen": seen, "closed": wal.closed, "late": late, "stored": stored}))
+"""
+
+
+def test_close_inside_a_call_is_deferred_until_it_returns(log_dir):
+    """The same, deterministic: close() made from inside a rotation (where a signal handler
+    can run) returns at once, not closed yet; the append completes, then the Wal is closed.
+    In a child process: before the fix this hung."""
+    report = run_child(_DEFERRED_CHILD, log_dir)
+    assert report == {"lsn": 2, "seen": {"closed": False}, "closed": True, "late": "WalClosedError",
+                      "stored": ["a" * 150, "b" * 150]}
 
 
 # ---------------------------------------------------------------------------
@@ -355,6 +371,48 @@ def test_ctrl_c_at_every_step_of_a_rotation(tmp_path, sync, trigger):
     assert not bad, bad
 
 
+_SWITCH_CHILD = r"""
+import json, os, signal, sys
+import walogs
+
+path = sys.argv[1]
+wal = walogs.Wal.open(path, walogs.WalConfig(max_segment_size=200))
+for i in range(2):
+    wal.append(b"%06d" % i * 10)
+
+def profile(frame, event, arg):
+    # The writer has switched to the new segment and the rotation is about to list the old
+    # one as completed (its first call after the switch): Ctrl-C arrives now.
+    if event == "c_call" and frame.f_code.co_name == "_rotate_paused" and arg.__name__ == "append":
+        sys.setprofile(None)
+        signal.raise_signal(signal.SIGINT)
+
+fds = len(os.listdir("/proc/self/fd"))
+sys.setprofile(profile)
+try:
+    wal.rotate()
+    interrupted = False
+except KeyboardInterrupt:
+    interrupted = True
+sys.setprofile(None)
+report = {"interrupted": interrupted, "fds_leaked": len(os.listdir("/proc/self/fd")) - fds,
+          "segment_count": wal.segment_count, "first_lsn": wal.first_lsn,
+          "files": sorted(n for n in os.listdir(path) if n.startswith("wal-"))}
+report["lsns"] = [lsn for lsn, _ in wal.iter()] + [wal.append(b"%06d" % i * 10) for i in range(2, 8)]
+wal.close()
+print(json.dumps(report))
+"""
+
+
+def test_ctrl_c_right_after_the_writer_switched_segments(tmp_path):
+    """Ctrl-C just after the writer switched to the new segment: the rotation counts as done
+    (the old segment is listed as completed, its descriptor closed exactly once), and
+    appends go on."""
+    report = run_child(_SWITCH_CHILD, tmp_path / "log")
+    assert report == {"interrupted": True, "fds_leaked": 0, "segment_count": 2, "first_lsn": 1,
+                      "files": ["wal-000001.log", "wal-000002.log"], "lsns": [1, 2, 3, 4, 5, 6, 7, 8]}
+
+
 def run_child_raw(code: str, *args: object) -> str:
     try:
         out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
@@ -445,6 +503,20 @@ def test_closed_wal_warns_nothing_when_collected(log_dir, recwarn):
     del wal
     gc.collect()
     assert not [w for w in recwarn if issubclass(w.category, ResourceWarning)]
+
+
+def test_close_called_from_c_with_no_python_caller(log_dir):
+    """close() registered with atexit runs with no Python frame below it: it closes
+    cleanly (it looks for an interrupted call on the stack, and there is none)."""
+    code = ("import atexit, sys, walogs\n"
+            "wal = walogs.Wal.open(sys.argv[1])\n"
+            "wal.append(b'a')\n"
+            "atexit.register(wal.close)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(log_dir)], capture_output=True, text=True,
+                         timeout=HANG_GUARD, cwd=ROOT, check=False)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    with walogs.Wal.open(log_dir) as again:
+        assert again.next_lsn == 2
 
 
 def test_enter_on_a_closed_wal_raises(log_dir):

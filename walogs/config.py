@@ -23,8 +23,9 @@ class WalConfig:
     ``max_segment_size``: bytes at which a new segment starts (None: only by
     ``rotate()``). ``sync``: ``"always"`` (fdatasync before ``append``
     returns), ``"interval"`` (a background sync every ``sync_interval``
-    seconds) or ``"none"`` (only on ``sync()``, ``rotate()``, ``close()``).
-    Invalid values raise ValueError here, not later.
+    seconds, from MIN_SYNC_INTERVAL to MAX_SYNC_INTERVAL) or ``"none"``
+    (only on ``sync()``, ``rotate()``, ``close()``). Invalid values raise
+    ValueError here, not later.
     """
 
     max_segment_size: Optional[int] = DEFAULT_MAX_SEGMENT_SIZE

@@ -295,34 +295,28 @@ class Wal:
         # KeyboardInterrupt as a system call returns, a signal handler's) leaves a log the
         # next call can use and no descriptor open: before the writer switches, the old
         # segment stays active and the new file goes; after it, the rotation is complete.
-        # Only an OSError before the switch poisons (P2): an interrupt lost nothing.
+        # Only an OSError before the switch poisons (P2); an interrupt lost nothing.
         if not self._writer.sync_paused():  # raises if the sync fails (P2); else the old segment is durable
             raise self._refused()
         seq = old.seq + 1
         path = os.path.join(self._dir, _segments.segment_name(seq))
         new_fd = None
-        sync_failed = False
         try:
             new_fd = self._create_segment(path)
-            try:
-                _io.sync_dir(self._dir)  # I15: durable before its first frame
-            except OSError:
-                # P2: after a failed sync nothing more is done on disk, not even removing the
-                # new, empty file: the next open finds it empty and takes it over.
-                sync_failed = True
-                _io.close(new_fd)
-                raise
+            _io.sync_dir(self._dir)  # I15: durable before its first frame
             self._writer.switch(new_fd, seq)
             self._completed.append(old)
             _io.close(old_fd)
         except BaseException as exc:
-            if self._writer.cursor()[1] != seq:
-                if not sync_failed:
-                    self._discard_segment(path, new_fd)
-                if isinstance(exc, OSError):
-                    self._poison_with(exc)
+            if self._writer.cursor()[1] != seq and isinstance(exc, OSError):
+                # P2: after a failed I/O call nothing else is done to the log; reopen sorts it out.
+                if new_fd is not None:
+                    _io.close(new_fd)
+                self._poison_with(exc)
+            elif self._writer.cursor()[1] != seq:
+                self._discard_segment(path, new_fd)
             else:
-                if self._completed[-1] is not old:
+                if not self._completed or self._completed[-1] is not old:
                     self._completed.append(old)
                 _io.close_strays(os.path.join(self._dir, old.name))  # closed, or about to be: unknown
             raise
@@ -551,7 +545,7 @@ class Wal:
         # True when this thread is inside a call on this Wal that holds or may take its locks:
         # close() was called from a signal handler that interrupted it, and waiting for those
         # locks would wait for itself forever. Read from the stack, so the calls pay nothing.
-        frame = sys._getframe(2)  # the caller of close()
+        frame = sys._getframe(1).f_back  # the caller of close(): None when called from C (atexit)
         while frame is not None:
             if frame.f_code in _CALLS and frame.f_locals.get("self") is self:
                 return True
