@@ -23,7 +23,7 @@ def payload(lsn: int) -> bytes:
     return f"order {lsn:06d}: {'x' * (lsn % 50)}".encode()
 
 
-def writer(directory: str, progress: list) -> None:
+def writer(directory: str, progress: "list[int]") -> None:
     config = walogs.WalConfig(max_segment_size=16 * 1024)
     with walogs.Wal.open(directory, config) as wal:
         lsn = 0
@@ -38,7 +38,7 @@ def writer(directory: str, progress: list) -> None:
         print(f"writer: appended {ENTRIES} entries; {wal.segment_count} segments left after checkpoints")
 
 
-def reader(index: int, directory: str, progress: list) -> tuple[int, int]:
+def reader(index: int, directory: str, progress: "list[int]") -> tuple[int, int]:
     seen = 0
     expected = 1
     for lsn, data in walogs.WalReader(directory).follow(start=1, timeout=10):
