@@ -53,6 +53,20 @@ def entry(i: int, size: int = 100) -> bytes:
     return (head * (size // len(head) + 1))[:size] if size >= len(head) else head[:size]
 
 
+def write_calls_in_fork(wal: walogs.Wal) -> list[str]:
+    """In a forked child of the writer, what each write call (append, append_batch, sync,
+    rotate, checkpoint) did: "wrote", "refused" (a WalError naming the fork, P6) or "other"."""
+    results = []
+    for call in (lambda: wal.append(b"child"), lambda: wal.append_batch([b"child"]), wal.sync,
+                 wal.rotate, lambda: wal.checkpoint(1)):
+        try:
+            call()
+            results.append("wrote")
+        except walogs.WalError as exc:
+            results.append("refused" if "fork" in str(exc) else "other")
+    return results
+
+
 def snapshot(directory) -> dict[str, tuple[bytes, int, int]]:
     """Every file's bytes, size and mtime (ns), to prove a call changed nothing."""
     out = {}

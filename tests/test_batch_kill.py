@@ -23,7 +23,6 @@ from __future__ import annotations
 import inspect
 import os
 import random
-import select
 import shutil
 import signal
 import subprocess
@@ -31,12 +30,11 @@ import sys
 import time
 
 import pytest
+from _procs import ROOT, read_ready, stop
 from conftest import entry, scale
 
 import walogs
 from walogs import _visible
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 SEED = int(os.environ.get("WALOGS_SEED", "20241124"))
 BATCH = 10_000
 SIZE = 100
@@ -90,9 +88,8 @@ def _kill_during_a_batch(path, sync: str, rng: random.Random) -> tuple[list[tupl
 
     def read_lines(wait: float = 0.0) -> None:
         nonlocal buf
-        while select.select([proc.stdout], [], [], wait)[0]:
+        while (chunk := read_ready(proc.stdout.fileno(), wait, 4096)) is not None:
             wait = 0.0
-            chunk = os.read(proc.stdout.fileno(), 4096)
             if not chunk:
                 return
             buf += chunk
@@ -113,10 +110,7 @@ def _kill_during_a_batch(path, sync: str, rng: random.Random) -> tuple[list[tupl
         proc.wait(30)
         read_lines()  # what it reported before it died
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
+        stop(proc)
     assert killed or proc.returncode == 0, f"the child failed (exit {proc.returncode})"
     return acks, killed
 

@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import re
-import selectors
 import shutil
 import signal
 import struct
@@ -26,9 +25,10 @@ import pytest
 
 import walogs
 from walogs import cli
+from _procs import ROOT, read_ready, stop, walogs_cmd
+from _procs import run_walogs as run
 from conftest import entry, make_frame, snapshot
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 TIMEOUT = 30  # seconds, for every subprocess call
 HEADER = 16
 LIMIT = 160
@@ -55,16 +55,6 @@ FORMATS = ["text", "hex", "json", "raw"]
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def walogs_cmd(*args) -> list[str]:
-    return [sys.executable, "-m", "walogs", *map(str, args)]
-
-
-def run(*args, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    """Run ``python -m walogs ARGS`` for real; stdout and stderr as bytes."""
-    return subprocess.run(walogs_cmd(*args), cwd=ROOT, env=dict(os.environ),
-                          capture_output=True, timeout=timeout)
 
 
 def err_lines(proc: subprocess.CompletedProcess) -> list[str]:
@@ -567,23 +557,13 @@ NL = b"\n"
 
 
 def _read_until(proc: subprocess.Popen, buf: bytearray, lines: int, deadline: float) -> None:
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while buf.count(b"\n") < lines:
-            left = deadline - time.monotonic()
-            assert left > 0, f"timed out with {buf.count(NL)} of {lines} lines: {bytes(buf)[-200:]!r}"
-            if sel.select(left):
-                chunk = os.read(proc.stdout.fileno(), 65536)
-                assert chunk, f"dump --follow ended early (exit {proc.wait(5)}): {proc.stderr.read()!r}"
-                buf += chunk
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(TIMEOUT)
-    proc.stdout.close()
-    proc.stderr.close()
+    while buf.count(b"\n") < lines:
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out with {buf.count(NL)} of {lines} lines: {bytes(buf)[-200:]!r}"
+        chunk = read_ready(proc.stdout.fileno(), left)
+        if chunk is not None:
+            assert chunk, f"dump --follow ended early (exit {proc.wait(5)}): {proc.stderr.read()!r}"
+            buf += chunk
 
 
 def test_dump_follow_prints_new_entries_as_they_are_appended(sample):
@@ -605,7 +585,7 @@ def test_dump_follow_prints_new_entries_as_they_are_appended(sample):
             _read_until(proc, buf, len(ENTRIES) - 4 + len(more), deadline)
             assert proc.poll() is None  # still following
         finally:
-            _stop(proc)
+            stop(proc)
     assert parse_output("json", bytes(buf)) == (ENTRIES + more)[4:]
 
 
@@ -635,7 +615,7 @@ def test_dump_follow_stops_on_sigint_without_traceback(template):
         assert code == 130
         assert b"Traceback" not in proc.stderr.read()
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def test_dump_into_a_closed_pipe_exits_quietly(tmp_path):
@@ -651,7 +631,7 @@ def test_dump_into_a_closed_pipe_exits_quietly(tmp_path):
         assert proc.wait(TIMEOUT) == 0
         assert proc.stderr.read() == b""
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 # ---------------------------------------------------------------- repair
@@ -774,8 +754,8 @@ def test_verify_shows_progress_on_a_terminal_only(tmp_path):
         wal.append_batch(bytes(100) for _ in range(200))
     primary, secondary = pty.openpty()
     try:
-        proc = subprocess.run([sys.executable, "-m", "walogs", "verify", str(log)], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=secondary, timeout=60)
+        proc = subprocess.run(walogs_cmd("verify", log), cwd=ROOT, stdout=subprocess.PIPE, stderr=secondary,
+                              timeout=60)
         os.close(secondary)
         secondary = -1
         chunks = []
@@ -793,8 +773,7 @@ def test_verify_shows_progress_on_a_terminal_only(tmp_path):
             os.close(secondary)
     assert proc.returncode == 0
     assert b"verifying wal-000001.log" in b"".join(chunks)
-    piped = subprocess.run([sys.executable, "-m", "walogs", "verify", str(log)], cwd=ROOT,
-                           capture_output=True, timeout=60)
+    piped = run("verify", log, timeout=60)
     assert piped.returncode == 0 and piped.stderr == b""
 
 
@@ -896,12 +875,12 @@ def test_dump_end_and_limit_usage_errors(template, args):
     assert proc.stdout == b""
 
 
-@pytest.mark.parametrize("stop", [["--end", str(N + 3)], ["--limit", "7"]], ids=" ".join)
-def test_dump_follow_stops_at_end_or_limit(sample, stop):
+@pytest.mark.parametrize("until", [["--end", str(N + 3)], ["--limit", "7"]], ids=" ".join)
+def test_dump_follow_stops_at_end_or_limit(sample, until):
     """--follow with --end waits for that LSN and exits; with --limit it exits after N entries."""
     s = sample("clean")
     with walogs.Wal.open(s.dir, CONFIG) as wal:
-        proc = subprocess.Popen(walogs_cmd("dump", s.dir, "--follow", "--format", "hex", "--start", str(N - 3), *stop),
+        proc = subprocess.Popen(walogs_cmd("dump", s.dir, "--follow", "--format", "hex", "--start", str(N - 3), *until),
                                 cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             buf = bytearray()
@@ -910,10 +889,10 @@ def test_dump_follow_stops_at_end_or_limit(sample, stop):
                 wal.append(entry(N + 1 + i, 20))
             out, err = proc.communicate(timeout=TIMEOUT)
         finally:
-            _stop(proc)
+            stop(proc)
     assert proc.returncode == 0, err
     got = parse_output("hex", bytes(buf) + out)
-    last = N + 3 if stop[0] == "--end" else N - 3 + 6
+    last = N + 3 if until[0] == "--end" else N - 3 + 6
     assert [lsn for lsn, _ in got] == list(range(N - 3, last + 1))
 
 

@@ -24,12 +24,11 @@ import sys
 import time
 
 import pytest
+from _procs import ROOT, run_walogs
 from conftest import make_frame, snapshot
 
 import walogs
 from walogs import _recovery, cli
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 TIMEOUT = 60
 RUNS = 20  # verify runs and info runs, each, per sync mode
 
@@ -65,8 +64,7 @@ with walogs.Wal.open(directory, walogs.WalConfig(sync=sync, max_segment_size=409
 
 
 def walogs_run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "walogs", *map(str, args)], cwd=ROOT, env=dict(os.environ),
-                          capture_output=True, timeout=TIMEOUT)
+    return run_walogs(*args, timeout=TIMEOUT)
 
 
 def segments_of(directory) -> list[str]:

@@ -37,12 +37,12 @@ import subprocess
 import sys
 
 import pytest
+from _procs import ROOT
 from conftest import entry, scale
 
 import walogs
 from walogs import _io, _lock
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 SYNC_FUNCTIONS = ("fdatasync", "sync_dir", "fsync")
 
 # ---------------------------------------------------------------------------

@@ -16,11 +16,10 @@ import subprocess
 import sys
 
 import pytest
+from _procs import ROOT, kill_all, stop
 
 import walogs
 from walogs import _lock
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 
 _PARENT = r"""
 import os, sys, time
@@ -72,16 +71,9 @@ def test_forked_child_does_not_keep_the_lock_after_the_parent_is_killed(log_dir)
             assert [data for _, data in wal] == [b"from the parent", b"after the fork"]
         assert child not in _lock_holders(log_dir), "the forked child kept a descriptor of LOCK"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        stop(proc)
         if child is not None:
-            try:
-                os.kill(child, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_all([child])  # a grandchild: signalled, nothing of ours to reap
 
 
 _FORK_THEN_CLOSE = r"""

@@ -25,11 +25,10 @@ import sys
 import uuid
 
 import pytest
+from _procs import ROOT
 from conftest import entry
 
 import walogs
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 
 
 def _mount_tmpfs(where, size: str) -> None:

@@ -26,12 +26,11 @@ import threading
 import time
 
 import pytest
+from _procs import ROOT
 
 import walogs
 
-# Where walogs is imported from (the source tree, or site-packages when testing the wheel)
-# and where the example lives (beside tests/, in both cases).
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
+# Where the example lives (beside tests/, both in the source tree and when testing the wheel).
 APP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "gunicorn_app")
 WRITER_SCRIPT = os.path.join(APP_DIR, "wal_writer.py")
 

@@ -16,10 +16,10 @@ import subprocess
 import sys
 
 import pytest
+from _procs import ROOT
 
 import walogs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 SMALL = 1000  # bytes per small entry
 BIG = 2 * 1024 * 1024  # one entry much larger than a read chunk
 BOUND = 128 * 1024  # per iterator: one read chunk and the iterator's own objects, with room to spare

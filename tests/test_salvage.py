@@ -18,14 +18,12 @@ import random
 import shutil
 import struct
 import subprocess
-import sys
 
 import pytest
+from _procs import run_walogs
 from conftest import entry, make_frame, snapshot
 
 import walogs
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 TIMEOUT = 60
 HEADER = 16
 COUNT = 120
@@ -41,8 +39,7 @@ EXPECTED = {lsn: payload(lsn) for lsn in range(1, COUNT + 1)}
 
 
 def run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "walogs", *map(str, args)], cwd=ROOT, env=dict(os.environ),
-                          capture_output=True, timeout=TIMEOUT)
+    return run_walogs(*args, timeout=TIMEOUT)
 
 
 def read_export(out) -> list[tuple[int, bytes]]:
