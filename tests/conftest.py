@@ -11,11 +11,10 @@ import time
 import zlib
 
 import pytest
+from _impls import CODECS, PURE
 
 import walogs
 from walogs import _io
-
-PURE = os.environ.get("WALOGS_PURE_PYTHON", "") not in ("", "0")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -33,6 +32,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     writer = walogs._codec.SegmentWriter.__module__
     if writer != ("walogs._writer_py" if PURE else "walogs._writer"):
         raise pytest.UsageError(f"the {expected} suite would test the writer from {writer}: rebuild (make build)")
+
+
+@pytest.fixture(scope="session", params=list(CODECS.values()), ids=list(CODECS))
+def codec(request):
+    """Each codec module in turn, ``walogs._frame_py`` (id ``py``) and ``walogs._frame`` (``c``),
+    in one process (propcache's conftest); see tests/_impls.py."""
+    return request.param
 
 
 def make_frame(lsn: int, data: bytes) -> bytes:

@@ -49,22 +49,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
+from _impls import CODECS, py
 from conftest import entry, make_frame, scale
 
 import walogs
-from walogs import _frame_py as py
 from walogs import _recovery, _segments
 from walogs.errors import MAX_ENTRY_SIZE
 
-PURE = os.environ.get("WALOGS_PURE_PYTHON", "") not in ("", "0")
-try:
-    from walogs import _frame as cy
-except ImportError as exc:  # pragma: no cover - depends on the build
-    if not PURE:
-        raise ImportError(f"walogs._frame does not import ({exc}): run `make build`") from exc
-    cy = None
-IMPLS = (py,) if cy is None else (py, cy)
-IMPL_NOTE = "py only: walogs._frame does not import" if cy is None else "py == c compared"
+IMPL_NOTE = " == ".join(CODECS) + " compared" if len(CODECS) > 1 else "py only: walogs._frame does not import"
 
 REAL_CHUNK = _segments.CHUNK
 CHUNKS = (REAL_CHUNK, 512)
@@ -164,7 +156,7 @@ def expect_lsn_of(index: int) -> int:
 def codecs_agree(buf: bytes, expect: int):
     """P8: scan, decode and recovery's find_frame call give identical results in both codecs."""
     results = []
-    for m in IMPLS:
+    for m in CODECS.values():
         end, count, first, last, status = m.scan(buf, 0, expect)
         decoded = m.decode(buf, 0, expect)
         found = None
