@@ -30,6 +30,7 @@ import sys
 import time
 
 import pytest
+from _damage import seg_name, segments_of, set_bytes
 from _procs import ROOT, read_ready, stop
 from conftest import entry, scale
 
@@ -67,8 +68,8 @@ def _write_in_progress(path) -> bool:
     (``/proc/PID/syscall`` cannot tell: a write into the page cache runs on the CPU,
     and a running task shows no system call there.)"""
     try:
-        names = [n for n in os.listdir(path) if n.startswith("wal-")]
-        return bool(names) and os.stat(os.path.join(path, max(names))).st_size % BATCH_BYTES != 0
+        names = segments_of(path)
+        return bool(names) and os.stat(os.path.join(path, names[-1])).st_size % BATCH_BYTES != 0
     except OSError:
         return False
 
@@ -171,15 +172,13 @@ def _log_with_batches(path, batches: int, size: int = 50, count: int = 100) -> l
 
 
 def _cut_short(path, length: int) -> None:
-    os.truncate(path / "wal-000001.log", length)
+    os.truncate(path / seg_name(1), length)
 
 
 def _set_in_flight(path, seq: int, start: int, end: int, boot: bytes | None = None) -> None:
-    with open(path / _visible.VISIBLE_NAME, "r+b") as f:
-        f.seek(_visible.IN_FLIGHT_OFFSET)
-        record = bytearray(_visible.IN_FLIGHT_SIZE)
-        walogs._codec.pack_in_flight(record, _visible.BOOT_ID if boot is None else boot, seq, start, end)
-        f.write(record)
+    record = bytearray(_visible.IN_FLIGHT_SIZE)
+    walogs._codec.pack_in_flight(record, _visible.BOOT_ID if boot is None else boot, seq, start, end)
+    set_bytes(path / _visible.VISIBLE_NAME, _visible.IN_FLIGHT_OFFSET, record)
 
 
 PAGE = 4096

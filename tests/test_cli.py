@@ -27,10 +27,10 @@ import walogs
 from walogs import cli
 from _procs import ROOT, read_ready, stop, walogs_cmd
 from _procs import run_walogs as run
+from _damage import HEADER, append_bytes, flip_bit, frames, frames_of, seg_name, segments_of
 from conftest import entry, make_frame, snapshot
 
 TIMEOUT = 30  # seconds, for every subprocess call
-HEADER = 16
 LIMIT = 160
 CONFIG = walogs.WalConfig(max_segment_size=LIMIT)
 BINARY = b"\xff\xfe\x80 not utf-8"  # LSN 9: json must carry it as base64
@@ -68,36 +68,6 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int) -> str:
     assert "Traceback" not in stderr, stderr
     assert len(stderr.splitlines()) == 1 and stderr.endswith("\n"), stderr
     return stderr.strip()
-
-
-def seg_name(n: int) -> str:
-    return f"wal-{n:06d}.log"
-
-
-def segments_of(directory) -> list[str]:
-    return sorted(n for n in os.listdir(directory) if re.fullmatch(r"wal-[0-9]+\.log", n))
-
-
-def frames(path) -> list[tuple[int, int, int]]:
-    """``(offset, total length, lsn)`` of each whole frame header in a segment file (unchecked)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    out, pos = [], 0
-    while pos + HEADER <= len(data):
-        length, _, lsn = struct.unpack_from("<IIQ", data, pos)
-        if pos + HEADER + length > len(data):
-            break
-        out.append((pos, HEADER + length, lsn))
-        pos += HEADER + length
-    return out
-
-
-def flip_bit(path, offset: int) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)[0]
-        f.seek(offset)
-        f.write(bytes([byte ^ 0x10]))
 
 
 def text_lines(entries) -> list[str]:
@@ -155,9 +125,9 @@ def template(tmp_path_factory):
             assert wal.append(data) == lsn
     names = segments_of(path)
     assert len(names) == 4, names
-    last = frames(path / names[-1])
+    last = frames_of(path / names[-1])
     assert len(last) >= 4 and all(length > HEADER for _, length, _ in last), last
-    assert len(frames(path / names[1])) >= 3
+    assert len(frames_of(path / names[1])) >= 3
     return path
 
 
@@ -184,25 +154,24 @@ def make_sample(template, tmp_path, kind: str) -> Sample:
         last = directory / names[-1]
         offset = os.path.getsize(last)
         frame = make_frame(len(ENTRIES) + 1, entry(99, 40))
-        with open(last, "ab") as f:
-            f.write(frame[: HEADER + 12])
+        append_bytes(last, frame[: HEADER + 12])
         return Sample(directory, kind, names[-1], offset, ENTRIES, last.read_bytes())
     if kind == "mid":
         # A flipped bit in the second frame of the last segment; valid frames continue after it (P10).
         last = directory / names[-1]
-        offset, _, lsn = frames(last)[1]
+        offset, _, lsn = frames_of(last)[1]
         flip_bit(last, offset + HEADER + 1)
         return Sample(directory, kind, names[-1], offset, ENTRIES[: lsn - 1], last.read_bytes())
     if kind == "completed":
         # A flipped bit in the data of the third frame of segment 2 (a completed one; its second is empty).
         second = directory / names[1]
-        offset, length, lsn = frames(second)[2]
+        offset, length, lsn = frames_of(second)[2]
         assert length > HEADER + 1
         flip_bit(second, offset + HEADER + 1)
         return Sample(directory, kind, names[1], offset, ENTRIES[: lsn - 1], second.read_bytes())
     if kind == "gap":
         # Segment 3 is gone (I11).
-        first_missing = frames(directory / names[2])[0][2]
+        first_missing = frames_of(directory / names[2])[0][2]
         os.remove(directory / names[2])
         return Sample(directory, kind, names[2], None, ENTRIES[: first_missing - 1])
     raise AssertionError(kind)
@@ -332,7 +301,7 @@ def test_read_only_commands_create_no_lock_file(tmp_path):
     """A log without LOCK or VISIBLE (e.g. written by the Rust crate): nothing gets created (P3)."""
     directory = tmp_path / "bare"
     directory.mkdir()
-    (directory / seg_name(1)).write_bytes(b"".join(make_frame(lsn, data) for lsn, data in ENTRIES[:5]))
+    (directory / seg_name(1)).write_bytes(frames(1, [data for _, data in ENTRIES[:5]]))
     before = snapshot(directory)
     assert run("info", directory).returncode == 0
     assert run("verify", directory).returncode == 0
@@ -385,7 +354,7 @@ def test_info_in_process_sees_a_writer_of_this_process(sample, capsys):
 def expected_segments(directory) -> list[dict]:
     rows = []
     for name in segments_of(directory):
-        lsns = [lsn for _, _, lsn in frames(directory / name)]
+        lsns = [lsn for _, _, lsn in frames_of(directory / name)]
         rows.append({"segment": name, "size": os.path.getsize(directory / name),
                      "first_lsn": lsns[0] if lsns else None, "last_lsn": lsns[-1] if lsns else None})
     return rows
@@ -684,7 +653,7 @@ def test_repair_cuts_a_torn_tail(sample):
 
 def test_repair_reports_how_many_valid_frames_the_cut_would_remove(sample):
     s = sample("mid")
-    beyond = [f for f in frames(s.dir / s.segment) if f[0] > s.offset]
+    beyond = [f for f in frames_of(s.dir / s.segment) if f[0] > s.offset]
     assert len(beyond) == 2  # LSNs 17 and 18 follow the damaged frame of LSN 16
     out = run("repair", s.dir).stdout.decode()
     assert re.search(r"\b2 valid", out), out
@@ -725,7 +694,7 @@ def test_repair_refuses_while_a_writer_holds_the_lock(sample):
     with walogs.Wal.open(s.dir, CONFIG) as wal:
         # Damage the active segment behind the idle writer's back: repair would cut it if it could.
         last = s.dir / segments_of(s.dir)[-1]
-        flip_bit(last, frames(last)[1][0] + HEADER + 1)
+        flip_bit(last, frames_of(last)[1][0] + HEADER + 1)
         before = snapshot(s.dir)
         proc = run("repair", s.dir, "--truncate-corrupt-tail")
         line = assert_one_line_error(proc, 1)

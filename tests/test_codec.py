@@ -26,6 +26,7 @@ import struct
 import zlib
 
 import pytest
+from _damage import flipped
 from _impls import CODECS, cy, py
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -423,9 +424,7 @@ def test_every_single_bit_flip():
     """I1, I5, I10, P8, P10: flip each bit of a small log (exhaustively) and compare everything."""
     for byte in range(len(SMALL)):
         for bit in range(8):
-            damaged = bytearray(SMALL)
-            damaged[byte] ^= 1 << bit
-            damaged = bytes(damaged)
+            damaged = flipped(SMALL, byte, bit)
             check_all(damaged, expects=(0, 10, 11), offsets=(0, 16, 33), skips=(12,), finds=[(1, 9, 0)])
 
 
@@ -605,11 +604,10 @@ def test_large_buffers_release_the_gil_correctly():
     entries = [rnd.randbytes(rnd.randrange(0, 200)) for _ in range(1500)]
     clean = b"".join(frame(1 + i, e) for i, e in enumerate(entries))
     assert len(clean) > 128 * 1024
-    damaged = bytearray(clean)
-    damaged[len(clean) - 500] ^= 0x10
+    damaged = flipped(clean, len(clean) - 500)
     big = frame(7, rnd.randbytes(300_000))
     garbage_then_frame = rnd.randbytes(100_000) + frame(42, b"found")
-    for buf in (clean, bytes(damaged), damaged, big, big[:-1], big + big[:1000], garbage_then_frame):
+    for buf in (clean, damaged, bytearray(damaged), big, big[:-1], big + big[:1000], garbage_then_frame):
         check_all(buf, expects=(0, 1, 7), finds=[(0, 41, 0), (0, 6, -1000)])
     for m in CODECS.values():
         assert m.find_frame(garbage_then_frame, 0, 41, 0) == (100_000, m.FIND_FRAME)

@@ -49,6 +49,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
+from _damage import append_bytes, flip_bit, flipped, seg_name, set_bytes, write_segments
 from _impls import CODECS, py
 from conftest import entry, make_frame, scale
 
@@ -102,7 +103,7 @@ def build_sample() -> list[Segment]:
             raw += make_frame(lsn, data)
             lsn += 1
         starts.append(len(raw))
-        segments.append(Segment(f"wal-{number:06d}.log", raw, starts, lsns, entries))
+        segments.append(Segment(seg_name(number), raw, starts, lsns, entries))
     return segments
 
 
@@ -111,10 +112,7 @@ ALL_ENTRIES = [e for seg in SAMPLE for e in seg.entries]
 
 
 def write_sample(directory) -> str:
-    os.makedirs(directory, exist_ok=True)
-    for seg in SAMPLE:
-        with open(os.path.join(directory, seg.name), "wb") as f:
-            f.write(seg.raw)
+    write_segments(directory, {seg.name: seg.raw for seg in SAMPLE})
     return str(directory)
 
 
@@ -212,8 +210,7 @@ def test_every_bit_flip(tmp_path, index, bits):
     try:
         for i in range(len(seg.raw)):
             for bit in bits:
-                damaged = bytearray(seg.raw)
-                damaged[i] ^= 1 << bit
+                damaged = flipped(seg.raw, i, bit)
                 os.pwrite(fd, damaged[i : i + 1], i)
                 try:
                     got = verdicts(d)
@@ -224,7 +221,7 @@ def test_every_bit_flip(tmp_path, index, bits):
                 where = f"{seg.name} byte {i} bit {bit} (frame {k} at {bad})"
 
                 # The codecs, directly on the damaged buffer (P8, I5).
-                (end, count, _first, _last, status), (frames, dend, dstatus), found = codecs_agree(bytes(damaged), expect)
+                (end, count, _first, _last, status), (frames, dend, dstatus), found = codecs_agree(damaged, expect)
                 assert (end, count, status in BAD_STATUSES) == (bad, k, True), where
                 assert (frames, dend, dstatus) == (seg.entries[:k], end, status), where
                 kind = found[1]
@@ -425,10 +422,7 @@ def test_completed_segment_truncated_to_zero_before_empty_active_is_corruption(t
     A completed segment is never empty (rotate is a no-op on an empty active segment,
     size rotation happens only before a write): an empty one is damage."""
     d = tmp_path / "log"
-    os.makedirs(d)
-    for seg in SAMPLE[:2]:
-        (d / seg.name).write_bytes(seg.raw)
-    (d / "wal-000003.log").write_bytes(b"")
+    write_segments(d, {SAMPLE[0].name: SAMPLE[0].raw, SAMPLE[1].name: SAMPLE[1].raw, seg_name(3): b""})
     assert verdict(str(d))[4] == SAMPLE[1].lsns[-1] + 1  # undamaged: next LSN 15
     os.truncate(d / SAMPLE[1].name, 0)
     got = verdict(str(d))
@@ -452,8 +446,7 @@ def test_appended_zeros(tmp_path, index):
     seg = SAMPLE[index]
     path = os.path.join(d, seg.name)
     for run in ZERO_RUNS:
-        with open(path, "ab") as f:
-            f.write(bytes(run))
+        append_bytes(path, bytes(run))
         try:
             got = verdicts(d)
         finally:
@@ -502,17 +495,11 @@ def test_huge_length_field_allocates_nothing_near_it(tmp_path, case):
     d = write_sample(tmp_path / "log")
     seg = SAMPLE[index]
     path = os.path.join(d, seg.name)
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        f.write(patch)
+    set_bytes(path, offset, patch)
     size = os.path.getsize(path)
     if name.startswith("candidate-"):
         # Damage frame 1 too (a CRC flip), so the huge-len header of frame 2 is a find_frame candidate.
-        with open(path, "r+b") as f:
-            f.seek(seg.starts[1] + 5)
-            byte = f.read(1)
-            f.seek(seg.starts[1] + 5)
-            f.write(bytes([byte[0] ^ 1]))
+        flip_bit(path, seg.starts[1] + 5, 0)
     with open(path, "rb") as f:
         buf = f.read()
     codecs_agree(buf, expect_lsn_of(index))

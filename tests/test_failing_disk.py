@@ -37,6 +37,7 @@ import subprocess
 import sys
 
 import pytest
+from _damage import seg_name
 from _procs import ROOT
 from conftest import entry, scale
 
@@ -155,7 +156,7 @@ def test_real_efbig(log_dir, mode, limit, size):
     assert acked, "the limit left no room for a single acknowledged entry"
     assert report["durable"] == acked[-1][0]
     where = report["where"]
-    segment = f"wal-{where['segments_after']:06d}.log"
+    segment = seg_name(where["segments_after"])
     if mode == "rotation":
         # The rotation happened (file created) before the write into it failed.
         assert where["segments_after"] == where["segments_before"] + 1, where

@@ -25,6 +25,7 @@ import sys
 import uuid
 
 import pytest
+from _damage import segments_of
 from _procs import ROOT
 from conftest import entry
 
@@ -133,10 +134,6 @@ def test_new_log_on_full_filesystem_is_enospc_not_sigbus(small_fs, where):
         assert wal.append(b"first") == 1
 
 
-def _segments(path) -> list[str]:
-    return sorted(n for n in os.listdir(path) if n.startswith("wal-"))
-
-
 @pytest.mark.parametrize("empty_active", [False, True], ids=["entries-in-active", "active-empty"])
 def test_checkpoint_on_full_filesystem_frees_space_and_keeps_writing(small_fs, empty_active):
     """Item 4: with the disk full, checkpoint deletes the segments it was asked to delete,
@@ -227,12 +224,12 @@ def test_checkpoint_on_full_filesystem_without_a_recorded_floor(small_fs):
         with pytest.raises(OSError) as info:
             wal.checkpoint(last)
         assert info.value.errno == errno.ENOSPC and "checkpoint again" in str(info.value)
-        assert len(_segments(log)) == 2 and wal.first_lsn is not None
+        assert len(segments_of(log)) == 2 and wal.first_lsn is not None
         assert not [n for n in os.listdir(log) if n.endswith(".tmp")], sorted(os.listdir(log))
         assert wal.append(b"x") == last + 1  # not poisoned; the space freed takes it
         os.unlink(filler)
         assert wal.checkpoint(last) == 1
-        assert len(_segments(log)) == 1 and completed > 1
+        assert len(segments_of(log)) == 1 and completed > 1
     finally:
         wal.close()
     with walogs.Wal.open(log, config) as wal:

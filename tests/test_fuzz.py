@@ -34,6 +34,7 @@ import zlib
 from contextlib import contextmanager
 
 import pytest
+from _damage import write_segments
 from _impls import CODECS, py
 from conftest import make_frame, scale
 from hypothesis import HealthCheck, event, given, settings
@@ -329,10 +330,7 @@ VALID_FIRST = b"".join(make_frame(lsn, b"entry %d" % lsn) for lsn in (1, 2, 3))
 def _fresh_dir(scratch: str, files: dict[str, bytes]) -> str:
     d = os.path.join(scratch, "log")
     shutil.rmtree(d, ignore_errors=True)
-    os.mkdir(d)
-    for name, raw in files.items():
-        with open(os.path.join(d, name), "wb") as f:
-            f.write(raw)
+    write_segments(d, files)
     return d
 
 

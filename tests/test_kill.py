@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import signal
 import time
 
 import pytest
+from _damage import segments_of
 from _procs import REC, fork_with_pipe, kill_all, read_to_eof, read_until, send, send_error, take_records
 from conftest import entry, make_frame, scale
 
@@ -47,7 +47,6 @@ SEGMENT = 4096
 MAX_DELAY = 0.030  # the kill lands 0-30 ms after the child started writing
 CHILD_LIFETIME = 3.0  # a child the parent somehow never kills stops by itself
 
-SEGMENT_NAME = re.compile(r"wal-([0-9]+)\.log")
 
 
 def payload(lsn: int, gen: int) -> bytes:
@@ -150,12 +149,12 @@ class Tally:
 
 def _raw_log(path: str) -> tuple[list[int], bytes]:
     """Segment numbers and the concatenated bytes of every segment file, in order."""
-    seqs = sorted(int(m.group(1)) for m in map(SEGMENT_NAME.fullmatch, os.listdir(path)) if m)
+    names = segments_of(path)
     raw = bytearray()
-    for seq in seqs:
-        with open(os.path.join(path, f"wal-{seq:06d}.log"), "rb") as f:
+    for name in names:
+        with open(os.path.join(path, name), "rb") as f:
             raw += f.read()
-    return seqs, bytes(raw)
+    return [int(name[4:-4]) for name in names], bytes(raw)
 
 
 def _fold_reports(gen: int, records, state: dict, t: Tally) -> dict[int, int]:

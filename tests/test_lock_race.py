@@ -21,6 +21,7 @@ import threading
 import time
 
 import pytest
+from _damage import segments_of
 from _procs import fork_child, kill_all, read_exact, read_until, reap, stop
 from conftest import entry, scale, snapshot
 
@@ -224,7 +225,7 @@ def _writer_process(path: str, cmd_r: int, rep_w: int, loops: int) -> None:
     """The writer: open, then on each command do something that must not drop the lock."""
     wal = walogs.Wal.open(path, walogs.WalConfig(max_segment_size=None), lock_timeout=5.0)
     os.write(rep_w, b"O")
-    segs = sorted(n for n in os.listdir(path) if n.startswith("wal-"))
+    segs = segments_of(path)
     lock = os.path.join(path, "LOCK")
 
     def step(ok: bool) -> None:

@@ -42,6 +42,7 @@ import tempfile
 import time
 
 import pytest
+from _damage import segments_of
 from _procs import fork_with_pipe, read_all
 from conftest import scale
 from hypothesis import HealthCheck, settings
@@ -271,7 +272,7 @@ class WalMachine(RuleBasedStateMachine):
         assert wal.first_lsn == self._first()
         assert wal.segment_count == len(self.segments)
         assert wal.durable_lsn == self.durable
-        assert len([n for n in os.listdir(self.dir) if n.startswith("wal-")]) == len(self.segments)
+        assert len(segments_of(self.dir)) == len(self.segments)
 
     def teardown(self):
         try:

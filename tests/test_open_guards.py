@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from _damage import seg_name
 from _procs import run_walogs
 from conftest import entry, snapshot
 
@@ -105,7 +106,7 @@ def test_missing_tail_segment_is_corruption(log_dir, missing):
     the lost LSNs again; `walogs verify` reports it (exit 1) instead of "clean"."""
     _three_segments(log_dir)
     for seq in range(3, 3 - missing, -1):
-        os.unlink(log_dir / f"wal-{seq:06d}.log")
+        os.unlink(log_dir / seg_name(seq))
     before = snapshot(log_dir)
     with pytest.raises(walogs.WalCorruptError) as info:
         walogs.Wal.open(log_dir)

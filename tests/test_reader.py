@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from _damage import append_bytes, flip_bit, seg_name, segments_of, shrink
 from _procs import ROOT, fork_with_pipe, kill_all, read_into, read_to_eof, reap, watched
 from conftest import entry, snapshot
 
@@ -22,7 +23,7 @@ import walogs
 
 
 def seg(log_dir, n: int = 1) -> str:
-    return os.path.join(log_dir, f"wal-{n:06d}.log")
+    return os.path.join(log_dir, seg_name(n))
 
 
 def expected(first: int, last: int, size: int = 60) -> list[tuple[int, bytes]]:
@@ -327,39 +328,22 @@ def test_no_live_writer_reads_every_valid_frame_and_changes_nothing(log_dir):
     assert not walogs._lock.writer_is_live(str(log_dir))[0]
 
 
-def _torn_variants():
-    def garbage(path):
-        with open(path, "ab") as f:
-            f.write(b"\x07\x00\x00")  # less than a header
-
-    def header_only(path):
-        with open(path, "ab") as f:
-            f.write(bytes.fromhex("64000000deadbeef") + (41).to_bytes(8, "little"))  # claims 100 bytes
-
-    def cut_last_frame(path):
-        size = os.path.getsize(path)
-        os.truncate(path, size - 30)  # the last frame loses its end
-
-    def bad_crc_last_frame(path):
-        size = os.path.getsize(path)
-        with open(path, "r+b") as f:  # flip a bit in the last frame's data
-            f.seek(size - 5)
-            byte = f.read(1)
-            f.seek(size - 5)
-            f.write(bytes([byte[0] ^ 0x10]))
-
-    return {"garbage": (garbage, 40), "header_only": (header_only, 40),
-            "cut_last_frame": (cut_last_frame, 39), "bad_crc_last_frame": (bad_crc_last_frame, 39)}
+TORN_VARIANTS = {  # damage to the last segment's tail, and the last LSN still whole after it
+    "garbage": (lambda path: append_bytes(path, b"\x07\x00\x00"), 40),  # less than a header
+    "header_only": (lambda path: append_bytes(path, bytes.fromhex("64000000deadbeef") + (41).to_bytes(8, "little")),
+                    40),  # claims 100 bytes
+    "cut_last_frame": (lambda path: shrink(path, 30), 39),  # the last frame loses its end
+    "bad_crc_last_frame": (lambda path: flip_bit(path, os.path.getsize(path) - 5), 39),  # a bit of its data
+}
 
 
-@pytest.mark.parametrize("variant", sorted(_torn_variants()))
+@pytest.mark.parametrize("variant", sorted(TORN_VARIANTS))
 def test_torn_tail_without_writer_yields_whole_frames_and_changes_nothing(log_dir, variant):
     """P3/P4/I10: with a torn tail on disk and no writer the reader yields the whole frames and
     stops; it never truncates (the writer's recovery does, I2), changes no file, creates none."""
-    damage, last = _torn_variants()[variant]
+    damage, last = TORN_VARIANTS[variant]
     _write_closed_log(log_dir, 40, max_segment_size=1000)
-    segments = sorted(n for n in os.listdir(log_dir) if n.startswith("wal-"))
-    damage(os.path.join(log_dir, segments[-1]))
+    damage(os.path.join(log_dir, segments_of(log_dir)[-1]))
     before = snapshot(log_dir)
     reader = walogs.WalReader(log_dir)
     assert list(reader.iter()) == expected(1, last)
@@ -371,20 +355,12 @@ def test_torn_tail_without_writer_yields_whole_frames_and_changes_nothing(log_di
     assert snapshot(log_dir) == before
 
 
-def _flip_bit(path: str, offset: int) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0x01]))
-
-
 def test_mid_log_damage_in_last_segment_raises_and_changes_nothing(log_dir):
     """P10/I10/P3: a flipped bit in an earlier frame of the last segment, with valid frames
     after it, is corruption, not a torn tail: WalCorruptError; the bad entry is never yielded;
     no file changes."""
     _write_segments(log_dir, [13, 13, 19])  # segment 3: LSNs 27..45
-    _flip_bit(seg(log_dir, 3), 76 * 2 + 20)  # inside LSN 29's data
+    flip_bit(seg(log_dir, 3), 76 * 2 + 20, 0)  # inside LSN 29's data
     before = snapshot(log_dir)
     reader = walogs.WalReader(log_dir)
     got, error = _collect(reader.iter())
@@ -402,7 +378,7 @@ def test_damage_in_completed_segment_raises(log_dir):
     """I10/P3: a bad frame in a completed segment is WalCorruptError, even with no writer
     (here the last frame of segment 2, which in the last segment would be a torn tail)."""
     _write_segments(log_dir, [13, 13, 5])
-    _flip_bit(seg(log_dir, 2), 76 * 12 + 30)  # LSN 26
+    flip_bit(seg(log_dir, 2), 76 * 12 + 30, 0)  # LSN 26
     before = snapshot(log_dir)
     got, error = _collect(walogs.WalReader(log_dir).iter())
     assert isinstance(error, walogs.WalCorruptError) and "wal-000002.log" in str(error)
@@ -417,11 +393,11 @@ def test_damage_before_live_writers_visible_end_raises(log_dir):
     in the active segment is WalCorruptError, never a quiet stop."""
     with walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=None)) as wal:
         _fill(wal, 10)
-        _flip_bit(seg(log_dir), 76 * 9 + 20)  # LSN 10, the last frame: a torn tail without a writer
+        flip_bit(seg(log_dir), 76 * 9 + 20, 0)  # LSN 10, the last frame: a torn tail without a writer
         got, error = _collect(walogs.WalReader(log_dir).iter())
         assert isinstance(error, walogs.WalCorruptError), (got, error)
         assert got == expected(1, len(got)) and len(got) <= 9
-        _flip_bit(seg(log_dir), 76 * 9 + 20)  # restore before the writer closes
+        flip_bit(seg(log_dir), 76 * 9 + 20, 0)  # restore before the writer closes
 
 
 # ---------------------------------------------------------------------------- rotation, checkpoint (P5)

@@ -14,11 +14,12 @@ import pytest
 
 import walogs
 from walogs import _io
+from _damage import seg_name
 from conftest import HeldSync, entry, make_frame, queue_appends, snapshot
 
 
 def seg(log_dir, n: int = 1) -> str:
-    return os.path.join(log_dir, f"wal-{n:06d}.log")
+    return os.path.join(log_dir, seg_name(n))
 
 
 def record_calls(monkeypatch, *names):
