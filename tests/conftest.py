@@ -123,6 +123,21 @@ class HeldSync:
         self._released.set()
 
 
+def run_threads(threads: list[threading.Thread], timeout: float) -> None:
+    """Start every thread, then join each for up to ``timeout`` s: none may still be running
+    (they are daemons, so a hang fails the test rather than blocking the run)."""
+    for t in threads:
+        t.start()
+    join_all(threads, timeout)
+
+
+def join_all(threads: list[threading.Thread], timeout: float) -> None:
+    """Join each thread for up to ``timeout`` s; none may still be running."""
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads)
+
+
 def queue_appends(wal: walogs.Wal, count: int, held: HeldSync) -> tuple[list[threading.Thread], dict[int, object]]:
     """Start ``count`` appending threads: the first leads the held sync, the rest wait behind it.
 

@@ -1116,7 +1116,7 @@ class _Index:
         return f"_Index({self.value})"
 
 
-@pytest.mark.parametrize("args, exc", [
+BAD_VISIBLE_INPUT = [
     ((bytes(32), 2, 1, 1, 1), TypeError),              # read-only buffer
     ((None, 2, 1, 1, 1), TypeError),
     ((5, 2, 1, 1, 1), TypeError),                      # not a buffer
@@ -1131,16 +1131,7 @@ class _Index:
     ((bytearray(32), 2, 1, 1.0, 1), TypeError),        # not an int
     ((bytearray(32), None, 1, 1, 1), TypeError),
     ((memoryview(bytearray(64))[::2], 2, 1, 1, 1), BufferError),  # not contiguous
-])
-def test_pack_visible_refuses_bad_input_alike(args, exc):
-    """P8: both codecs refuse the same input with the same exception type and message,
-    writing nothing."""
-    buf = args[0]
-    before = bytes(buf) if isinstance(buf, (bytes, bytearray)) else None
-    result = same("pack_visible", *args)
-    assert result[:2] == ("raise", exc), result
-    if before is not None:
-        assert bytes(buf) == before
+]
 
 
 def test_pack_visible_accepts_int_likes_and_typed_buffers(codec):
@@ -1201,7 +1192,7 @@ def test_pack_in_flight_random_fields_identical(tmp_path):
         publisher.close(mark_closed=True)
 
 
-@pytest.mark.parametrize("args, exc", [
+BAD_IN_FLIGHT_INPUT = [
     ((bytes(48), BOOT, 1, 1, 1), TypeError),              # read-only buffer
     ((None, BOOT, 1, 1, 1), TypeError),
     ((bytearray(48), None, 1, 1, 1), TypeError),
@@ -1213,13 +1204,17 @@ def test_pack_in_flight_random_fields_identical(tmp_path):
     ((bytearray(48), BOOT, 1, 1, 1.0), TypeError),        # not an int
     ((bytearray(48), BOOT[:3], 2**64, 1, 1), ValueError),  # fields are checked first
     ((memoryview(bytearray(96))[::2], BOOT, 1, 1, 1), BufferError),  # not contiguous
-])
-def test_pack_in_flight_refuses_bad_input_alike(args, exc):
-    """P8: both codecs refuse the same input with the same exception type and message,
-    writing nothing."""
+]
+
+
+@pytest.mark.parametrize("function, args, exc", [("pack_visible", *case) for case in BAD_VISIBLE_INPUT]
+                         + [("pack_in_flight", *case) for case in BAD_IN_FLIGHT_INPUT])
+def test_record_packers_refuse_bad_input_alike(function, args, exc):
+    """P8: both codecs refuse the same input to pack_visible and pack_in_flight with the same
+    exception type and message, writing nothing."""
     buf = args[0]
     before = bytes(buf) if isinstance(buf, (bytes, bytearray)) else None
-    result = same("pack_in_flight", *args)
+    result = same(function, *args)
     assert result[:2] == ("raise", exc), result
     if before is not None:
         assert bytes(buf) == before

@@ -23,7 +23,7 @@ import pytest
 import walogs
 from walogs import _io, _lock
 from _procs import ROOT, fork_with_pipe, stop
-from conftest import HeldSync, queue_appends, write_calls_in_fork
+from conftest import HeldSync, join_all, queue_appends, run_threads, write_calls_in_fork
 
 _FSIZE_CHILD = r"""
 import json, os, resource, signal, sys
@@ -341,9 +341,7 @@ def test_close_that_fails_still_wakes_waiters_and_unlocks(log_dir, monkeypatch):
     held.release()
     with pytest.raises(OSError, match="injected EIO on close"):
         wal.close()
-    for t in threads:
-        t.join(10)
-    assert not any(t.is_alive() for t in threads)
+    join_all(threads, 10)
     assert sorted(results.values()) == [1, 2, 3, 4]
     monkeypatch.undo()
     with walogs.Wal.open(log_dir) as again:  # the lock was released
@@ -417,12 +415,7 @@ def test_concurrent_failing_calls_each_raise_their_own_error(log_dir):
                 if type(exc) is not expected[kind] or "BaseException" in str(exc):
                     wrong.append((kind, repr(exc)))
 
-    threads = [threading.Thread(target=work, args=(kind,), daemon=True) for kind in ("type", "big") * 2]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads)
+    run_threads([threading.Thread(target=work, args=(kind,), daemon=True) for kind in ("type", "big") * 2], 60)
     assert wrong == []
     assert wal.next_lsn == 1  # nothing of a bad batch was written (I7)
     wal.close()

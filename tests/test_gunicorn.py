@@ -81,15 +81,7 @@ def _children(pid: int) -> list[int]:
             have_file = True
         except FileNotFoundError:
             pass
-    if have_file:
-        return found
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _stat(int(name))
-            if st is not None and st[1] == pid and st[0] not in ("Z", "X"):
-                out.append(int(name))
-    return out
+    return found if have_file else _living(lambda st: st[1] == pid)
 
 
 def _cmdline(pid: int) -> str:
@@ -116,14 +108,19 @@ def _sockets(pid: int) -> int:
     return count
 
 
-def _group_members(pgrp: int) -> list[int]:
+def _living(match) -> list[int]:
+    """Every process (not a zombie) whose ``_stat`` tuple ``match`` accepts: a scan of /proc."""
     out = []
     for name in os.listdir("/proc"):
         if name.isdigit():
             st = _stat(int(name))
-            if st is not None and st[2] == pgrp and st[0] not in ("Z", "X"):
+            if st is not None and match(st) and st[0] not in ("Z", "X"):
                 out.append(int(name))
     return out
+
+
+def _group_members(pgrp: int) -> list[int]:
+    return _living(lambda st: st[2] == pgrp)
 
 
 def _free_port() -> int:

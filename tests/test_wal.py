@@ -15,7 +15,7 @@ import pytest
 import walogs
 from walogs import _io
 from _damage import seg_name
-from conftest import HeldSync, entry, make_frame, queue_appends, snapshot
+from conftest import HeldSync, entry, make_frame, queue_appends, run_threads, snapshot
 
 
 def seg(log_dir, n: int = 1) -> str:
@@ -427,12 +427,7 @@ def _durable_appends_from_threads(wal: walogs.Wal, nthreads: int = 8, each: int 
                 not_durable.append(lsn)
             acked.append(lsn)
 
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(nthreads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads)
+    run_threads([threading.Thread(target=work, daemon=True) for _ in range(nthreads)], 60)
     assert not_durable == []
     return acked
 
