@@ -125,7 +125,7 @@ class HeldSync:
 
 def run_threads(threads: list[threading.Thread], timeout: float) -> None:
     """Start every thread, then join each for up to ``timeout`` s: none may still be running
-    (they are daemons, so a hang fails the test rather than blocking the run)."""
+    (make them daemons, so that a hang fails the test rather than blocking the run)."""
     for t in threads:
         t.start()
     join_all(threads, timeout)
