@@ -164,6 +164,16 @@ def advance(directory: str, next_lsn: int, seq: int, current: Optional[Floor] = 
     return Floor(want.next_lsn, want.seq, counter, slot)
 
 
+def close_strays(directory: str) -> None:
+    """Close descriptors of LSN_FLOOR (and its temp file) that an interrupted update left open.
+
+    For a KeyboardInterrupt raised inside :func:`advance` at an instant where
+    no ``finally`` could close them (as ``open(2)`` or ``close(2)`` returns).
+    """
+    for name in (FLOOR_NAME, TEMP_NAME):
+        _io.close_strays(os.path.join(directory, name))
+
+
 def _create(directory: str, first_slot: bytes) -> None:
     # I3: temp file, fdatasync, rename, directory sync. A write that fails (a full disk)
     # leaves no temp file; after a failed sync nothing more is done (P2): the next writer

@@ -43,7 +43,7 @@ from libc.string cimport memcpy
 
 cimport cython
 
-from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError
+from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError, as_batch
 
 cdef extern from "_crc.h" nogil:
     # I1: CRC-32 (IEEE, zlib's) from libdeflate or zlib, chosen at build time.
@@ -413,7 +413,8 @@ def encode_batch(first_lsn: int, items: Iterable[object]) -> bytes:
 
     Every item is checked before any frame is built, so a bad item raises
     (TypeError, EntryTooLargeError) with nothing encoded. An empty ``items``
-    gives ``b""``.
+    gives ``b""``; one bytes-like object or str instead of an iterable of
+    entries is a TypeError that says so.
     """
     cdef list views = []
     cdef object view
@@ -424,7 +425,7 @@ def encode_batch(first_lsn: int, items: Iterable[object]) -> bytes:
     cdef unsigned char *dst
     cdef _Piece *pieces
     # Every item's type first, then every size, as the spec does (I7).
-    for item in items:
+    for item in as_batch(items):
         views.append(item if type(item) is bytes else _entry_view(item))
     for view in views:
         size = _data_len(view)

@@ -17,7 +17,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 
-from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError
+from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError, as_batch
 
 # Why a scan or a reader stopped.
 SCAN_END = 0
@@ -91,9 +91,10 @@ def encode_batch(first_lsn: int, items: Iterable[object]) -> bytes:
 
     Every item is checked before any frame is built, so a bad item raises
     (TypeError, EntryTooLargeError) with nothing encoded. An empty ``items``
-    gives ``b""``.
+    gives ``b""``; one bytes-like object or str instead of an iterable of
+    entries is a TypeError that says so.
     """
-    views = [_entry_view(item) for item in items]
+    views = [_entry_view(item) for item in as_batch(items)]
     for view in views:
         if view.nbytes > MAX_ENTRY_SIZE:
             raise EntryTooLargeError(view.nbytes, MAX_ENTRY_SIZE)

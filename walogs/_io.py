@@ -9,11 +9,13 @@ while a test has wrapped ``pwrite_all``, ``fdatasync`` or ``ftruncate``
 here, when it calls those functions instead. The compiled codec does no
 I/O at all.
 
-Linux-first: fdatasync falls back to fsync where the platform lacks it.
+Linux-first: fdatasync falls back to fsync where the platform lacks it, and
+``close_strays`` (which reads ``/proc/self/fd``) does nothing elsewhere.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -102,6 +104,44 @@ def rename(src: str, dst: str) -> None:
 def unlink(path: str) -> None:
     """Remove a file."""
     os.unlink(path)
+
+
+def unlink_if_empty(path: str) -> bool:
+    """Remove ``path`` if it is an empty file; False, doing nothing, if it is not (or is missing)."""
+    try:
+        if os.stat(path).st_size != 0:
+            return False
+    except FileNotFoundError:
+        return False
+    unlink(path)
+    return True
+
+
+def close_strays(path: str) -> None:
+    """Close every descriptor this process holds open for writing on the file ``path``.
+
+    For a descriptor whose number was lost: an exception (Ctrl-C's
+    KeyboardInterrupt) raised as ``open(2)`` returns, before the caller stored
+    the number, leaves it open with no owner. Call it only for a file that no
+    live code writes through. Reads ``/proc/self/fd``, so Linux only;
+    elsewhere it does nothing and such a descriptor stays open.
+    """
+    try:
+        target = os.stat(path)
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        fd = int(name)
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (target.st_dev, target.st_ino):
+                continue
+            if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+                continue  # a reader's
+            os.close(fd)
+        except OSError:
+            continue  # listdir's own descriptor, closed since
 
 
 def mkdir(path: str) -> None:

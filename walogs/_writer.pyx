@@ -43,6 +43,7 @@ cannot deadlock.
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.errno cimport EINTR, EIO, errno
 from libc.stdint cimport UINT64_MAX, int64_t, uint32_t, uint64_t
@@ -57,7 +58,7 @@ import os
 
 from walogs import _frame, _io
 from walogs._visible import FILE_SIZE, IN_FLIGHT_OFFSET, PUBLISHED
-from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError
+from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError, as_batch
 
 cdef extern from "unistd.h" nogil:
     ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset)
@@ -207,6 +208,7 @@ cdef class SegmentWriter:
     cdef uint64_t _synced_lsn, _synced_seq, _synced_end   # the last successful fdatasync (P2 cut)
     cdef int _mode
     cdef bint _syncing, _paused, _closed, _poisoned, _gathering, _wrapped
+    cdef long _paused_by            # the thread that paused the writer (while _paused)
     cdef uint64_t _unsynced_calls   # appends written since the running/last sync took its target
     cdef uint64_t _last_batch       # appends the last group-commit sync covered
     cdef uint64_t _want             # appends a gathering leader waits for
@@ -366,11 +368,11 @@ cdef class SegmentWriter:
 
     def append_batch(self, items: list) -> int:
         """Write ``items`` with one write; the first LSN, FULL or BLOCKED. Validates all first (I7)."""
-        return self._append_batch(items, False)
+        return self._append_batch(as_batch(items), False)
 
     def append_batch_paused(self, items: list) -> int:
         """:meth:`append_paused` for a batch; the first LSN or BLOCKED."""
-        return self._append_batch(items, True)
+        return self._append_batch(as_batch(items), True)
 
     cdef object _append_batch(self, list items, bint as_pauser):
         cdef int rc
@@ -652,22 +654,26 @@ cdef class SegmentWriter:
         For rotation and close: the caller may then sync, swap or close the
         descriptor. Appends that arrive meanwhile wait.
         """
+        cdef long me = PyThread_get_thread_ident()
         with nogil:
             pthread_mutex_lock(&self._mu)
             while self._paused:
                 pthread_cond_wait(&self._changed, &self._mu)
             self._paused = True
+            self._paused_by = me
             pthread_cond_signal(&self._gathered)   # a gathering leader syncs now
             while self._syncing:
                 pthread_cond_wait(&self._changed, &self._mu)
             pthread_mutex_unlock(&self._mu)
 
     def resume(self) -> None:
-        """Let writes and syncs run again."""
+        """Let writes and syncs run again; nothing to do unless this thread paused the writer."""
+        cdef long me = PyThread_get_thread_ident()
         with nogil:
             pthread_mutex_lock(&self._mu)
-            self._paused = False
-            pthread_cond_broadcast(&self._changed)
+            if self._paused and self._paused_by == me:   # else the pause never happened: keep others'
+                self._paused = False
+                pthread_cond_broadcast(&self._changed)
             pthread_mutex_unlock(&self._mu)
 
     def cursor(self) -> tuple:

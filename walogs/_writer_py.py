@@ -23,6 +23,7 @@ from typing import Optional
 
 from walogs import _codec, _io
 from walogs._visible import PUBLISHED, Publisher
+from walogs.errors import as_batch
 
 FULL = 0
 """The frames do not fit in the active segment: rotate and retry."""
@@ -92,6 +93,7 @@ class SegmentWriter:
 
     def append_batch(self, items: list[object]) -> int:
         """Write ``items`` with one write; the first LSN, FULL or BLOCKED. Validates all first (I7)."""
+        items = as_batch(items)
         with self._mutex:
             if self._closed or self.poison is not None:
                 return BLOCKED
@@ -147,6 +149,7 @@ class SegmentWriter:
 
     def append_batch_paused(self, items: list[object]) -> int:
         """:meth:`append_paused` for a batch; the first LSN or BLOCKED."""
+        items = as_batch(items)
         if self._closed or self.poison is not None:
             return BLOCKED
         first = self.next_lsn
@@ -327,7 +330,9 @@ class SegmentWriter:
         self._paused_by = get_ident()
 
     def resume(self) -> None:
-        """Let writes and syncs run again."""
+        """Let writes and syncs run again; nothing to do unless this thread paused the writer."""
+        if self._paused_by != get_ident():
+            return  # the pause never happened (an exception as it began): release nothing
         self._paused_by = None
         self._sync_mutex.release()
         self._mutex.release()
@@ -368,9 +373,10 @@ class SegmentWriter:
 
     def switch(self, fd: int, seq: int) -> None:
         """While paused, after :meth:`sync_paused`: continue in a new, empty segment ``seq``."""
-        self._fd, self._seq, self._end = fd, seq, 0
-        self._first_lsn = self._last_lsn = 0
-        self._sync_target = self._synced = (fd, self.next_lsn - 1, seq, 0)
+        target = (fd, self.next_lsn - 1, seq, 0)
+        # One statement: an exception (Ctrl-C) between two would leave the writer half switched.
+        self._fd, self._seq, self._end, self._first_lsn, self._last_lsn, self._sync_target, self._synced = (
+            fd, seq, 0, 0, 0, target, target)
 
     def finish_close(self) -> None:
         """While paused: no write or sync ever again; wake every waiter (to return or fail); resume."""

@@ -10,6 +10,11 @@ from walogs.errors import DEFAULT_MAX_SEGMENT_SIZE
 
 SYNC_MODES = ("always", "interval", "none")
 
+MIN_SYNC_INTERVAL = 0.001
+"""Shortest ``sync_interval`` in seconds: more often than this, use ``sync="always"``."""
+MAX_SYNC_INTERVAL = 86400.0
+"""Longest ``sync_interval`` in seconds (one day): rarer syncs, use ``sync="none"`` and ``sync()``."""
+
 
 @dataclass(frozen=True)
 class WalConfig:
@@ -37,9 +42,14 @@ class WalConfig:
             isinstance(interval, bool)
             or not isinstance(interval, (int, float))
             or not math.isfinite(interval)
-            or interval <= 0
+            or not MIN_SYNC_INTERVAL <= interval <= MAX_SYNC_INTERVAL
         ):
-            raise ValueError(f"sync_interval must be a positive number of seconds, not {interval!r}")
+            # The background thread waits this long between syncs; a longer wait overflows the
+            # thread's timer (OverflowError there, where no one sees it).
+            raise ValueError(
+                f"sync_interval must be a number of seconds from {MIN_SYNC_INTERVAL:g} to "
+                f"{MAX_SYNC_INTERVAL:g} (one day), not {interval!r}"
+            )
 
 
 @dataclass(frozen=True)

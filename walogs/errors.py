@@ -24,6 +24,37 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if round(seconds, 1) < 60 else f"{seconds:.0f} s"
 
 
+def as_batch(items: object) -> list:
+    """``items`` as a list of entries: what ``append_batch`` and ``encode_batch`` take.
+
+    A list is returned as it is; any other iterable is listed. One bytes-like
+    object or str is iterable too (of ints, of characters), but is almost
+    always a single entry passed by mistake: it raises TypeError saying so, as
+    does anything that is not iterable.
+    """
+    if type(items) is list:
+        return items
+    single = isinstance(items, str)
+    if not single:
+        try:
+            memoryview(items)  # type: ignore[arg-type]
+            single = True
+        except TypeError:
+            pass
+    if not single:
+        try:
+            iterator = iter(items)  # type: ignore[call-overload]
+        except TypeError:
+            pass
+        else:
+            return list(iterator)
+    raise TypeError(
+        f"a batch must be an iterable of entries (bytes-like objects), such as a list of bytes, "
+        f"not {type(items).__name__}"
+        + (": to append one entry use append(data) or append_batch([data])" if single else "")
+    )
+
+
 class WalError(Exception):
     """Base class of every error walogs raises on its own account."""
 

@@ -3,21 +3,41 @@
 from __future__ import annotations
 
 import errno
+import functools
+import logging
 import os
 import pathlib
+import sys
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Optional, Union
+from typing import Optional, TypeVar, Union
 
 from walogs import _codec, _floor, _io, _lock, _recovery, _segments, _visible
 from walogs._recovery import SegmentInfo
 from walogs._writer_py import BLOCKED, FULL
 from walogs.config import TailState, WalConfig
-from walogs.errors import LsnOutOfRangeError, WalClosedError, WalError
+from walogs.errors import LsnOutOfRangeError, WalClosedError, WalError, as_batch
 
 PathLike = Union[str, "os.PathLike[str]"]
 _NO_LIMIT = 1 << 64  # max_segment_size=None: larger than any segment can grow
+_log = logging.getLogger("walogs")
+_Method = TypeVar("_Method", bound=Callable[..., object])
+
+
+def _closes_when_done(method: _Method) -> _Method:
+    """Complete a close() deferred while ``method`` ran (see :meth:`Wal.close`) when it ends."""
+
+    @functools.wraps(method)
+    def call(self: Wal, *args: object) -> object:
+        try:
+            return method(self, *args)
+        finally:
+            if self._close_deferred:
+                self._close()
+
+    return call  # type: ignore[return-value]
 
 
 class Wal:
@@ -39,10 +59,11 @@ class Wal:
         segments = layout.segments
         self._completed: list[SegmentInfo] = segments[:-1]
         active = segments[-1]
-        self._active_seq = active.seq
         self._tail_state = TailState(layout.torn_at)
         # Closed until fully built: __del__ of a half-built Wal leaves the clean-up to open().
         self._closed = True
+        self._close_deferred = False  # close() was called inside a call on this thread: close when it ends
+        self._unreported: Optional[WalError] = None  # a background sync's failure no call has raised yet
         # True once closed, poisoned or in a forked child: the hot paths test only this.
         self._blocked = False
         # Guards rotation, checkpoint and close (the segment list); appends take only the writer's.
@@ -148,9 +169,12 @@ class Wal:
                 "(or use WalReader to read)"
             )
         if self._poison is not None:
+            unreported, self._unreported = self._unreported, None
+            if unreported is not None:
+                raise unreported
             raise WalError(
                 f"{self._dir}: writer is poisoned by an earlier I/O error ({self._poison}); "
-                "no append can be acknowledged: close it and open the log again to recover (P2)"
+                "no append can be acknowledged: close it and open the log again to recover"
             ) from self._poison
 
     def _refused(self) -> WalError:
@@ -162,6 +186,11 @@ class Wal:
     def _in_forked_child(self) -> None:
         # Called by _lock in a child forked after open (P6); _check_writable says why.
         self._blocked = True
+        # A parent thread may have held these at the fork (a rotation, a checkpoint, the sync
+        # thread's wait); only the forking thread runs here, so close() gets fresh ones.
+        self._mutex = threading.Lock()
+        self._stop_interval = threading.Event()
+        self._interval_thread = None
         self._writer.drop_in_child()
 
     def _poison_with(self, exc: BaseException) -> None:
@@ -178,46 +207,60 @@ class Wal:
         TypeError for non-bytes-like data and EntryTooLargeError for more
         than MAX_ENTRY_SIZE bytes, before writing anything (I7).
         """
-        if self._blocked:
-            self._check_writable()
-        lsn = self._writer.append(data)
-        if lsn > 0:
+        try:
+            if self._blocked:
+                self._check_writable()
+            lsn = self._writer.append(data)
+            if lsn > 0:
+                return lsn
+            if lsn == FULL:
+                lsn = self._rotate_for(_codec.frame_size(data), lambda: self._writer.append_paused(data))
+            if lsn == BLOCKED:
+                raise self._refused()
             return lsn
-        if lsn == FULL:
-            lsn = self._rotate_for(_codec.frame_size(data), lambda: self._writer.append_paused(data))
-        if lsn == BLOCKED:
-            raise self._refused()
-        return lsn
+        finally:
+            if self._close_deferred:  # a signal handler called close() during this call
+                self._close()
 
     def append_batch(self, items: Iterable[object]) -> range:
         """Append many entries with one write (and one sync in ``"always"``).
 
         Returns the range of their LSNs. Every item is checked first: a bad
         one raises with nothing of the batch written. A batch never spans
-        two segments.
+        two segments. ``items`` must be an iterable of entries: one bytes
+        object is a TypeError (use :meth:`append`, or ``[data]``).
         """
-        items = list(items)
-        if self._blocked:
-            self._check_writable()
-        first = self._writer.append_batch(items)
-        if first == FULL:
-            size = sum(_codec.frame_size(item) for item in items)
-            first = self._rotate_for(size, lambda: self._writer.append_batch_paused(items))
-        if first == BLOCKED:
-            raise self._refused()
-        return range(first, first + len(items))
+        try:
+            items = list(as_batch(items))
+            if self._blocked:
+                self._check_writable()
+            first = self._writer.append_batch(items)
+            if first == FULL:
+                size = sum(_codec.frame_size(item) for item in items)
+                first = self._rotate_for(size, lambda: self._writer.append_batch_paused(items))
+            if first == BLOCKED:
+                raise self._refused()
+            return range(first, first + len(items))
+        finally:
+            if self._close_deferred:  # a signal handler called close() during this call
+                self._close()
 
     def sync(self) -> None:
         """Make every written entry durable now."""
-        if self._blocked:
-            self._check_writable()
-        if not self._writer.sync():
-            raise self._refused()
+        try:
+            if self._blocked:
+                self._check_writable()
+            if not self._writer.sync():
+                raise self._refused()
+        finally:
+            if self._close_deferred:  # a signal handler called close() during this call
+                self._close()
 
     def rotate(self) -> None:
         """Finish the active segment and start a new one; no-op when it is empty."""
         self._rotate_for(0, None)
 
+    @_closes_when_done
     def _rotate_for(self, size: int, write: Optional[Callable[[], int]]) -> int:
         """Rotate unless ``size`` more bytes fit the active segment (or it is empty), then ``write()``.
 
@@ -231,8 +274,8 @@ class Wal:
         with self._mutex:
             self._check_writable()
             writer = self._writer
-            writer.pause()
             try:
+                writer.pause()  # in the try: an exception as it returns must still resume
                 self._check_writable()  # a leader may have failed its sync while this waited
                 old_fd, seq, end, first_lsn, last_lsn, _ = writer.cursor()
                 if end > 0 and (not size or end + size > self._segment_limit):
@@ -248,26 +291,41 @@ class Wal:
                 writer.resume()
 
     def _rotate_paused(self, old_fd: int, old: SegmentInfo) -> None:
-        # Caller holds _mutex and has the writer paused.
+        # Caller holds _mutex and has the writer paused. An exception at any step (Ctrl-C's
+        # KeyboardInterrupt as a system call returns, a signal handler's) leaves a log the
+        # next call can use and no descriptor open: before the writer switches, the old
+        # segment stays active and the new file goes; after it, the rotation is complete.
+        # Only an OSError before the switch poisons (P2): an interrupt lost nothing.
         if not self._writer.sync_paused():  # raises if the sync fails (P2); else the old segment is durable
             raise self._refused()
+        seq = old.seq + 1
+        path = os.path.join(self._dir, _segments.segment_name(seq))
+        new_fd = None
+        sync_failed = False
         try:
-            seq = old.seq + 1
-            name = _segments.segment_name(seq)
-            new_fd = _io.create_new(os.path.join(self._dir, name))
-        except OSError as exc:
-            self._poison_with(exc)
+            new_fd = self._create_segment(path)
+            try:
+                _io.sync_dir(self._dir)  # I15: durable before its first frame
+            except OSError:
+                # P2: after a failed sync nothing more is done on disk, not even removing the
+                # new, empty file: the next open finds it empty and takes it over.
+                sync_failed = True
+                _io.close(new_fd)
+                raise
+            self._writer.switch(new_fd, seq)
+            self._completed.append(old)
+            _io.close(old_fd)
+        except BaseException as exc:
+            if self._writer.cursor()[1] != seq:
+                if not sync_failed:
+                    self._discard_segment(path, new_fd)
+                if isinstance(exc, OSError):
+                    self._poison_with(exc)
+            else:
+                if self._completed[-1] is not old:
+                    self._completed.append(old)
+                _io.close_strays(os.path.join(self._dir, old.name))  # closed, or about to be: unknown
             raise
-        try:
-            _io.sync_dir(self._dir)  # I15: durable before its first frame
-        except OSError as exc:
-            _io.close(new_fd)
-            self._poison_with(exc)
-            raise
-        self._completed.append(old)
-        self._writer.switch(new_fd, seq)
-        self._active_seq = seq
-        _io.close(old_fd)
         self._record_high_water(seq, old.last_lsn + 1)
 
     def _record_high_water(self, seq: int, next_lsn: int) -> None:
@@ -281,7 +339,40 @@ class Wal:
             if not _floor.no_space(exc):
                 self._poison_with(exc)  # P2: a failed sync is never retried as if fine
                 raise
+        except BaseException:
+            _floor.close_strays(self._dir)  # interrupted (Ctrl-C): the record stays a lower bound
+            raise
 
+    def _create_segment(self, path: str) -> int:
+        """Create the segment file ``path`` for writing (syncing the directory is the caller's).
+
+        An empty file already there is one a rotation of this writer left
+        when it was interrupted (no one else writes here while we hold the
+        lock): it is taken away and created again. Any other is FileExistsError.
+        """
+        try:
+            return _io.create_new(path)
+        except FileExistsError:
+            if not self._discard_segment(path, None):
+                raise
+        return _io.create_new(path)
+
+    def _discard_segment(self, path: str, fd: Optional[int]) -> bool:
+        """Undo the creation of segment ``path`` (fd: its descriptor if known); True if it was removed.
+
+        Only an empty file goes: nothing is written to a new segment before
+        the writer switches to it.
+        """
+        try:
+            if fd is not None:
+                _io.close(fd)
+            else:
+                _io.close_strays(path)
+            return _io.unlink_if_empty(path)
+        except OSError:
+            return False  # the next rotation takes over an empty file it finds there
+
+    @_closes_when_done
     def checkpoint(self, applied_up_to: int) -> int:
         """Delete completed segments whose every LSN is <= ``applied_up_to``; return how many.
 
@@ -309,7 +400,7 @@ class Wal:
             floor = max(seg.last_lsn for seg in self._completed[:victims]) + 1
             no_space: Optional[OSError] = None
             try:
-                _floor.advance(self._dir, floor, self._active_seq)
+                _floor.advance(self._dir, floor, self._writer.cursor()[1])
             except OSError as exc:
                 if not _floor.no_space(exc):
                     self._poison_with(exc)  # P2: a failed sync is never retried as if fine
@@ -337,6 +428,7 @@ class Wal:
                 ) from no_space
             return victims
 
+    @_closes_when_done
     def _segments_now(self) -> list[SegmentInfo]:
         """Completed segments and the active one, as of now (copies)."""
         with self._mutex:
@@ -435,16 +527,47 @@ class Wal:
 
         In a process forked after open it only drops the handle: it never
         syncs, writes or unlocks, so the parent keeps its lock (P6).
+
+        From a signal handler: if the handler interrupted a call on this Wal
+        in the same thread (a SIGTERM handler while the main thread is inside
+        ``append``), that call holds locks close() needs and cannot go on
+        until the handler returns. close() then does not wait: it returns at
+        once and the interrupted call, when it returns or raises, closes the
+        Wal (``closed`` is True from then on, and the next call raises
+        WalClosedError). The interrupted call ends as it would have; with
+        ``sync="always"`` an entry it acknowledges is durable. Otherwise, and
+        from any other thread, close() is done when it returns.
+
+        If a background sync (``sync="interval"``) failed and no call has
+        raised that yet, close() releases everything and then raises it
+        (WalError, caused by the OSError).
         """
+        if self._inside_a_call():
+            self._close_deferred = True
+            return
+        self._close()
+
+    def _inside_a_call(self) -> bool:
+        # True when this thread is inside a call on this Wal that holds or may take its locks:
+        # close() was called from a signal handler that interrupted it, and waiting for those
+        # locks would wait for itself forever. Read from the stack, so the calls pay nothing.
+        frame = sys._getframe(2)  # the caller of close()
+        while frame is not None:
+            if frame.f_code in _CALLS and frame.f_locals.get("self") is self:
+                return True
+            frame = frame.f_back
+        return False
+
+    def _close(self) -> None:
         with self._mutex:
             if self._closed:
                 return
             in_owner = self._generation == _lock.fork_generation()
             writer = self._writer
-            if in_owner:
-                writer.pause()  # waits out a sync in flight; interrupted here, nothing has changed
             closing = False
             try:
+                if in_owner:
+                    writer.pause()  # waits out a sync in flight; interrupted here, nothing has changed
                 fd = writer.cursor()[0]  # paused, or (forked child) lock-free after drop_in_child
                 self._closed = self._blocked = closing = True
                 self._stop_interval.set()
@@ -469,21 +592,51 @@ class Wal:
         thread = self._interval_thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+        unreported, self._unreported = self._unreported, None
+        if unreported is not None:
+            raise unreported
+
+    def _background_failed(self, exc: OSError) -> None:
+        # The sync thread's fdatasync failed: the writer is poisoned and what the sync did not
+        # cover is cut (P2), but no caller waits on a background sync. Say so now, and make
+        # the next call raise it.
+        writer = self._writer
+        lost = f"{writer.durable_lsn + 1}..{writer.next_lsn - 1}"
+        message = (
+            f"{self._dir}: the background fdatasync (sync=\"interval\") of segment "
+            f"{_segments.segment_name(writer.cursor()[1])} failed: {exc}; the entries with LSNs {lost} were written "
+            "but never made durable, so they were cut from the log, and a failed sync is never retried. "
+            "This Wal accepts no more writes: close it and open the log again, then append those "
+            "entries again"
+        )
+        error = WalError(message)
+        error.__cause__ = exc
+        self._unreported = error
+        self._blocked = True
+        _log.warning("%s", message)
 
     def __enter__(self) -> Wal:
+        """Use it in ``with``: closed on exit. WalClosedError if it is closed already."""
+        self._check_open()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __del__(self) -> None:
-        # A handle dropped without close() still gives back its descriptors and lock.
+        # A handle dropped without close() still gives back its descriptors and lock, and
+        # says so, as an unclosed file does. Not in a forked child: it never opened it.
         if getattr(self, "_closed", True):
             return
         try:
-            self.close()
-        except Exception:
-            pass
+            if self._generation == _lock.fork_generation():
+                warnings.warn(f"unclosed {self!r}: call close() or use it in a with block",
+                              ResourceWarning, source=self)
+        finally:
+            try:
+                self.close()
+            except Exception:
+                pass
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"next_lsn={self._writer.next_lsn}"
@@ -491,7 +644,11 @@ class Wal:
 
 
 def _interval_sync(ref: weakref.ReferenceType[Wal], stop: threading.Event, interval: float) -> None:
-    """Background fdatasync every ``interval`` seconds for ``sync="interval"``."""
+    """Background fdatasync every ``interval`` seconds for ``sync="interval"``.
+
+    A failed sync poisons the writer like any other (P2); it is logged at once
+    and the next call on the Wal (append, sync, close, ...) raises it.
+    """
     while not stop.wait(interval):
         wal = ref()
         if wal is None:
@@ -499,7 +656,18 @@ def _interval_sync(ref: weakref.ReferenceType[Wal], stop: threading.Event, inter
         try:
             if wal._writer.durable_lsn < wal._writer.next_lsn - 1:
                 wal.sync()
-        except (WalError, OSError):
-            return  # poisoned or closed: the next write call reports it
+        except OSError as exc:
+            wal._background_failed(exc)
+            return
+        except WalError:
+            return  # closed, or poisoned by a call that raised it to its caller
         finally:
             del wal
+
+
+# The calls that hold or take a Wal's locks, as their frames show on the stack (Wal.close).
+_CALLS = frozenset(
+    getattr(method, "__wrapped__", method).__code__
+    for method in (Wal.append, Wal.append_batch, Wal.sync, Wal._rotate_for, Wal.checkpoint,
+                   Wal._segments_now, Wal._close)
+)
