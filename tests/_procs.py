@@ -11,9 +11,10 @@ One home for what the process suites share, so each keeps to what it tests:
   ``read_to_eof``, ``read_all``: reading a pipe, bounded by a deadline.
 * ``kill_all``, ``reap``, ``stop``, ``watched``: SIGKILL and reap forked children,
   stop a ``subprocess.Popen`` and close its pipes.
-* ``ROOT``, ``walogs_cmd``, ``run_walogs``: ``python -m walogs`` subprocesses run
-  from the directory walogs is imported from, with this process's environment
-  (so WALOGS_PURE_PYTHON picks the implementation under test).
+* ``ROOT``, ``run_python``, ``walogs_cmd``, ``run_walogs``: ``python -c CODE`` and
+  ``python -m walogs`` subprocesses run from the directory walogs is imported
+  from, with this process's environment (so WALOGS_PURE_PYTHON picks the
+  implementation under test).
 """
 
 from __future__ import annotations
@@ -214,7 +215,13 @@ def watched(proc: subprocess.Popen, seconds: float = 60) -> Iterator[subprocess.
         stop(proc)
 
 
-# ---------------------------------------------------------------------- the command line
+# ---------------------------------------------------------------------- subprocesses
+
+
+def run_python(code: str, *args, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``python -c CODE ARGS`` to its end; stdout and stderr as text."""
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, check=False)
 
 
 def walogs_cmd(*args) -> list[str]:

@@ -33,12 +33,10 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from _damage import seg_name
-from _procs import ROOT
+from _procs import run_python
 from conftest import entry, scale
 
 import walogs
@@ -143,8 +141,7 @@ def test_real_efbig(log_dir, mode, limit, size):
     the failure, close() included; the failed call's bytes are cut at once (whole frames of a
     batch too: none was acknowledged), so the fresh writer finds exactly the acknowledged
     entries and continues after them."""
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(log_dir), mode, str(limit), str(size)],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+    out = run_python(_CHILD, log_dir, mode, limit, size, timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["errno"] == errno.EFBIG, report

@@ -22,7 +22,7 @@ import pytest
 
 import walogs
 from walogs import _io, _lock
-from _procs import ROOT, fork_with_pipe, stop
+from _procs import ROOT, fork_with_pipe, run_python, stop
 from conftest import HeldSync, join_all, queue_appends, run_threads, write_calls_in_fork
 
 _FSIZE_CHILD = r"""
@@ -55,8 +55,7 @@ def test_real_efbig_poisons_writer_and_loses_nothing(log_dir):
     the partial frame is cut at once; a fresh writer recovers every acknowledged entry
     and reuses no acknowledged LSN."""
     limit = 10_000  # not a multiple of the 136-byte frame: the last write is short
-    out = subprocess.run([sys.executable, "-c", _FSIZE_CHILD, str(log_dir), str(limit)],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    out = run_python(_FSIZE_CHILD, log_dir, limit, timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["errno"] == errno.EFBIG

@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 import pytest
-from _procs import ROOT, kill_all, stop
+from _procs import ROOT, kill_all, run_python, stop
 
 import walogs
 from walogs import _lock
@@ -99,8 +99,7 @@ print("ok")
 def test_parent_keeps_its_lock_after_the_child_drops_its_copy(log_dir):
     """P6 still holds: the child closing its handle (and the at-fork hook closing its copy
     of LOCK) never unlocks the parent's lock."""
-    out = subprocess.run([sys.executable, "-c", _FORK_THEN_CLOSE, str(log_dir)], capture_output=True, text=True,
-                         timeout=60, cwd=ROOT, check=False)
+    out = run_python(_FORK_THEN_CLOSE, log_dir)
     assert out.stdout.split() == ["locked", "ok"], out.stderr
     with walogs.Wal.open(log_dir) as wal:
         assert [data for _, data in wal] == [b"still mine"]

@@ -26,7 +26,7 @@ import uuid
 
 import pytest
 from _damage import segments_of
-from _procs import ROOT
+from _procs import ROOT, run_python
 from conftest import entry
 
 import walogs
@@ -101,8 +101,7 @@ except OSError as exc:
 
 
 def _open_in_child(path) -> dict:
-    out = subprocess.run([sys.executable, "-c", _OPEN_CHILD, str(path)], capture_output=True, text=True,
-                         timeout=60, cwd=ROOT, check=False)
+    out = run_python(_OPEN_CHILD, path)
     assert out.returncode == 0, (
         f"the process opening a new log on a full file system died "
         f"(exit {out.returncode}{', SIGBUS' if out.returncode == -7 else ''}): {out.stderr[-2000:]}"

@@ -15,6 +15,7 @@ import pytest
 import walogs
 from walogs import _io
 from _damage import seg_name
+from _procs import run_python
 from conftest import HeldSync, entry, make_frame, queue_appends, run_threads, snapshot
 
 
@@ -389,9 +390,6 @@ def test_path_is_a_file(tmp_path):
 
 def test_unreadable_directory_raises_permission_error(tmp_path):
     """Runs in a child that drops root, since root reads any directory."""
-    import subprocess
-    import sys
-
     os.chmod(tmp_path, 0o755)
     for parent in tmp_path.parents:  # pytest's base temp dir is 0700: let the child reach ours
         if str(parent).startswith(tempfile.gettempdir() + os.sep):
@@ -407,8 +405,7 @@ def test_unreadable_directory_raises_permission_error(tmp_path):
         "except PermissionError as e:\n print('PermissionError', e.filename)\n"
     )
     try:
-        out = subprocess.run([sys.executable, "-c", code, str(log)], capture_output=True, text=True,
-                             timeout=60, cwd=os.path.dirname(os.path.dirname(walogs.__file__)))
+        out = run_python(code, log)
     finally:
         os.chmod(log, 0o755)
     assert out.stdout.startswith("PermissionError"), out.stderr
