@@ -91,7 +91,7 @@ wheel-test: wheel
 	rm -rf $(WHEEL_VENV) $(WHEEL_RUN)
 	$(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt dist/walogs-*-$(PYTAG)-*.whl
-	mkdir -p $(WHEEL_RUN) && cp -r tests examples $(WHEEL_RUN)/
+	mkdir -p $(WHEEL_RUN) && cp -r tests examples README.md docs $(WHEEL_RUN)/
 	printf '[pytest]\nfilterwarnings = error\naddopts = -ra\n' > $(WHEEL_RUN)/pytest.ini
 	cd $(WHEEL_RUN) && ../wheel-venv/bin/python -c "import walogs; \
 		assert walogs.IMPLEMENTATION == 'cython', walogs.IMPLEMENTATION; \

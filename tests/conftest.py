@@ -11,11 +11,10 @@ import time
 import zlib
 
 import pytest
+from _impls import CODECS, PURE
 
 import walogs
 from walogs import _io
-
-PURE = os.environ.get("WALOGS_PURE_PYTHON", "") not in ("", "0")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -35,6 +34,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(f"the {expected} suite would test the writer from {writer}: rebuild (make build)")
 
 
+@pytest.fixture(scope="session", params=list(CODECS.values()), ids=list(CODECS))
+def codec(request):
+    """Each codec module in turn, ``walogs._frame_py`` (id ``py``) and ``walogs._frame`` (``c``),
+    in one process (propcache's conftest); see tests/_impls.py."""
+    return request.param
+
+
 def make_frame(lsn: int, data: bytes) -> bytes:
     """A frame built independently of walogs, straight from FORMAT.md (I1)."""
     crc = zlib.crc32(struct.pack("<I", len(data)) + struct.pack("<Q", lsn) + data)
@@ -51,6 +57,20 @@ def entry(i: int, size: int = 100) -> bytes:
     """Deterministic, distinct entry bytes for index ``i``."""
     head = b"%08d:" % i
     return (head * (size // len(head) + 1))[:size] if size >= len(head) else head[:size]
+
+
+def write_calls_in_fork(wal: walogs.Wal) -> list[str]:
+    """In a forked child of the writer, what each write call (append, append_batch, sync,
+    rotate, checkpoint) did: "wrote", "refused" (a WalError naming the fork, P6) or "other"."""
+    results = []
+    for call in (lambda: wal.append(b"child"), lambda: wal.append_batch([b"child"]), wal.sync,
+                 wal.rotate, lambda: wal.checkpoint(1)):
+        try:
+            call()
+            results.append("wrote")
+        except walogs.WalError as exc:
+            results.append("refused" if "fork" in str(exc) else "other")
+    return results
 
 
 def snapshot(directory) -> dict[str, tuple[bytes, int, int]]:
@@ -101,6 +121,21 @@ class HeldSync:
     def release(self) -> None:
         """Let the held sync (and every later one) run."""
         self._released.set()
+
+
+def run_threads(threads: list[threading.Thread], timeout: float) -> None:
+    """Start every thread, then join each for up to ``timeout`` s: none may still be running
+    (make them daemons, so that a hang fails the test rather than blocking the run)."""
+    for t in threads:
+        t.start()
+    join_all(threads, timeout)
+
+
+def join_all(threads: list[threading.Thread], timeout: float) -> None:
+    """Join each thread for up to ``timeout`` s; none may still be running."""
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads)
 
 
 def queue_appends(wal: walogs.Wal, count: int, held: HeldSync) -> tuple[list[threading.Thread], dict[int, object]]:

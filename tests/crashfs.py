@@ -321,21 +321,20 @@ class Recorder:
         except KeyError:
             raise AssertionError(f"crashfs: {path} exists but was not created through walogs._io") from None
 
-    def _open_read(self, path: str) -> int:
-        fd = self._real["open_read"](path)
+    def _open_existing(self, name: str, path: str) -> int:
+        """``_io.<name>(path)`` of a file that exists: its descriptor now names its inode."""
+        fd = self._real[name](path)
         with self._mutex:
             apath = os.path.abspath(path)
             if self._tracked(apath):
                 self._fds[fd] = self._lookup(apath)
         return fd
 
+    def _open_read(self, path: str) -> int:
+        return self._open_existing("open_read", path)
+
     def _open_write(self, path: str) -> int:
-        fd = self._real["open_write"](path)
-        with self._mutex:
-            apath = os.path.abspath(path)
-            if self._tracked(apath):
-                self._fds[fd] = self._lookup(apath)
-        return fd
+        return self._open_existing("open_write", path)
 
     def _create_new(self, path: str) -> int:
         fd = self._real["create_new"](path)

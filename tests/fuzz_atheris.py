@@ -11,7 +11,7 @@ segment image. The harness checks what tests/test_fuzz.py checks, but guided
 by coverage of the pure-Python codec and of walogs._segments/_recovery
 (instrumented at import; the compiled module is a black box to atheris):
 
-* both codecs (``walogs._frame_py`` and, when built, ``walogs._frame``) give
+* both codecs (``walogs._frame_py`` and ``walogs._frame``, as tests/_impls.py lists them) give
   identical results or identical ValueError/TypeError for scan, decode,
   FrameReader and find_frame (P8); any other exception is a crash;
 * every decoded frame re-encodes (``_frame_py.encode``) to exactly its bytes
@@ -22,7 +22,8 @@ by coverage of the pure-Python codec and of walogs._segments/_recovery
   valid prefix (I5).
 
 Without atheris installed the script says so and exits 0, so a stress target
-can call it unconditionally. WALOGS_PURE_PYTHON=1 skips the compiled codec.
+can call it unconditionally. The compiled codec must be built unless
+WALOGS_PURE_PYTHON=1 is set (then it is fuzzed only where it was built).
 """
 
 from __future__ import annotations
@@ -45,20 +46,13 @@ sys.path.insert(0, os.path.dirname(HERE))  # the repository root: import the wal
 if atheris is not None:
     with atheris.instrument_imports(include=["walogs"]):
         import walogs
-        from walogs import _frame_py as py
+        from _impls import CODECS, py  # tests/_impls.py: the codecs every suite tests
         from walogs import _recovery, _segments
 else:  # pragma: no cover
     import walogs
-    from walogs import _frame_py as py
+    from _impls import CODECS, py
     from walogs import _recovery, _segments
 
-cy = None
-if os.environ.get("WALOGS_PURE_PYTHON", "") in ("", "0"):
-    try:
-        from walogs import _frame as cy
-    except ImportError:  # pragma: no cover
-        print("fuzz_atheris: walogs._frame does not import; fuzzing the pure-Python codec only", file=sys.stderr)
-IMPLS = (py,) if cy is None else (py, cy)
 HDR = walogs.FRAME_HEADER_SIZE
 MAX_LSN = 2**64 - 1
 VALID_FIRST = b"".join(py.encode(lsn, b"entry %d" % lsn) for lsn in (1, 2, 3))
@@ -74,7 +68,7 @@ def _outcome(fn):
 
 
 def _same(fn):
-    results = [_outcome(lambda m=m: fn(m)) for m in IMPLS]
+    results = [_outcome(lambda m=m: fn(m)) for m in CODECS.values()]
     for other in results[1:]:
         if other != results[0]:
             raise AssertionError(f"P8: compiled codec differs: {other!r} != {results[0]!r}")
@@ -157,7 +151,7 @@ def one_input(data: bytes) -> None:
     for name, raw in files.items():
         with open(os.path.join(directory, name), "wb") as fh:
             fh.write(raw)
-    results = [_examine(directory, m) for m in IMPLS]
+    results = [_examine(directory, m) for m in CODECS.values()]
     for other in results[1:]:
         if other != results[0]:
             raise AssertionError(f"P8: examine differs between codecs: {other!r} != {results[0]!r}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import inspect
 import os
 import random
-import select
 import shutil
 import signal
 import subprocess
@@ -31,12 +30,12 @@ import sys
 import time
 
 import pytest
+from _damage import seg_name, segments_of, set_bytes
+from _procs import ROOT, read_ready, stop
 from conftest import entry, scale
 
 import walogs
 from walogs import _visible
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 SEED = int(os.environ.get("WALOGS_SEED", "20241124"))
 BATCH = 10_000
 SIZE = 100
@@ -69,8 +68,8 @@ def _write_in_progress(path) -> bool:
     (``/proc/PID/syscall`` cannot tell: a write into the page cache runs on the CPU,
     and a running task shows no system call there.)"""
     try:
-        names = [n for n in os.listdir(path) if n.startswith("wal-")]
-        return bool(names) and os.stat(os.path.join(path, max(names))).st_size % BATCH_BYTES != 0
+        names = segments_of(path)
+        return bool(names) and os.stat(os.path.join(path, names[-1])).st_size % BATCH_BYTES != 0
     except OSError:
         return False
 
@@ -90,9 +89,8 @@ def _kill_during_a_batch(path, sync: str, rng: random.Random) -> tuple[list[tupl
 
     def read_lines(wait: float = 0.0) -> None:
         nonlocal buf
-        while select.select([proc.stdout], [], [], wait)[0]:
+        while (chunk := read_ready(proc.stdout.fileno(), wait, 4096)) is not None:
             wait = 0.0
-            chunk = os.read(proc.stdout.fileno(), 4096)
             if not chunk:
                 return
             buf += chunk
@@ -113,10 +111,7 @@ def _kill_during_a_batch(path, sync: str, rng: random.Random) -> tuple[list[tupl
         proc.wait(30)
         read_lines()  # what it reported before it died
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
+        stop(proc)
     assert killed or proc.returncode == 0, f"the child failed (exit {proc.returncode})"
     return acks, killed
 
@@ -177,15 +172,13 @@ def _log_with_batches(path, batches: int, size: int = 50, count: int = 100) -> l
 
 
 def _cut_short(path, length: int) -> None:
-    os.truncate(path / "wal-000001.log", length)
+    os.truncate(path / seg_name(1), length)
 
 
 def _set_in_flight(path, seq: int, start: int, end: int, boot: bytes | None = None) -> None:
-    with open(path / _visible.VISIBLE_NAME, "r+b") as f:
-        f.seek(_visible.IN_FLIGHT_OFFSET)
-        record = bytearray(_visible.IN_FLIGHT_SIZE)
-        walogs._codec.pack_in_flight(record, _visible.BOOT_ID if boot is None else boot, seq, start, end)
-        f.write(record)
+    record = bytearray(_visible.IN_FLIGHT_SIZE)
+    walogs._codec.pack_in_flight(record, _visible.BOOT_ID if boot is None else boot, seq, start, end)
+    set_bytes(path / _visible.VISIBLE_NAME, _visible.IN_FLIGHT_OFFSET, record)
 
 
 PAGE = 4096

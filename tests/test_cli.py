@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import re
-import selectors
 import shutil
 import signal
 import struct
@@ -26,11 +25,12 @@ import pytest
 
 import walogs
 from walogs import cli
+from _procs import ROOT, read_ready, stop, walogs_cmd
+from _procs import run_walogs as run
+from _damage import HEADER, append_bytes, flip_bit, frames, frames_of, seg_name, segments_of
 from conftest import entry, make_frame, snapshot
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 TIMEOUT = 30  # seconds, for every subprocess call
-HEADER = 16
 LIMIT = 160
 CONFIG = walogs.WalConfig(max_segment_size=LIMIT)
 BINARY = b"\xff\xfe\x80 not utf-8"  # LSN 9: json must carry it as base64
@@ -57,16 +57,6 @@ FORMATS = ["text", "hex", "json", "raw"]
 # ---------------------------------------------------------------- helpers
 
 
-def walogs_cmd(*args) -> list[str]:
-    return [sys.executable, "-m", "walogs", *map(str, args)]
-
-
-def run(*args, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    """Run ``python -m walogs ARGS`` for real; stdout and stderr as bytes."""
-    return subprocess.run(walogs_cmd(*args), cwd=ROOT, env=dict(os.environ),
-                          capture_output=True, timeout=timeout)
-
-
 def err_lines(proc: subprocess.CompletedProcess) -> list[str]:
     return proc.stderr.decode().splitlines()
 
@@ -78,36 +68,6 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int) -> str:
     assert "Traceback" not in stderr, stderr
     assert len(stderr.splitlines()) == 1 and stderr.endswith("\n"), stderr
     return stderr.strip()
-
-
-def seg_name(n: int) -> str:
-    return f"wal-{n:06d}.log"
-
-
-def segments_of(directory) -> list[str]:
-    return sorted(n for n in os.listdir(directory) if re.fullmatch(r"wal-[0-9]+\.log", n))
-
-
-def frames(path) -> list[tuple[int, int, int]]:
-    """``(offset, total length, lsn)`` of each whole frame header in a segment file (unchecked)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    out, pos = [], 0
-    while pos + HEADER <= len(data):
-        length, _, lsn = struct.unpack_from("<IIQ", data, pos)
-        if pos + HEADER + length > len(data):
-            break
-        out.append((pos, HEADER + length, lsn))
-        pos += HEADER + length
-    return out
-
-
-def flip_bit(path, offset: int) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)[0]
-        f.seek(offset)
-        f.write(bytes([byte ^ 0x10]))
 
 
 def text_lines(entries) -> list[str]:
@@ -165,9 +125,9 @@ def template(tmp_path_factory):
             assert wal.append(data) == lsn
     names = segments_of(path)
     assert len(names) == 4, names
-    last = frames(path / names[-1])
+    last = frames_of(path / names[-1])
     assert len(last) >= 4 and all(length > HEADER for _, length, _ in last), last
-    assert len(frames(path / names[1])) >= 3
+    assert len(frames_of(path / names[1])) >= 3
     return path
 
 
@@ -194,25 +154,24 @@ def make_sample(template, tmp_path, kind: str) -> Sample:
         last = directory / names[-1]
         offset = os.path.getsize(last)
         frame = make_frame(len(ENTRIES) + 1, entry(99, 40))
-        with open(last, "ab") as f:
-            f.write(frame[: HEADER + 12])
+        append_bytes(last, frame[: HEADER + 12])
         return Sample(directory, kind, names[-1], offset, ENTRIES, last.read_bytes())
     if kind == "mid":
         # A flipped bit in the second frame of the last segment; valid frames continue after it (P10).
         last = directory / names[-1]
-        offset, _, lsn = frames(last)[1]
+        offset, _, lsn = frames_of(last)[1]
         flip_bit(last, offset + HEADER + 1)
         return Sample(directory, kind, names[-1], offset, ENTRIES[: lsn - 1], last.read_bytes())
     if kind == "completed":
         # A flipped bit in the data of the third frame of segment 2 (a completed one; its second is empty).
         second = directory / names[1]
-        offset, length, lsn = frames(second)[2]
+        offset, length, lsn = frames_of(second)[2]
         assert length > HEADER + 1
         flip_bit(second, offset + HEADER + 1)
         return Sample(directory, kind, names[1], offset, ENTRIES[: lsn - 1], second.read_bytes())
     if kind == "gap":
         # Segment 3 is gone (I11).
-        first_missing = frames(directory / names[2])[0][2]
+        first_missing = frames_of(directory / names[2])[0][2]
         os.remove(directory / names[2])
         return Sample(directory, kind, names[2], None, ENTRIES[: first_missing - 1])
     raise AssertionError(kind)
@@ -342,7 +301,7 @@ def test_read_only_commands_create_no_lock_file(tmp_path):
     """A log without LOCK or VISIBLE (e.g. written by the Rust crate): nothing gets created (P3)."""
     directory = tmp_path / "bare"
     directory.mkdir()
-    (directory / seg_name(1)).write_bytes(b"".join(make_frame(lsn, data) for lsn, data in ENTRIES[:5]))
+    (directory / seg_name(1)).write_bytes(frames(1, [data for _, data in ENTRIES[:5]]))
     before = snapshot(directory)
     assert run("info", directory).returncode == 0
     assert run("verify", directory).returncode == 0
@@ -395,7 +354,7 @@ def test_info_in_process_sees_a_writer_of_this_process(sample, capsys):
 def expected_segments(directory) -> list[dict]:
     rows = []
     for name in segments_of(directory):
-        lsns = [lsn for _, _, lsn in frames(directory / name)]
+        lsns = [lsn for _, _, lsn in frames_of(directory / name)]
         rows.append({"segment": name, "size": os.path.getsize(directory / name),
                      "first_lsn": lsns[0] if lsns else None, "last_lsn": lsns[-1] if lsns else None})
     return rows
@@ -567,23 +526,13 @@ NL = b"\n"
 
 
 def _read_until(proc: subprocess.Popen, buf: bytearray, lines: int, deadline: float) -> None:
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while buf.count(b"\n") < lines:
-            left = deadline - time.monotonic()
-            assert left > 0, f"timed out with {buf.count(NL)} of {lines} lines: {bytes(buf)[-200:]!r}"
-            if sel.select(left):
-                chunk = os.read(proc.stdout.fileno(), 65536)
-                assert chunk, f"dump --follow ended early (exit {proc.wait(5)}): {proc.stderr.read()!r}"
-                buf += chunk
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(TIMEOUT)
-    proc.stdout.close()
-    proc.stderr.close()
+    while buf.count(b"\n") < lines:
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out with {buf.count(NL)} of {lines} lines: {bytes(buf)[-200:]!r}"
+        chunk = read_ready(proc.stdout.fileno(), left)
+        if chunk is not None:
+            assert chunk, f"dump --follow ended early (exit {proc.wait(5)}): {proc.stderr.read()!r}"
+            buf += chunk
 
 
 def test_dump_follow_prints_new_entries_as_they_are_appended(sample):
@@ -605,7 +554,7 @@ def test_dump_follow_prints_new_entries_as_they_are_appended(sample):
             _read_until(proc, buf, len(ENTRIES) - 4 + len(more), deadline)
             assert proc.poll() is None  # still following
         finally:
-            _stop(proc)
+            stop(proc)
     assert parse_output("json", bytes(buf)) == (ENTRIES + more)[4:]
 
 
@@ -635,7 +584,7 @@ def test_dump_follow_stops_on_sigint_without_traceback(template):
         assert code == 130
         assert b"Traceback" not in proc.stderr.read()
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def test_dump_into_a_closed_pipe_exits_quietly(tmp_path):
@@ -651,7 +600,7 @@ def test_dump_into_a_closed_pipe_exits_quietly(tmp_path):
         assert proc.wait(TIMEOUT) == 0
         assert proc.stderr.read() == b""
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 # ---------------------------------------------------------------- repair
@@ -704,7 +653,7 @@ def test_repair_cuts_a_torn_tail(sample):
 
 def test_repair_reports_how_many_valid_frames_the_cut_would_remove(sample):
     s = sample("mid")
-    beyond = [f for f in frames(s.dir / s.segment) if f[0] > s.offset]
+    beyond = [f for f in frames_of(s.dir / s.segment) if f[0] > s.offset]
     assert len(beyond) == 2  # LSNs 17 and 18 follow the damaged frame of LSN 16
     out = run("repair", s.dir).stdout.decode()
     assert re.search(r"\b2 valid", out), out
@@ -745,7 +694,7 @@ def test_repair_refuses_while_a_writer_holds_the_lock(sample):
     with walogs.Wal.open(s.dir, CONFIG) as wal:
         # Damage the active segment behind the idle writer's back: repair would cut it if it could.
         last = s.dir / segments_of(s.dir)[-1]
-        flip_bit(last, frames(last)[1][0] + HEADER + 1)
+        flip_bit(last, frames_of(last)[1][0] + HEADER + 1)
         before = snapshot(s.dir)
         proc = run("repair", s.dir, "--truncate-corrupt-tail")
         line = assert_one_line_error(proc, 1)
@@ -774,8 +723,8 @@ def test_verify_shows_progress_on_a_terminal_only(tmp_path):
         wal.append_batch(bytes(100) for _ in range(200))
     primary, secondary = pty.openpty()
     try:
-        proc = subprocess.run([sys.executable, "-m", "walogs", "verify", str(log)], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=secondary, timeout=60)
+        proc = subprocess.run(walogs_cmd("verify", log), cwd=ROOT, stdout=subprocess.PIPE, stderr=secondary,
+                              timeout=60)
         os.close(secondary)
         secondary = -1
         chunks = []
@@ -793,8 +742,7 @@ def test_verify_shows_progress_on_a_terminal_only(tmp_path):
             os.close(secondary)
     assert proc.returncode == 0
     assert b"verifying wal-000001.log" in b"".join(chunks)
-    piped = subprocess.run([sys.executable, "-m", "walogs", "verify", str(log)], cwd=ROOT,
-                           capture_output=True, timeout=60)
+    piped = run("verify", log, timeout=60)
     assert piped.returncode == 0 and piped.stderr == b""
 
 
@@ -896,12 +844,12 @@ def test_dump_end_and_limit_usage_errors(template, args):
     assert proc.stdout == b""
 
 
-@pytest.mark.parametrize("stop", [["--end", str(N + 3)], ["--limit", "7"]], ids=" ".join)
-def test_dump_follow_stops_at_end_or_limit(sample, stop):
+@pytest.mark.parametrize("until", [["--end", str(N + 3)], ["--limit", "7"]], ids=" ".join)
+def test_dump_follow_stops_at_end_or_limit(sample, until):
     """--follow with --end waits for that LSN and exits; with --limit it exits after N entries."""
     s = sample("clean")
     with walogs.Wal.open(s.dir, CONFIG) as wal:
-        proc = subprocess.Popen(walogs_cmd("dump", s.dir, "--follow", "--format", "hex", "--start", str(N - 3), *stop),
+        proc = subprocess.Popen(walogs_cmd("dump", s.dir, "--follow", "--format", "hex", "--start", str(N - 3), *until),
                                 cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             buf = bytearray()
@@ -910,10 +858,10 @@ def test_dump_follow_stops_at_end_or_limit(sample, stop):
                 wal.append(entry(N + 1 + i, 20))
             out, err = proc.communicate(timeout=TIMEOUT)
         finally:
-            _stop(proc)
+            stop(proc)
     assert proc.returncode == 0, err
     got = parse_output("hex", bytes(buf) + out)
-    last = N + 3 if stop[0] == "--end" else N - 3 + 6
+    last = N + 3 if until[0] == "--end" else N - 3 + 6
     assert [lsn for lsn, _ in got] == list(range(N - 3, last + 1))
 
 

@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
 import time
 
 import pytest
+from _damage import HEADER, append_bytes, flip_bit, frames_of, segments_of
+from _procs import ROOT, run_walogs
 from conftest import make_frame, snapshot
 
 import walogs
 from walogs import _recovery, cli
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 TIMEOUT = 60
 RUNS = 20  # verify runs and info runs, each, per sync mode
 
@@ -65,12 +64,7 @@ with walogs.Wal.open(directory, walogs.WalConfig(sync=sync, max_segment_size=409
 
 
 def walogs_run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "walogs", *map(str, args)], cwd=ROOT, env=dict(os.environ),
-                          capture_output=True, timeout=TIMEOUT)
-
-
-def segments_of(directory) -> list[str]:
-    return sorted(n for n in os.listdir(directory) if n.startswith("wal-") and n.endswith(".log"))
+    return run_walogs(*args, timeout=TIMEOUT)
 
 
 @pytest.mark.parametrize("sync", ["none", "always"])
@@ -137,12 +131,6 @@ def idle_writer(tmp_path):
         writer.close()
 
 
-def _in_flight(path, data: bytes) -> None:
-    """Bytes past the writer's visible end, as a reader sees a write the writer has not finished."""
-    with open(path, "ab") as f:
-        f.write(data)
-
-
 @pytest.mark.parametrize("flight", ["half a frame", "a damaged frame, then a whole one"])
 def test_a_frame_in_flight_past_the_visible_end_is_not_damage(idle_writer, flight):
     """Before: 'half a frame' was reported as a torn tail (exit 3), 'a damaged frame, then a whole
@@ -154,7 +142,7 @@ def test_a_frame_in_flight_past_the_visible_end_is_not_damage(idle_writer, fligh
         damaged = bytearray(first)
         damaged[40] ^= 0xFF
         data = bytes(damaged) + make_frame(322, b"next")
-    _in_flight(idle_writer.active, data)
+    append_bytes(idle_writer.active, data)  # past the visible end: a write the writer has not finished
     before = snapshot(idle_writer.directory)
     proc = walogs_run("verify", idle_writer.directory)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -173,23 +161,17 @@ def test_damage_before_the_visible_end_of_a_live_log_is_still_reported(idle_writ
     is corruption (exit 1) naming the segment and offset."""
     names = segments_of(idle_writer.directory)
     path = os.path.join(idle_writer.directory, names[-1] if where == "active" else names[-3])
-    with open(path, "r+b") as f:
-        length = struct.unpack("<I", f.read(4))[0]
-        f.seek(16 + 16 + length + 2)  # inside the second frame's data
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0x10]))
+    second = frames_of(path)[1][0]
+    flip_bit(path, second + HEADER + 2)  # inside the second frame's data
     try:
         proc = walogs_run("verify", idle_writer.directory)
         text = proc.stdout.decode()
         assert proc.returncode == 1, text + proc.stderr.decode()
-        assert os.path.basename(path) in text and f"offset {16 + length}" in text and "CRC mismatch" in text
+        assert os.path.basename(path) in text and f"offset {second}" in text and "CRC mismatch" in text
         info = json.loads(walogs_run("info", "--json", idle_writer.directory).stdout)
         assert info["tail"]["status"] == "corrupt"
     finally:
-        with open(path, "r+b") as f:
-            f.seek(16 + 16 + length + 2)
-            f.write(byte)
+        flip_bit(path, second + HEADER + 2)  # the writer's own bytes back
 
 
 @pytest.mark.parametrize("command", ["verify", "info"])

@@ -1,8 +1,9 @@
 """The compiled codec ``walogs._frame`` is an exact twin of ``walogs._frame_py`` (P8).
 
-Both modules are imported directly, whatever WALOGS_PURE_PYTHON says, and
-every test feeds the same input to both: outputs must be equal, and so must
-exception types and messages. Expected bytes come from outside walogs
+Both modules are imported directly, whatever WALOGS_PURE_PYTHON says
+(``tests/_impls.py``). Differential tests (``same``) feed the same input to
+both: outputs must be equal, and so must exception types and messages; the
+others run once per codec through the ``codec`` fixture (ids ``py``, ``c``). Expected bytes come from outside walogs
 (``tests/vectors.py``: literal hex, and struct + zlib.crc32), never from one
 of the two codecs. All randomness is seeded with constants, and Hypothesis is
 derandomized, so ``pytest -n auto`` workers collect and run the same tests.
@@ -20,35 +21,20 @@ import ctypes
 import importlib.machinery
 import inspect
 import mmap
-import os
 import random
 import struct
 import zlib
 
 import pytest
+from _damage import flipped
+from _impls import CODECS, cy, py
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vectors import VECTORS, frame  # tests/vectors.py: literal hex frames, struct + zlib
 
-from walogs import _frame_py as py
 from walogs import errors as walogs_errors
 from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError
 
-PURE = os.environ.get("WALOGS_PURE_PYTHON", "") not in ("", "0")
-
-try:
-    from walogs import _frame as cy
-except ImportError as exc:  # pragma: no cover - depends on the build
-    if not PURE:
-        raise ImportError(
-            f"the compiled codec walogs._frame does not import ({exc}): build it with "
-            "`python3 setup.py build_ext --inplace` (or `make build`), or set "
-            "WALOGS_PURE_PYTHON=1 to test the pure-Python codec alone"
-        ) from exc
-    cy = None
-
-IMPLS = [py] if cy is None else [py, cy]
-IDS = ["py"] if cy is None else ["py", "c"]
 needs_cy = pytest.mark.skipif(cy is None, reason="walogs._frame is not built (WALOGS_PURE_PYTHON=1)")
 
 MAX_LSN = 2**64 - 1
@@ -78,8 +64,8 @@ def same(fn, *args):
     ``fn`` is a helper taking the module first, or the name of a module function.
     """
     call = (lambda m: getattr(m, fn)(*args)) if isinstance(fn, str) else (lambda m: fn(m, *args))
-    results = [outcome(lambda m=m: call(m)) for m in IMPLS]
-    for impl_id, result in zip(IDS[1:], results[1:]):
+    results = [outcome(lambda m=m: call(m)) for m in CODECS.values()]
+    for impl_id, result in zip(list(CODECS)[1:], results[1:]):
         assert result == results[0], f"{impl_id} differs from py: {result!r} != {results[0]!r}"
     return results[0]
 
@@ -247,44 +233,41 @@ def test_chain_reader_signature_and_doc_identical():
 # Encoding (I1, I7, I9)
 
 
-@pytest.mark.parametrize("m", IMPLS, ids=IDS)
 @pytest.mark.parametrize("lsn,data,hexframe", VECTORS)
-def test_literal_vectors(m, lsn, data, hexframe):
+def test_literal_vectors(codec, lsn, data, hexframe):
     """I1: FORMAT.md's vector and the other literal frames, in both codecs."""
     expected = bytes.fromhex(hexframe)
-    assert m.encode(lsn, data) == expected
+    assert codec.encode(lsn, data) == expected
     assert frame(lsn, data) == expected  # the vector file agrees with struct + zlib
-    assert m.decode(expected) == ([(lsn, data)], len(expected), m.SCAN_END)
-    assert m.scan(expected) == (len(expected), 1, lsn, lsn, m.SCAN_END)
+    assert codec.decode(expected) == ([(lsn, data)], len(expected), codec.SCAN_END)
+    assert codec.scan(expected) == (len(expected), 1, lsn, lsn, codec.SCAN_END)
 
 
-def test_format_md_vector():
+def test_format_md_vector(codec):
     # FORMAT.md, verbatim: crc = 0x10e5952f.
     expected = bytes.fromhex("050000002f95e510010000000000000068656c6c6f")
     assert zlib.crc32(bytes.fromhex("050000000100000000000000") + b"hello") == 0x10E5952F
-    for m in IMPLS:
-        assert m.encode(1, b"hello") == expected
+    assert codec.encode(1, b"hello") == expected
 
 
 @pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 4095, 65536, 65537, 1 << 20, MAX_ENTRY_SIZE])
-def test_frames_built_independently(size):
+def test_frames_built_independently(size, codec):
     """I1, I7: both codecs produce struct + zlib.crc32 frames for every size up to the maximum."""
     data = (bytes(range(256)) * (size // 256 + 1))[:size]
     lsn = 0x1122334455667788 + size
     expected = frame(lsn, data)
-    for m in IMPLS:
-        assert m.encode(lsn, data) == expected
-        assert m.encode(lsn, bytearray(data)) == expected
-        assert m.scan(expected) == (len(expected), 1, lsn, lsn, m.SCAN_END)
-        assert m.decode(expected, 0, lsn) == ([(lsn, data)], len(expected), m.SCAN_END)
-        assert list(m.FrameReader(expected)) == [(lsn, data)]
-        assert m.find_frame(expected, 0, lsn - 1, 0) == (0, m.FIND_FRAME)
-        # One byte short: a torn tail, never a read past the end (I5).
-        assert m.scan(expected[:-1]) == (0, 0, 0, 0, m.SCAN_SHORT)
-        if size:
-            assert m.find_frame(expected[:-1], 0, lsn - 1, 0) == (0, m.FIND_SHORT)
-        else:
-            assert m.find_frame(expected[:-1], 0, lsn - 1, 0) == (0, m.FIND_NONE)
+    assert codec.encode(lsn, data) == expected
+    assert codec.encode(lsn, bytearray(data)) == expected
+    assert codec.scan(expected) == (len(expected), 1, lsn, lsn, codec.SCAN_END)
+    assert codec.decode(expected, 0, lsn) == ([(lsn, data)], len(expected), codec.SCAN_END)
+    assert list(codec.FrameReader(expected)) == [(lsn, data)]
+    assert codec.find_frame(expected, 0, lsn - 1, 0) == (0, codec.FIND_FRAME)
+    # One byte short: a torn tail, never a read past the end (I5).
+    assert codec.scan(expected[:-1]) == (0, 0, 0, 0, codec.SCAN_SHORT)
+    if size:
+        assert codec.find_frame(expected[:-1], 0, lsn - 1, 0) == (0, codec.FIND_SHORT)
+    else:
+        assert codec.find_frame(expected[:-1], 0, lsn - 1, 0) == (0, codec.FIND_NONE)
 
 
 @pytest.mark.parametrize("make", [bytes, bytearray, memoryview], ids=["bytes", "bytearray", "memoryview"])
@@ -294,7 +277,7 @@ def test_entry_too_large(make):
     for lsn in (1, 0):
         res = same("encode", lsn, big)
         assert res[:2] == ("raise", EntryTooLargeError)
-    for m in IMPLS:
+    for m in CODECS.values():
         with pytest.raises(EntryTooLargeError) as info:
             m.encode(1, big)
         assert info.value.size == MAX_ENTRY_SIZE + 1
@@ -359,17 +342,16 @@ def test_lsn_range(lsn):
         assert res[2] == f"LSN {lsn} is out of range: LSNs run from 1 to 2**64-1 (I9)"
 
 
-def test_encode_batch_matches_encode():
+def test_encode_batch_matches_encode(codec):
     items = [b"", b"a", bytearray(b"bc"), memoryview(b"def"), bytes(100), array.array("H", [1, 2, 3])]
     expected = b"".join(frame(50 + i, memoryview(x).tobytes()) for i, x in enumerate(items))
-    for m in IMPLS:
-        assert m.encode_batch(50, items) == expected
-        assert m.encode_batch(50, iter(items)) == expected  # any iterable, consumed once
-        assert m.encode_batch(50, (x for x in items)) == expected
-        top = MAX_LSN - len(items) + 1  # the last entry gets LSN 2**64-1 exactly
-        assert m.encode_batch(top, items) == b"".join(
-            frame(top + i, memoryview(x).tobytes()) for i, x in enumerate(items)
-        )
+    assert codec.encode_batch(50, items) == expected
+    assert codec.encode_batch(50, iter(items)) == expected  # any iterable, consumed once
+    assert codec.encode_batch(50, (x for x in items)) == expected
+    top = MAX_LSN - len(items) + 1  # the last entry gets LSN 2**64-1 exactly
+    assert codec.encode_batch(top, items) == b"".join(
+        frame(top + i, memoryview(x).tobytes()) for i, x in enumerate(items)
+    )
 
 
 @pytest.mark.parametrize(
@@ -420,7 +402,7 @@ def test_clean_logs():
 
 
 def test_empty_buffer():
-    for m in IMPLS:
+    for m in CODECS.values():
         assert m.scan(b"") == (0, 0, 0, 0, m.SCAN_END)
         assert m.decode(b"") == ([], 0, m.SCAN_END)
         assert m.find_frame(b"", 0, 0, 0) == (0, m.FIND_NONE)
@@ -442,9 +424,7 @@ def test_every_single_bit_flip():
     """I1, I5, I10, P8, P10: flip each bit of a small log (exhaustively) and compare everything."""
     for byte in range(len(SMALL)):
         for bit in range(8):
-            damaged = bytearray(SMALL)
-            damaged[byte] ^= 1 << bit
-            damaged = bytes(damaged)
+            damaged = flipped(SMALL, byte, bit)
             check_all(damaged, expects=(0, 10, 11), offsets=(0, 16, 33), skips=(12,), finds=[(1, 9, 0)])
 
 
@@ -513,7 +493,7 @@ def test_lsn_jumps():
     ]
     for buf in cases:
         check_all(buf, expects=(0, 1, 5, MAX_LSN, MAX_LSN - 1), skips=(2,), finds=[(1, 1, 0), (1, 0, 0), (0, -1, 0)])
-    for m in IMPLS:
+    for m in CODECS.values():
         assert m.scan(cases[0])[1:] == (2, 1, 2, m.SCAN_BAD_LSN)
         assert m.scan(cases[3]) == (0, 0, 0, 0, m.SCAN_BAD_LSN)
         assert m.scan(cases[5])[1:] == (1, MAX_LSN, MAX_LSN, m.SCAN_BAD_LSN)
@@ -527,7 +507,7 @@ def test_expect_lsn_and_skip_before_variants():
     """expect_lsn and skip_before, including values no u64 can hold, behave identically."""
     for buf in (SMALL, SMALL[:-3], b"", frames_buf(1, SMALL_SIZES), frame(MAX_LSN, b"x"), frame(MAX_LSN - 1, b"") * 2):
         check_all(buf, expects=EXPECTS, skips=SKIPS)
-    for m in IMPLS:
+    for m in CODECS.values():
         # last_lsn before any frame is expect_lsn - 1 (0 for 0), in Python arithmetic.
         for exp in EXPECTS:
             reader = m.FrameReader(b"", 0, exp)
@@ -585,17 +565,16 @@ def test_bad_buffers(buf):
         assert res[:2] == ("raise", BufferError if isinstance(buf, memoryview) else TypeError)
 
 
-def test_reader_pins_a_bytearray():
+def test_reader_pins_a_bytearray(codec):
     """While a reader holds a bytearray it cannot be resized under it (both hold a buffer export)."""
-    for m in IMPLS:
-        ba = bytearray(SMALL)
-        reader = m.FrameReader(ba)
-        assert next(reader) == (10, b"")
-        with pytest.raises(BufferError):
-            ba.extend(b"more")
-        assert [lsn for lsn, _ in reader] == [11, 12, 13, 14]
-        del reader
+    ba = bytearray(SMALL)
+    reader = codec.FrameReader(ba)
+    assert next(reader) == (10, b"")
+    with pytest.raises(BufferError):
         ba.extend(b"more")
+    assert [lsn for lsn, _ in reader] == [11, 12, 13, 14]
+    del reader
+    ba.extend(b"more")
 
 
 @pytest.mark.parametrize("damage", ["none", "crc", "short"])
@@ -604,7 +583,7 @@ def test_a_stopped_reader_lets_go_of_its_buffer(damage):
     so an exhausted reader kept around (a ChainReader keeps its last one) pins no read buffer.
     Its results stay readable and identical in both codecs (P8)."""
     results = []
-    for m in IMPLS:
+    for m in CODECS.values():
         ba = bytearray(SMALL)
         if damage == "crc":
             ba[-1] ^= 0x10
@@ -625,13 +604,12 @@ def test_large_buffers_release_the_gil_correctly():
     entries = [rnd.randbytes(rnd.randrange(0, 200)) for _ in range(1500)]
     clean = b"".join(frame(1 + i, e) for i, e in enumerate(entries))
     assert len(clean) > 128 * 1024
-    damaged = bytearray(clean)
-    damaged[len(clean) - 500] ^= 0x10
+    damaged = flipped(clean, len(clean) - 500)
     big = frame(7, rnd.randbytes(300_000))
     garbage_then_frame = rnd.randbytes(100_000) + frame(42, b"found")
-    for buf in (clean, bytes(damaged), damaged, big, big[:-1], big + big[:1000], garbage_then_frame):
+    for buf in (clean, damaged, bytearray(damaged), big, big[:-1], big + big[:1000], garbage_then_frame):
         check_all(buf, expects=(0, 1, 7), finds=[(0, 41, 0), (0, 6, -1000)])
-    for m in IMPLS:
+    for m in CODECS.values():
         assert m.find_frame(garbage_then_frame, 0, 41, 0) == (100_000, m.FIND_FRAME)
 
 
@@ -714,7 +692,7 @@ def test_chain_reader_reads_each_reader_to_its_end_in_turn():
 
 
 def test_chain_reader_over_nothing():
-    for m in IMPLS:
+    for m in CODECS.values():
         assert list(m.ChainReader([])) == []
         assert list(m.ChainReader(iter([m.FrameReader(b""), m.FrameReader(SMALL, len(SMALL))]))) == []
         assert list(m.ChainReader(m.FrameReader(SMALL, b) for b in SMALL_BOUNDARIES[-2:])) == [(14, SMALL[-40:])]
@@ -743,37 +721,33 @@ def test_chain_reader_propagates_what_readers_raises(where, exc):
     assert log[-2:] == ["finally", ("close again", ("ok", None))]
 
 
-def test_chain_reader_exceptions_carry_no_stop_iteration_context():
+def one_reader_then(codec, log: list, exc=None):
+    """A ``readers`` generator: one FrameReader over SMALL, then ``exc`` raised if given; its
+    ``finally`` is logged, so the log shows when the chain closed it."""
+    try:
+        yield codec.FrameReader(SMALL)
+        if exc is not None:
+            raise exc
+    finally:
+        log.append("finally")
+
+
+def test_chain_reader_exceptions_carry_no_stop_iteration_context(codec):
     """An error from readers, raised when a reader ran out, is not "during handling of StopIteration"."""
-    for m in IMPLS:
-
-        def readers(m=m):
-            yield m.FrameReader(SMALL)
-            raise walogs_errors.WalCorruptError("damaged")
-
-        with pytest.raises(walogs_errors.WalCorruptError) as info:
-            list(m.ChainReader(readers()))
-        assert info.value.__context__ is None and info.value.__cause__ is None
+    with pytest.raises(walogs_errors.WalCorruptError) as info:
+        list(codec.ChainReader(one_reader_then(codec, [], walogs_errors.WalCorruptError("damaged"))))
+    assert info.value.__context__ is None and info.value.__cause__ is None
 
 
-def test_chain_reader_ends_on_base_exceptions_too():
-    for m in IMPLS:
-        log = []
-
-        def readers(m=m, log=log):
-            try:
-                yield m.FrameReader(SMALL)
-                raise KeyboardInterrupt
-            finally:
-                log.append("finally")
-
-        chain = m.ChainReader(readers())
-        assert len([next(chain) for _ in range(5)]) == 5
-        with pytest.raises(KeyboardInterrupt):
-            next(chain)
-        assert log == ["finally"]
-        with pytest.raises(StopIteration):
-            next(chain)
+def test_chain_reader_ends_on_base_exceptions_too(codec):
+    log = []
+    chain = codec.ChainReader(one_reader_then(codec, log, KeyboardInterrupt))
+    assert len([next(chain) for _ in range(5)]) == 5
+    with pytest.raises(KeyboardInterrupt):
+        next(chain)
+    assert log == ["finally"]
+    with pytest.raises(StopIteration):
+        next(chain)
 
 
 @pytest.mark.parametrize(
@@ -810,25 +784,17 @@ def test_chain_reader_close(close_after):
     assert log[-3:] == ["finally", ("close", ("ok", None)), ("close again", ("ok", None))]
 
 
-def test_chain_reader_close_before_start_and_when_readers_cannot_close():
-    for m in IMPLS:
-        log = []
-
-        def readers(m=m, log=log):
-            try:
-                yield m.FrameReader(SMALL)
-            finally:
-                log.append("finally")
-
-        chain = m.ChainReader(readers())
-        chain.close()  # never started: the generator closes without running its body
-        assert log == []
-        with pytest.raises(StopIteration):
-            next(chain)
-        chain = m.ChainReader([m.FrameReader(SMALL)])  # a list iterator has no close()
-        assert next(chain) == (10, b"")
-        chain.close()
-        assert list(chain) == []
+def test_chain_reader_close_before_start_and_when_readers_cannot_close(codec):
+    log = []
+    chain = codec.ChainReader(one_reader_then(codec, log))
+    chain.close()  # never started: the generator closes without running its body
+    assert log == []
+    with pytest.raises(StopIteration):
+        next(chain)
+    chain = codec.ChainReader([codec.FrameReader(SMALL)])  # a list iterator has no close()
+    assert next(chain) == (10, b"")
+    chain.close()
+    assert list(chain) == []
 
 
 def test_chain_reader_cannot_be_reentered():
@@ -886,24 +852,16 @@ def test_chain_reader_honours_frame_reader_subclasses():
     assert rest == []
 
 
-def test_dropping_a_chain_closes_its_readers():
+def test_dropping_a_chain_closes_its_readers(codec):
     """A chain dropped mid-way lets its generator go, which runs its finally (a descriptor closes)."""
     import gc
 
-    for m in IMPLS:
-        log = []
-
-        def readers(m=m, log=log):
-            try:
-                yield m.FrameReader(SMALL)
-            finally:
-                log.append("finally")
-
-        chain = m.ChainReader(readers())
-        next(chain)
-        del chain
-        gc.collect()
-        assert log == ["finally"]
+    log = []
+    chain = codec.ChainReader(one_reader_then(codec, log))
+    next(chain)
+    del chain
+    gc.collect()
+    assert log == ["finally"]
 
 
 def cursor_readers(m, buf, chunk, log):
@@ -1059,7 +1017,7 @@ def test_hypothesis_differential(buf, data):
         frames, end, status = py.decode(buf, offset, expect)
         assert status in (py.SCAN_END, py.SCAN_SHORT, py.SCAN_BAD_LEN, py.SCAN_BAD_CRC, py.SCAN_BAD_LSN)
         assert_reencodes(buf, offset, frames, end)
-        for m in IMPLS:
+        for m in CODECS.values():
             # Re-encoding what was decoded gives back exactly that stretch of the buffer.
             if frames:
                 assert m.encode_batch(frames[0][0], [d for _, d in frames]) == buf[offset:end]
@@ -1077,7 +1035,7 @@ def test_hypothesis_encode_roundtrip(entries, first):
     buf = res[1]
     assert buf == b"".join(frame(first + i, e) for i, e in enumerate(entries))
     if entries:
-        for m in IMPLS:
+        for m in CODECS.values():
             assert m.decode(buf, 0, first) == (
                 list(zip(range(first, first + len(entries)), entries)),
                 len(buf),
@@ -1114,23 +1072,21 @@ def visible_record(state: int, seq: int, lsn: int, offset: int) -> bytes:
     return b"WLVE" + struct.pack("<I", zlib.crc32(body)) + body
 
 
-@pytest.mark.parametrize("m", IMPLS, ids=IDS)
 @pytest.mark.parametrize("fields", [(0, 0, 0, 0), (2, 1, 5, 100), (1, 2**32 - 1, MAX_LSN, 2**64 - 1),
                                     (2, 7, 2**40 + 3, 2**33)])
-def test_pack_visible_layout(m, fields):
+def test_pack_visible_layout(codec, fields):
     """P8: both codecs write the very bytes of the documented layout, and only the first 32."""
     buf = bytearray(b"\xaa" * 40)
-    m.pack_visible(buf, *fields)
+    codec.pack_visible(buf, *fields)
     assert bytes(buf[:32]) == visible_record(*fields)
     assert buf[32:] == b"\xaa" * 8
-    assert m.VISIBLE_SIZE == 32
+    assert codec.VISIBLE_SIZE == 32
 
 
-@pytest.mark.parametrize("m", IMPLS, ids=IDS)
-def test_pack_visible_into_a_shared_mapping(m):
+def test_pack_visible_into_a_shared_mapping(codec):
     """The writer's use: an mmap (anonymous here; the writer maps VISIBLE shared)."""
     mapping = mmap.mmap(-1, 32)
-    m.pack_visible(mapping, 2, 3, 9, 4096)
+    codec.pack_visible(mapping, 2, 3, 9, 4096)
     assert mapping[:32] == visible_record(2, 3, 9, 4096)
     mapping.close()
 
@@ -1140,11 +1096,11 @@ def test_pack_visible_random_fields_identical():
     for _ in range(500):
         fields = (rng.getrandbits(32), rng.getrandbits(32), rng.getrandbits(64), rng.getrandbits(64))
         outs = []
-        for m in IMPLS:
+        for m in CODECS.values():
             buf = bytearray(32)
             m.pack_visible(buf, *fields)
             outs.append(bytes(buf))
-        assert outs == [visible_record(*fields)] * len(IMPLS)
+        assert outs == [visible_record(*fields)] * len(CODECS)
 
 
 class _Index:
@@ -1160,7 +1116,7 @@ class _Index:
         return f"_Index({self.value})"
 
 
-@pytest.mark.parametrize("args, exc", [
+BAD_VISIBLE_INPUT = [
     ((bytes(32), 2, 1, 1, 1), TypeError),              # read-only buffer
     ((None, 2, 1, 1, 1), TypeError),
     ((5, 2, 1, 1, 1), TypeError),                      # not a buffer
@@ -1175,32 +1131,21 @@ class _Index:
     ((bytearray(32), 2, 1, 1.0, 1), TypeError),        # not an int
     ((bytearray(32), None, 1, 1, 1), TypeError),
     ((memoryview(bytearray(64))[::2], 2, 1, 1, 1), BufferError),  # not contiguous
-])
-def test_pack_visible_refuses_bad_input_alike(args, exc):
-    """P8: both codecs refuse the same input with the same exception type and message,
-    writing nothing."""
-    buf = args[0]
-    before = bytes(buf) if isinstance(buf, (bytes, bytearray)) else None
-    result = same("pack_visible", *args)
-    assert result[:2] == ("raise", exc), result
-    if before is not None:
-        assert bytes(buf) == before
+]
 
 
-@pytest.mark.parametrize("m", IMPLS, ids=IDS)
-def test_pack_visible_accepts_int_likes_and_typed_buffers(m):
+def test_pack_visible_accepts_int_likes_and_typed_buffers(codec):
     """Fields may be any int-like (``__index__``); the buffer any writable one, e.g. array('I')."""
     buf = array.array("I", [0] * 8)
-    m.pack_visible(buf, _Index(2), True, _Index(9), 4096)
+    codec.pack_visible(buf, _Index(2), True, _Index(9), 4096)
     assert buf.tobytes() == visible_record(2, 1, 9, 4096)
 
 
-@pytest.mark.parametrize("m", IMPLS, ids=IDS)
-def test_pack_visible_leaves_no_export_behind(m):
+def test_pack_visible_leaves_no_export_behind(codec):
     """After a refused call the buffer is released: an mmap can still be closed."""
     mapping = mmap.mmap(-1, 16)
     with pytest.raises(ValueError):
-        m.pack_visible(mapping, 2, 1, 1, 1)  # too short
+        codec.pack_visible(mapping, 2, 1, 1, 1)  # too short
     mapping.close()
     assert mapping.closed
 
@@ -1216,16 +1161,15 @@ def in_flight_record(boot: bytes, seq: int, start: int, end: int) -> bytes:
     return b"WLIF" + struct.pack("<I", zlib.crc32(body)) + body
 
 
-@pytest.mark.parametrize("m", IMPLS, ids=IDS)
 @pytest.mark.parametrize("fields", [(0, 0, 0), (1, 0, 1160000), (2**64 - 1, 2**64 - 1, 2**64 - 1), (7, 2**33, 2**40)])
-def test_pack_in_flight_layout(m, fields):
+def test_pack_in_flight_layout(codec, fields):
     """P8: both codecs write the very bytes of the documented layout, and only the first 48;
     the pure writer's own packing (_visible.Publisher.mark_in_flight) writes the same."""
     buf = bytearray(b"\xaa" * 56)
-    m.pack_in_flight(buf, BOOT, *fields)
+    codec.pack_in_flight(buf, BOOT, *fields)
     assert bytes(buf[:48]) == in_flight_record(BOOT, *fields)
     assert buf[48:] == b"\xaa" * 8
-    assert m.IN_FLIGHT_SIZE == 48 and m.BOOT_ID_SIZE == 16
+    assert codec.IN_FLIGHT_SIZE == 48 and codec.BOOT_ID_SIZE == 16
 
 
 def test_pack_in_flight_random_fields_identical(tmp_path):
@@ -1237,18 +1181,18 @@ def test_pack_in_flight_random_fields_identical(tmp_path):
         for _ in range(300):
             fields = (rng.getrandbits(64), rng.getrandbits(64), rng.getrandbits(64))
             outs = []
-            for m in IMPLS:
+            for m in CODECS.values():
                 buf = bytearray(48)
                 m.pack_in_flight(buf, _visible.BOOT_ID, *fields)
                 outs.append(bytes(buf))
             publisher.mark_in_flight(*fields)
             outs.append(publisher.buffer()[_visible.IN_FLIGHT_OFFSET:_visible.FILE_SIZE])
-            assert outs == [in_flight_record(_visible.BOOT_ID, *fields)] * (len(IMPLS) + 1)
+            assert outs == [in_flight_record(_visible.BOOT_ID, *fields)] * (len(CODECS) + 1)
     finally:
         publisher.close(mark_closed=True)
 
 
-@pytest.mark.parametrize("args, exc", [
+BAD_IN_FLIGHT_INPUT = [
     ((bytes(48), BOOT, 1, 1, 1), TypeError),              # read-only buffer
     ((None, BOOT, 1, 1, 1), TypeError),
     ((bytearray(48), None, 1, 1, 1), TypeError),
@@ -1260,13 +1204,17 @@ def test_pack_in_flight_random_fields_identical(tmp_path):
     ((bytearray(48), BOOT, 1, 1, 1.0), TypeError),        # not an int
     ((bytearray(48), BOOT[:3], 2**64, 1, 1), ValueError),  # fields are checked first
     ((memoryview(bytearray(96))[::2], BOOT, 1, 1, 1), BufferError),  # not contiguous
-])
-def test_pack_in_flight_refuses_bad_input_alike(args, exc):
-    """P8: both codecs refuse the same input with the same exception type and message,
-    writing nothing."""
+]
+
+
+@pytest.mark.parametrize("function, args, exc", [("pack_visible", *case) for case in BAD_VISIBLE_INPUT]
+                         + [("pack_in_flight", *case) for case in BAD_IN_FLIGHT_INPUT])
+def test_record_packers_refuse_bad_input_alike(function, args, exc):
+    """P8: both codecs refuse the same input to pack_visible and pack_in_flight with the same
+    exception type and message, writing nothing."""
     buf = args[0]
     before = bytes(buf) if isinstance(buf, (bytes, bytearray)) else None
-    result = same("pack_in_flight", *args)
+    result = same(function, *args)
     assert result[:2] == ("raise", exc), result
     if before is not None:
         assert bytes(buf) == before

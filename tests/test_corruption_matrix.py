@@ -49,22 +49,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
+from _damage import append_bytes, flip_bit, flipped, seg_name, set_bytes, write_segments
+from _impls import CODECS, py
 from conftest import entry, make_frame, scale
 
 import walogs
-from walogs import _frame_py as py
 from walogs import _recovery, _segments
 from walogs.errors import MAX_ENTRY_SIZE
 
-PURE = os.environ.get("WALOGS_PURE_PYTHON", "") not in ("", "0")
-try:
-    from walogs import _frame as cy
-except ImportError as exc:  # pragma: no cover - depends on the build
-    if not PURE:
-        raise ImportError(f"walogs._frame does not import ({exc}): run `make build`") from exc
-    cy = None
-IMPLS = (py,) if cy is None else (py, cy)
-IMPL_NOTE = "py only: walogs._frame does not import" if cy is None else "py == c compared"
+IMPL_NOTE = " == ".join(CODECS) + " compared" if len(CODECS) > 1 else "py only: walogs._frame does not import"
 
 REAL_CHUNK = _segments.CHUNK
 CHUNKS = (REAL_CHUNK, 512)
@@ -110,7 +103,7 @@ def build_sample() -> list[Segment]:
             raw += make_frame(lsn, data)
             lsn += 1
         starts.append(len(raw))
-        segments.append(Segment(f"wal-{number:06d}.log", raw, starts, lsns, entries))
+        segments.append(Segment(seg_name(number), raw, starts, lsns, entries))
     return segments
 
 
@@ -119,10 +112,7 @@ ALL_ENTRIES = [e for seg in SAMPLE for e in seg.entries]
 
 
 def write_sample(directory) -> str:
-    os.makedirs(directory, exist_ok=True)
-    for seg in SAMPLE:
-        with open(os.path.join(directory, seg.name), "wb") as f:
-            f.write(seg.raw)
+    write_segments(directory, {seg.name: seg.raw for seg in SAMPLE})
     return str(directory)
 
 
@@ -156,6 +146,16 @@ def verdicts(directory: str):
     return results[0]
 
 
+def verdicts_overwritten(directory: str, fd: int, seg: Segment, offset: int, data: bytes):
+    """``verdicts`` with ``data`` written over the segment (open as ``fd``) at ``offset``; the
+    segment's own bytes are put back afterwards."""
+    os.pwrite(fd, data, offset)
+    try:
+        return verdicts(directory)
+    finally:
+        os.pwrite(fd, seg.raw[offset : offset + len(data)], offset)
+
+
 def expect_lsn_of(index: int) -> int:
     """The expect_lsn examine passes for segment ``index`` (0: any, for the first)."""
     return SAMPLE[index].lsns[0] if index else 0
@@ -164,7 +164,7 @@ def expect_lsn_of(index: int) -> int:
 def codecs_agree(buf: bytes, expect: int):
     """P8: scan, decode and recovery's find_frame call give identical results in both codecs."""
     results = []
-    for m in IMPLS:
+    for m in CODECS.values():
         end, count, first, last, status = m.scan(buf, 0, expect)
         decoded = m.decode(buf, 0, expect)
         found = None
@@ -199,6 +199,39 @@ def test_sample_is_clean(tmp_path):
     assert list(walogs.WalReader(d).iter()) == ALL_ENTRIES
 
 
+def _check_bit_flip(index: int, i: int, bit: int, damaged: bytes, got) -> str:
+    """Byte ``i`` of segment ``index`` with ``bit`` flipped gives ``damaged``: examine's verdict
+    ``got`` and the codecs' results on it are what the sample's structure says. Returns the case."""
+    seg = SAMPLE[index]
+    k = seg.frame_at(i)
+    bad = seg.starts[k]
+    where = f"{seg.name} byte {i} bit {bit} (frame {k} at {bad})"
+
+    # The codecs, directly on the damaged buffer (P8, I5).
+    (end, count, _first, _last, status), (frames, dend, dstatus), found = codecs_agree(damaged, expect_lsn_of(index))
+    assert (end, count, status in BAD_STATUSES) == (bad, k, True), where
+    assert (frames, dend, dstatus) == (seg.entries[:k], end, status), where
+
+    if index != LAST:
+        # Completed segment: never cut (FORMAT.md).
+        assert got[:4] == ("corrupt", seg.name, bad, False), (where, got)
+        return "completed: corrupt"
+    if k == len(seg.lsns) - 1:
+        # The last frame: nothing valid follows it, a true torn tail (I2, I5).
+        assert found[1] != py.FIND_FRAME, where
+        segs = got[3] if got[0] == "ok" else None
+        assert got[:3] == ("ok", bad, len(seg.raw)), (where, got)
+        assert segs[-1] == (index + 1, seg.lsns[0] if k else 0, seg.lsns[k - 1] if k else 0, bad), where
+        assert got[4] == seg.lsns[k], where  # next_lsn: the damaged frame's LSN is free again
+        return "last segment, last frame: torn"
+    # An intact frame continues the log after the damage: P10 mid-log damage.
+    assert found == (seg.starts[k + 1], py.FIND_FRAME), (where, found)
+    assert got[:4] == ("corrupt", seg.name, bad, True), (where, got)
+    assert "mid-log" in got[4], (where, got)
+    assert continuing_offset(got[4]) in (None, seg.starts[k + 1]), (where, got)
+    return "last segment, earlier frame: corrupt"
+
+
 @pytest.mark.parametrize("bits", [(0, 1, 2, 3), (4, 5, 6, 7)], ids=["bits0-3", "bits4-7"])
 @pytest.mark.parametrize("index", range(len(SAMPLE)), ids=[f"seg{i + 1}" for i in range(len(SAMPLE))])
 def test_every_bit_flip(tmp_path, index, bits):
@@ -213,49 +246,14 @@ def test_every_bit_flip(tmp_path, index, bits):
     """
     d = write_sample(tmp_path / "log")
     seg = SAMPLE[index]
-    nframes = len(seg.lsns)
-    expect = expect_lsn_of(index)
     counts: Counter[str] = Counter()
     fd = os.open(os.path.join(d, seg.name), os.O_RDWR)
     try:
         for i in range(len(seg.raw)):
             for bit in bits:
-                damaged = bytearray(seg.raw)
-                damaged[i] ^= 1 << bit
-                os.pwrite(fd, damaged[i : i + 1], i)
-                try:
-                    got = verdicts(d)
-                finally:
-                    os.pwrite(fd, seg.raw[i : i + 1], i)
-                k = seg.frame_at(i)
-                bad = seg.starts[k]
-                where = f"{seg.name} byte {i} bit {bit} (frame {k} at {bad})"
-
-                # The codecs, directly on the damaged buffer (P8, I5).
-                (end, count, _first, _last, status), (frames, dend, dstatus), found = codecs_agree(bytes(damaged), expect)
-                assert (end, count, status in BAD_STATUSES) == (bad, k, True), where
-                assert (frames, dend, dstatus) == (seg.entries[:k], end, status), where
-                kind = found[1]
-
-                if index != LAST:
-                    # Completed segment: never cut (FORMAT.md).
-                    assert got[:4] == ("corrupt", seg.name, bad, False), (where, got)
-                    counts["completed: corrupt"] += 1
-                elif k == nframes - 1:
-                    # The last frame: nothing valid follows it, a true torn tail (I2, I5).
-                    assert kind != py.FIND_FRAME, where
-                    segs = got[3] if got[0] == "ok" else None
-                    assert got[:3] == ("ok", bad, len(seg.raw)), (where, got)
-                    assert segs[-1] == (index + 1, seg.lsns[0] if k else 0, seg.lsns[k - 1] if k else 0, bad), where
-                    assert got[4] == seg.lsns[k], where  # next_lsn: the damaged frame's LSN is free again
-                    counts["last segment, last frame: torn"] += 1
-                else:
-                    # An intact frame continues the log after the damage: P10 mid-log damage.
-                    assert found == (seg.starts[k + 1], py.FIND_FRAME), (where, found)
-                    assert got[:4] == ("corrupt", seg.name, bad, True), (where, got)
-                    assert "mid-log" in got[4], (where, got)
-                    assert continuing_offset(got[4]) in (None, seg.starts[k + 1]), (where, got)
-                    counts["last segment, earlier frame: corrupt"] += 1
+                damaged = flipped(seg.raw, i, bit)
+                got = verdicts_overwritten(d, fd, seg, i, damaged[i : i + 1])
+                counts[_check_bit_flip(index, i, bit, damaged, got)] += 1
     finally:
         os.close(fd)
     total = sum(counts.values())
@@ -282,11 +280,7 @@ def test_random_multi_bit_damage(tmp_path):
             positions = rng.sample(range(len(seg.raw)), rng.choice((2, 3)))
             for i in positions:
                 damaged[i] ^= 1 << rng.randrange(8)
-            os.pwrite(fds[index], damaged, 0)
-            try:
-                got = verdicts(d)
-            finally:
-                os.pwrite(fds[index], seg.raw, 0)
+            got = verdicts_overwritten(d, fds[index], seg, 0, damaged)
             hit = sorted({seg.frame_at(i) for i in positions})
             k = hit[0]
             where = f"{seg.name} flips at {positions}"
@@ -317,6 +311,46 @@ def _known_silent_truncation(index: int, cut: int) -> bool:
     return index == 0 and cut == 0
 
 
+def _check_cut(index: int, cut: int, got) -> str:
+    """Segment ``index`` cut to ``cut`` bytes: examine's verdict ``got`` and the codecs' results on
+    the cut bytes are what the sample's structure says. Returns the case."""
+    seg = SAMPLE[index]
+    boundary = seg.boundary_at_or_before(cut)
+    k = seg.starts.index(boundary)  # whole frames kept
+    where = f"{seg.name} cut at {cut} (boundary {boundary})"
+
+    (end, count, _f, _l, status), (frames, _e, _s), _found = codecs_agree(seg.raw[:cut], expect_lsn_of(index))
+    assert (end, count, frames) == (boundary, k, seg.entries[:k]), where
+    assert (status == py.SCAN_END) == (cut == boundary), where
+
+    if cut == len(seg.raw):
+        assert got == CLEAN, (where, got)
+        return "uncut"
+    if index == LAST:
+        seg_info = (index + 1, seg.lsns[0] if k else 0, seg.lsns[k - 1] if k else 0, boundary)
+        next_lsn = seg.lsns[k] if k < len(seg.lsns) else seg.lsns[-1] + 1
+        if cut == boundary:
+            assert got == ("ok", None, None, got[3], next_lsn), (where, got)
+            case = "last: clean at a boundary"
+        else:
+            assert got[:3] == ("ok", boundary, cut) and got[4] == next_lsn, (where, got)
+            case = "last: torn at the boundary before the cut"
+        assert got[3][-1] == seg_info, where
+        return case
+    if _known_silent_truncation(index, cut) and got[0] == "ok":
+        return "known bug, accepted silently (see test_completed_segment_truncated_to_zero_*)"
+    nxt = SAMPLE[index + 1]
+    if cut == 0:
+        # An empty completed segment: reported there, or as the LSN jump into the next one.
+        assert got[0] == "corrupt" and (got[1], got[2]) in ((seg.name, 0), (nxt.name, 0)), (where, got)
+        return "completed: emptied"
+    if cut == boundary:
+        assert got[:4] == ("corrupt", nxt.name, 0, index + 1 == LAST), (where, got)
+        return "completed: LSN jump into the next segment"
+    assert got[:4] == ("corrupt", seg.name, boundary, False), (where, got)
+    return "completed: frame cut short"
+
+
 @pytest.mark.parametrize("index", range(len(SAMPLE)), ids=[f"seg{i + 1}" for i in range(len(SAMPLE))])
 def test_every_truncation_point(tmp_path, index):
     """I2, I5, I11, I12, P8: segment ``index`` cut at every offset.
@@ -329,10 +363,8 @@ def test_every_truncation_point(tmp_path, index):
     """
     d = write_sample(tmp_path / "log")
     seg = SAMPLE[index]
-    expect = expect_lsn_of(index)
     counts: Counter[str] = Counter()
-    path = os.path.join(d, seg.name)
-    fd = os.open(path, os.O_RDWR)
+    fd = os.open(os.path.join(d, seg.name), os.O_RDWR)
     try:
         for cut in range(len(seg.raw) + 1):
             os.ftruncate(fd, cut)
@@ -340,41 +372,7 @@ def test_every_truncation_point(tmp_path, index):
                 got = verdicts(d)
             finally:
                 os.pwrite(fd, seg.raw[cut:], cut)
-            boundary = seg.boundary_at_or_before(cut)
-            k = seg.starts.index(boundary)  # whole frames kept
-            where = f"{seg.name} cut at {cut} (boundary {boundary})"
-
-            (end, count, _f, _l, status), (frames, _e, _s), _found = codecs_agree(seg.raw[:cut], expect)
-            assert (end, count, frames) == (boundary, k, seg.entries[:k]), where
-            assert (status == py.SCAN_END) == (cut == boundary), where
-
-            if cut == len(seg.raw):
-                assert got == CLEAN, (where, got)
-                counts["uncut"] += 1
-            elif index == LAST:
-                seg_info = (index + 1, seg.lsns[0] if k else 0, seg.lsns[k - 1] if k else 0, boundary)
-                next_lsn = seg.lsns[k] if k < len(seg.lsns) else seg.lsns[-1] + 1
-                if cut == boundary:
-                    assert got == ("ok", None, None, got[3], next_lsn), (where, got)
-                    counts["last: clean at a boundary"] += 1
-                else:
-                    assert got[:3] == ("ok", boundary, cut) and got[4] == next_lsn, (where, got)
-                    counts["last: torn at the boundary before the cut"] += 1
-                assert got[3][-1] == seg_info, where
-            elif _known_silent_truncation(index, cut) and got[0] == "ok":
-                counts["known bug, accepted silently (see test_completed_segment_truncated_to_zero_*)"] += 1
-            elif cut == 0:
-                # An empty completed segment: reported there, or as the LSN jump into the next one.
-                nxt = SAMPLE[index + 1]
-                assert got[0] == "corrupt" and (got[1], got[2]) in ((seg.name, 0), (nxt.name, 0)), (where, got)
-                counts["completed: emptied"] += 1
-            elif cut == boundary:
-                nxt = SAMPLE[index + 1]
-                assert got[:4] == ("corrupt", nxt.name, 0, index + 1 == LAST), (where, got)
-                counts["completed: LSN jump into the next segment"] += 1
-            else:
-                assert got[:4] == ("corrupt", seg.name, boundary, False), (where, got)
-                counts["completed: frame cut short"] += 1
+            counts[_check_cut(index, cut, got)] += 1
     finally:
         os.close(fd)
     print(f"\n[corruption matrix] {seg.name}: {len(seg.raw) + 1} cut points x {len(CHUNKS)} chunk sizes "
@@ -433,10 +431,7 @@ def test_completed_segment_truncated_to_zero_before_empty_active_is_corruption(t
     A completed segment is never empty (rotate is a no-op on an empty active segment,
     size rotation happens only before a write): an empty one is damage."""
     d = tmp_path / "log"
-    os.makedirs(d)
-    for seg in SAMPLE[:2]:
-        (d / seg.name).write_bytes(seg.raw)
-    (d / "wal-000003.log").write_bytes(b"")
+    write_segments(d, {SAMPLE[0].name: SAMPLE[0].raw, SAMPLE[1].name: SAMPLE[1].raw, seg_name(3): b""})
     assert verdict(str(d))[4] == SAMPLE[1].lsns[-1] + 1  # undamaged: next LSN 15
     os.truncate(d / SAMPLE[1].name, 0)
     got = verdict(str(d))
@@ -460,8 +455,7 @@ def test_appended_zeros(tmp_path, index):
     seg = SAMPLE[index]
     path = os.path.join(d, seg.name)
     for run in ZERO_RUNS:
-        with open(path, "ab") as f:
-            f.write(bytes(run))
+        append_bytes(path, bytes(run))
         try:
             got = verdicts(d)
         finally:
@@ -510,17 +504,11 @@ def test_huge_length_field_allocates_nothing_near_it(tmp_path, case):
     d = write_sample(tmp_path / "log")
     seg = SAMPLE[index]
     path = os.path.join(d, seg.name)
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        f.write(patch)
+    set_bytes(path, offset, patch)
     size = os.path.getsize(path)
     if name.startswith("candidate-"):
         # Damage frame 1 too (a CRC flip), so the huge-len header of frame 2 is a find_frame candidate.
-        with open(path, "r+b") as f:
-            f.seek(seg.starts[1] + 5)
-            byte = f.read(1)
-            f.seek(seg.starts[1] + 5)
-            f.write(bytes([byte[0] ^ 1]))
+        flip_bit(path, seg.starts[1] + 5, 0)
     with open(path, "rb") as f:
         buf = f.read()
     codecs_agree(buf, expect_lsn_of(index))

@@ -33,16 +33,15 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from _damage import seg_name
+from _procs import run_python
 from conftest import entry, scale
 
 import walogs
 from walogs import _io, _lock
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 SYNC_FUNCTIONS = ("fdatasync", "sync_dir", "fsync")
 
 # ---------------------------------------------------------------------------
@@ -142,8 +141,7 @@ def test_real_efbig(log_dir, mode, limit, size):
     the failure, close() included; the failed call's bytes are cut at once (whole frames of a
     batch too: none was acknowledged), so the fresh writer finds exactly the acknowledged
     entries and continues after them."""
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(log_dir), mode, str(limit), str(size)],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+    out = run_python(_CHILD, log_dir, mode, limit, size, timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["errno"] == errno.EFBIG, report
@@ -155,7 +153,7 @@ def test_real_efbig(log_dir, mode, limit, size):
     assert acked, "the limit left no room for a single acknowledged entry"
     assert report["durable"] == acked[-1][0]
     where = report["where"]
-    segment = f"wal-{where['segments_after']:06d}.log"
+    segment = seg_name(where["segments_after"])
     if mode == "rotation":
         # The rotation happened (file created) before the write into it failed.
         assert where["segments_after"] == where["segments_before"] + 1, where
@@ -277,9 +275,20 @@ def _run_until_failure(log_dir, inj: Injector):
     return state
 
 
-def later_calls(wal):
-    return (("append", lambda: wal.append(b"after")), ("append_batch", lambda: wal.append_batch([b"a", b"b"])),
-            ("sync", wal.sync), ("rotate", wal.rotate), ("checkpoint", lambda: wal.checkpoint(10**9)))
+def later_outcomes(wal) -> list[str]:
+    """What each write call does on ``wal`` now: "<call>: poisoned" is what a poisoned writer (P2) answers."""
+    calls = (("append", lambda: wal.append(b"after")), ("append_batch", lambda: wal.append_batch([b"a", b"b"])),
+             ("sync", wal.sync), ("rotate", wal.rotate), ("checkpoint", lambda: wal.checkpoint(10**9)))
+    outcomes = []
+    for name, call in calls:
+        try:
+            call()
+            outcomes.append(f"{name}: succeeded")
+        except walogs.WalError as later:
+            outcomes.append(f"{name}: poisoned" if "poisoned" in str(later) else f"{name}: WalError {later}")
+        except OSError as later:
+            outcomes.append(f"{name}: OSError {later.errno}")
+    return outcomes
 
 
 @pytest.mark.parametrize("n", range(1, scale(50, 130) + 1))
@@ -307,15 +316,7 @@ def test_injected_eio(log_dir, monkeypatch, target, n):
             seen = list(reader.iter())
         assert all(lsn in acked and acked[lsn] == data for lsn, data in seen), (
             f"a reader saw an unacknowledged entry after {inj.failed_function} failed in {kind}")
-        outcomes = []
-        for name, call in later_calls(wal):
-            try:
-                call()
-                outcomes.append(f"{name}: succeeded")
-            except walogs.WalError as later:
-                outcomes.append(f"{name}: poisoned" if "poisoned" in str(later) else f"{name}: WalError {later}")
-            except OSError as later:
-                outcomes.append(f"{name}: OSError {later.errno}")
+        outcomes = later_outcomes(wal)
         assert all(o.endswith(": poisoned") for o in outcomes), (
             f"EIO from {inj.failed_function} in {kind}() did not poison the writer; later calls: {outcomes} "
             f"({inj.calls - calls_at_failure} more sync calls) (P2)")
@@ -380,13 +381,7 @@ def test_failed_sync_in_checkpoint_poisons_the_writer(log_dir, monkeypatch, nth)
         assert info.value.errno == errno.EIO
         assert inj.calls == nth, f"checkpoint made {inj.calls - nth} other sync call(s) before the failure"
         calls = inj.calls
-        outcomes = []
-        for name, call in later_calls(wal):
-            try:
-                call()
-                outcomes.append(f"{name}: succeeded")
-            except walogs.WalError as exc:
-                outcomes.append(f"{name}: poisoned" if "poisoned" in str(exc) else f"{name}: {exc}")
+        outcomes = later_outcomes(wal)
         assert all(o.endswith("poisoned") for o in outcomes), (
             f"EIO on directory sync {nth} in checkpoint() did not poison the writer: {outcomes}; "
             f"{inj.calls - calls} sync call(s) after the failure (P2)")

@@ -22,10 +22,8 @@ import pytest
 
 import walogs
 from walogs import _io, _lock
-from conftest import HeldSync, queue_appends
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
+from _procs import ROOT, fork_with_pipe, run_python, stop
+from conftest import HeldSync, join_all, queue_appends, run_threads, write_calls_in_fork
 
 _FSIZE_CHILD = r"""
 import json, os, resource, signal, sys
@@ -57,8 +55,7 @@ def test_real_efbig_poisons_writer_and_loses_nothing(log_dir):
     the partial frame is cut at once; a fresh writer recovers every acknowledged entry
     and reuses no acknowledged LSN."""
     limit = 10_000  # not a multiple of the 136-byte frame: the last write is short
-    out = subprocess.run([sys.executable, "-c", _FSIZE_CHILD, str(log_dir), str(limit)],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    out = run_python(_FSIZE_CHILD, log_dir, limit, timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["errno"] == errno.EFBIG
@@ -198,23 +195,14 @@ def test_forked_child_cannot_write_and_keeps_parent_lock(log_dir):
     unlocks, so the parent keeps its lock and goes on writing."""
     wal = walogs.Wal.open(log_dir)
     wal.append(b"parent-1")
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(read_end)
-        results = []
-        for call in (lambda: wal.append(b"c"), lambda: wal.append_batch([b"c"]), wal.sync,
-                     wal.rotate, lambda: wal.checkpoint(1)):
-            try:
-                call()
-                results.append("wrote")
-            except walogs.WalError as exc:
-                results.append("refused" if "fork" in str(exc) else "other")
+
+    def child(out: int) -> None:
+        results = write_calls_in_fork(wal)
         wal.close()
         results.append(str(_lock.writer_is_live(str(log_dir))[0]))
-        os.write(write_end, json.dumps(results).encode())
-        os._exit(0)
-    os.close(write_end)
+        os.write(out, json.dumps(results).encode())
+
+    pid, read_end = fork_with_pipe(child)
     _, status = os.waitpid(pid, 0)
     data = os.read(read_end, 4096)
     os.close(read_end)
@@ -232,8 +220,6 @@ def test_forked_child_cannot_write_and_keeps_parent_lock(log_dir):
 
 def test_sigkill_releases_lock(log_dir):
     """I6: the kernel drops the lock of a killed writer; the next writer opens at once."""
-    import signal
-
     code = ("import sys, walogs\nw = walogs.Wal.open(sys.argv[1])\nw.append(b'x')\n"
             "print('ready', flush=True)\nimport time\ntime.sleep(60)\n")
     child = subprocess.Popen([sys.executable, "-c", code, str(log_dir)], stdout=subprocess.PIPE,
@@ -244,17 +230,13 @@ def test_sigkill_releases_lock(log_dir):
             walogs.Wal.open(log_dir)
         assert info.value.pid == child.pid
     finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(30)
-        child.stdout.close()
+        stop(child)
     with walogs.Wal.open(log_dir, lock_timeout=0) as wal:
         assert list(wal) == [(1, b"x")]
 
 
 def test_entries_survive_sigkill_in_every_mode(log_dir):
     """P7: no mode keeps acknowledged entries in user space: SIGKILL loses none."""
-    import signal
-
     for mode in ("always", "interval", "none"):
         d = log_dir / mode
         code = ("import sys, walogs\n"
@@ -266,9 +248,7 @@ def test_entries_survive_sigkill_in_every_mode(log_dir):
         try:
             assert child.stdout.readline().strip() == "done"
         finally:
-            child.send_signal(signal.SIGKILL)
-            child.wait(30)
-            child.stdout.close()
+            stop(child)
         with walogs.Wal.open(d) as wal:
             assert [d for _, d in wal] == [b"%d" % i for i in range(200)], mode
 
@@ -360,9 +340,7 @@ def test_close_that_fails_still_wakes_waiters_and_unlocks(log_dir, monkeypatch):
     held.release()
     with pytest.raises(OSError, match="injected EIO on close"):
         wal.close()
-    for t in threads:
-        t.join(10)
-    assert not any(t.is_alive() for t in threads)
+    join_all(threads, 10)
     assert sorted(results.values()) == [1, 2, 3, 4]
     monkeypatch.undo()
     with walogs.Wal.open(log_dir) as again:  # the lock was released
@@ -436,12 +414,7 @@ def test_concurrent_failing_calls_each_raise_their_own_error(log_dir):
                 if type(exc) is not expected[kind] or "BaseException" in str(exc):
                     wrong.append((kind, repr(exc)))
 
-    threads = [threading.Thread(target=work, args=(kind,), daemon=True) for kind in ("type", "big") * 2]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads)
+    run_threads([threading.Thread(target=work, args=(kind,), daemon=True) for kind in ("type", "big") * 2], 60)
     assert wrong == []
     assert wal.next_lsn == 1  # nothing of a bad batch was written (I7)
     wal.close()

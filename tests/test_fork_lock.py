@@ -16,11 +16,10 @@ import subprocess
 import sys
 
 import pytest
+from _procs import ROOT, kill_all, run_python, stop
 
 import walogs
 from walogs import _lock
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 
 _PARENT = r"""
 import os, sys, time
@@ -72,16 +71,9 @@ def test_forked_child_does_not_keep_the_lock_after_the_parent_is_killed(log_dir)
             assert [data for _, data in wal] == [b"from the parent", b"after the fork"]
         assert child not in _lock_holders(log_dir), "the forked child kept a descriptor of LOCK"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        stop(proc)
         if child is not None:
-            try:
-                os.kill(child, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_all([child])  # a grandchild: signalled, nothing of ours to reap
 
 
 _FORK_THEN_CLOSE = r"""
@@ -107,8 +99,7 @@ print("ok")
 def test_parent_keeps_its_lock_after_the_child_drops_its_copy(log_dir):
     """P6 still holds: the child closing its handle (and the at-fork hook closing its copy
     of LOCK) never unlocks the parent's lock."""
-    out = subprocess.run([sys.executable, "-c", _FORK_THEN_CLOSE, str(log_dir)], capture_output=True, text=True,
-                         timeout=60, cwd=ROOT, check=False)
+    out = run_python(_FORK_THEN_CLOSE, log_dir)
     assert out.stdout.split() == ["locked", "ok"], out.stderr
     with walogs.Wal.open(log_dir) as wal:
         assert [data for _, data in wal] == [b"still mine"]

@@ -25,11 +25,11 @@ import sys
 import uuid
 
 import pytest
+from _damage import segments_of
+from _procs import ROOT, run_python
 from conftest import entry
 
 import walogs
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 
 
 def _mount_tmpfs(where, size: str) -> None:
@@ -101,8 +101,7 @@ except OSError as exc:
 
 
 def _open_in_child(path) -> dict:
-    out = subprocess.run([sys.executable, "-c", _OPEN_CHILD, str(path)], capture_output=True, text=True,
-                         timeout=60, cwd=ROOT, check=False)
+    out = run_python(_OPEN_CHILD, path)
     assert out.returncode == 0, (
         f"the process opening a new log on a full file system died "
         f"(exit {out.returncode}{', SIGBUS' if out.returncode == -7 else ''}): {out.stderr[-2000:]}"
@@ -132,10 +131,6 @@ def test_new_log_on_full_filesystem_is_enospc_not_sigbus(small_fs, where):
     os.unlink(filler)
     with walogs.Wal.open(log) as wal:
         assert wal.append(b"first") == 1
-
-
-def _segments(path) -> list[str]:
-    return sorted(n for n in os.listdir(path) if n.startswith("wal-"))
 
 
 @pytest.mark.parametrize("empty_active", [False, True], ids=["entries-in-active", "active-empty"])
@@ -228,12 +223,12 @@ def test_checkpoint_on_full_filesystem_without_a_recorded_floor(small_fs):
         with pytest.raises(OSError) as info:
             wal.checkpoint(last)
         assert info.value.errno == errno.ENOSPC and "checkpoint again" in str(info.value)
-        assert len(_segments(log)) == 2 and wal.first_lsn is not None
+        assert len(segments_of(log)) == 2 and wal.first_lsn is not None
         assert not [n for n in os.listdir(log) if n.endswith(".tmp")], sorted(os.listdir(log))
         assert wal.append(b"x") == last + 1  # not poisoned; the space freed takes it
         os.unlink(filler)
         assert wal.checkpoint(last) == 1
-        assert len(_segments(log)) == 1 and completed > 1
+        assert len(segments_of(log)) == 1 and completed > 1
     finally:
         wal.close()
     with walogs.Wal.open(log, config) as wal:

@@ -26,12 +26,11 @@ import threading
 import time
 
 import pytest
+from _procs import ROOT
 
 import walogs
 
-# Where walogs is imported from (the source tree, or site-packages when testing the wheel)
-# and where the example lives (beside tests/, in both cases).
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
+# Where the example lives (beside tests/, both in the source tree and when testing the wheel).
 APP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "gunicorn_app")
 WRITER_SCRIPT = os.path.join(APP_DIR, "wal_writer.py")
 
@@ -82,15 +81,7 @@ def _children(pid: int) -> list[int]:
             have_file = True
         except FileNotFoundError:
             pass
-    if have_file:
-        return found
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _stat(int(name))
-            if st is not None and st[1] == pid and st[0] not in ("Z", "X"):
-                out.append(int(name))
-    return out
+    return found if have_file else _living(lambda st: st[1] == pid)
 
 
 def _cmdline(pid: int) -> str:
@@ -117,14 +108,19 @@ def _sockets(pid: int) -> int:
     return count
 
 
-def _group_members(pgrp: int) -> list[int]:
+def _living(match) -> list[int]:
+    """Every process (not a zombie) whose ``_stat`` tuple ``match`` accepts: a scan of /proc."""
     out = []
     for name in os.listdir("/proc"):
         if name.isdigit():
             st = _stat(int(name))
-            if st is not None and st[2] == pgrp and st[0] not in ("Z", "X"):
+            if st is not None and match(st) and st[0] not in ("Z", "X"):
                 out.append(int(name))
     return out
+
+
+def _group_members(pgrp: int) -> list[int]:
+    return _living(lambda st: st[2] == pgrp)
 
 
 def _free_port() -> int:
@@ -274,13 +270,208 @@ def _check_view(entries: list[tuple[int, bytes]], acked: dict, posted: set, wher
         assert entries[lsn - 1][1] == body, f"{where}: LSN {lsn} is {entries[lsn - 1][1]!r}, acked {body!r}"
 
 
+# ------------------------------------------------------------------ the phases
+
+
+class Posting:
+    """EVENTS events posted by CLIENTS threads, each up to MAX_ATTEMPTS times with a body of
+    its own; every third acknowledged event is read back at once."""
+
+    def __init__(self, server: Server, token: str, deadline: float) -> None:
+        self.server, self.token, self.deadline = server, token, deadline
+        self.lock = threading.Lock()
+        self._next_event = iter(range(EVENTS))
+        self.acked: dict[bytes, int] = {}        # body -> LSN
+        self.unacked: dict[bytes, str] = {}      # body -> what happened (may or may not be in the log)
+        self.posted: set[bytes] = set()
+        self.errors: list[BaseException] = []
+        self.read_backs: list[int] = []          # worker pids that served an immediate read-back
+        self.threads = [threading.Thread(target=self._client, name=f"client-{n}") for n in range(CLIENTS)]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self.threads)
+
+    def join(self) -> None:
+        for t in self.threads:
+            t.join(max(1.0, self.deadline - time.monotonic() + 6))
+
+    def _read_back(self, lsn: int, body: bytes) -> None:
+        """An acknowledged event is visible at once, from whichever worker answers."""
+        for _ in range(3):  # a GET is safe to repeat (its worker may be the one killed)
+            try:
+                status, payload, pid = self.server.request("GET", f"/events?since={lsn}&limit=1")
+            except (OSError, http.client.HTTPException):
+                continue
+            assert status == 200, (status, payload[:300])
+            assert _entries(json.loads(payload)) == [(lsn, body)], (lsn, body, payload[:300])
+            with self.lock:
+                self.read_backs.append(pid)
+            return
+        raise AssertionError(f"could not read LSN {lsn} back")
+
+    def _client(self) -> None:
+        try:
+            while time.monotonic() < self.deadline:
+                with self.lock:
+                    i = next(self._next_event, None)
+                if i is None:
+                    return
+                for attempt in range(MAX_ATTEMPTS):
+                    body = f"event {i:04d} attempt {attempt} run {self.token}".encode()
+                    with self.lock:
+                        self.posted.add(body)
+                    try:
+                        status, payload, _pid = self.server.request("POST", "/events", body)
+                    except (OSError, http.client.HTTPException) as exc:
+                        with self.lock:
+                            self.unacked[body] = repr(exc)
+                        continue
+                    if status == 200:
+                        lsn = json.loads(payload)["lsn"]
+                        with self.lock:
+                            self.acked[body] = lsn
+                        if i % 3 == 0:
+                            self._read_back(lsn, body)
+                        break
+                    with self.lock:
+                        self.unacked[body] = f"HTTP {status} {payload[:200]!r}"
+                    time.sleep(0.05)
+        except BaseException as exc:  # noqa: BLE001 -- reported by the main thread
+            self.errors.append(exc)
+
+
+def _kill_a_busy_worker(server: Server) -> int:
+    """SIGKILL a worker in the middle of a POST if one can be caught waiting for the writer
+    (listener + client + writer sockets), else the busiest; returns its pid."""
+    workers, busiest = server.scan()[0], (-1, None)
+    catch_until = time.monotonic() + 1.0
+    while time.monotonic() < catch_until and busiest[0] < 3:
+        for pid in workers:
+            busiest = max(busiest, (_sockets(pid), pid))
+        time.sleep(0.0005)
+    victim = busiest[1]
+    os.kill(victim, signal.SIGKILL)
+    return victim
+
+
+def _post_killing_a_worker(server: Server, posting: Posting) -> int | None:
+    """Run the posting; once KILL_AFTER events are acknowledged, SIGKILL one worker.
+    Returns its pid (None if the posting never got that far)."""
+    posting.start()
+    victim = None
+    try:
+        while time.monotonic() < posting.deadline and posting.running():
+            with posting.lock:
+                n_acked = len(posting.acked)
+            if n_acked >= KILL_AFTER:
+                victim = _kill_a_busy_worker(server)
+                break
+            time.sleep(0.002)
+    finally:
+        posting.join()
+    return victim
+
+
+def _check_posting(server: Server, posting: Posting, victim: int | None) -> None:
+    """Every event acknowledged once, at an LSN of its own; only the killed worker's request failed."""
+    acked, unacked = posting.acked, posting.unacked
+    assert not posting.running(), "clients still running after the deadline"
+    assert not posting.errors, posting.errors
+    assert victim is not None, f"only {len(acked)} events acknowledged before the deadline" + server.log_tail()
+    assert len(acked) == EVENTS, \
+        f"{EVENTS - len(acked)} events never acknowledged; failures: {list(unacked.values())[:5]}" + server.log_tail()
+    assert len(set(acked.values())) == EVENTS, "two POSTs got the same LSN"
+    # Only the killed worker's in-flight request may fail: every other worker answers.
+    assert len(unacked) <= 1, f"{len(unacked)} failed POSTs: {unacked}" + server.log_tail()
+
+
+def _wait_for_replacement(server: Server, initial_workers: list[int], victim: int,
+                          deadline: float) -> tuple[list[int], int]:
+    """gunicorn replaces the killed worker: returns the workers then, and the new one."""
+    while True:
+        workers = server.scan()[0]
+        fresh = set(workers) - set(initial_workers)
+        if len(workers) == WORKERS and victim not in workers and fresh:
+            return workers, fresh.pop()
+        assert time.monotonic() < deadline, \
+            f"killed worker {victim} not replaced: workers {workers}" + server.log_tail()
+        time.sleep(0.05)
+
+
+def _read_from_workers(server: Server, workers: list[int], deadline: float) -> dict[int, list]:
+    """GET the whole log from 2 * WORKERS threads until each of ``workers`` answered (or the
+    deadline): worker pid -> every answer it gave."""
+    lock = threading.Lock()
+    views: dict[int, list] = {}
+    get_errors: list[BaseException] = []
+
+    def getter() -> None:
+        try:
+            while time.monotonic() < deadline:
+                with lock:
+                    if set(workers) <= set(views):
+                        return
+                status, payload, pid = server.request("GET", "/events?since=1")
+                assert status == 200, (status, payload[:300])
+                with lock:
+                    views.setdefault(pid, []).append(_entries(json.loads(payload)))
+        except BaseException as exc:  # noqa: BLE001 -- reported by the main thread
+            get_errors.append(exc)
+
+    getters = [threading.Thread(target=getter, name=f"getter-{n}") for n in range(2 * WORKERS)]
+    for t in getters:
+        t.start()
+    for t in getters:
+        t.join(max(1.0, deadline - time.monotonic() + 6))
+    assert not any(t.is_alive() for t in getters)
+    assert not get_errors, get_errors
+    return views
+
+
+def _check_views(server: Server, views: dict[int, list], known_workers: set[int],
+                 posting: Posting) -> tuple[list, list]:
+    """At least 3 workers answered, each answer a right view of the log, all prefixes of the
+    longest. Returns (every (pid, answer), the longest answer)."""
+    answered = set(views)
+    assert answered <= known_workers, f"answers from unknown pids {answered}"
+    assert len(answered) >= 3, f"only workers {sorted(answered)} answered GET" + server.log_tail()
+    every = [(pid, entries) for pid, answers in views.items() for entries in answers]
+    for pid, entries in every:
+        _check_view(entries, posting.acked, posting.posted, f"worker {pid}")
+    longest = max((entries for _, entries in every), key=len)
+    for pid, entries in every:
+        assert entries == longest[:len(entries)], f"worker {pid} disagrees with another worker"
+    return every, longest
+
+
+def _check_stopped_server_and_log(server: Server, tmp_path, posting: Posting,
+                                  longest: list) -> tuple[list, list]:
+    """Stop the server: nothing left running, no socket left behind; the log on disk, read
+    without a live writer, says what the workers said. Returns (the log, unacknowledged
+    bodies that landed in it)."""
+    leftover = server.stop()
+    assert not leftover, f"processes left running: {leftover}" + server.log_tail()
+    assert server.proc.returncode == 0, f"gunicorn exited with {server.proc.returncode}" + server.log_tail()
+    assert not os.path.exists(os.path.join(tmp_path, "events.writer.sock")), "writer socket left behind"
+    with walogs.WalReader(server.log_dir) as reader:
+        on_disk = list(reader.iter())
+    assert on_disk[:len(longest)] == longest
+    _check_view(on_disk, posting.acked, posting.posted, "the log on disk")
+    landed_unacked = [body for body in posting.unacked if body in {data for _, data in on_disk}]
+    assert len(on_disk) == EVENTS + len(landed_unacked)
+    return on_disk, landed_unacked
+
+
 def test_events_survive_a_killed_worker(tmp_path):
     if importlib.util.find_spec("gunicorn") is None:
         pytest.fail("gunicorn is not installed: install the test requirements "
                     "(pip install -r requirements-dev.txt, which lists gunicorn)")
     started = time.monotonic()
     budget_end = started + TEST_BUDGET
-    token = os.urandom(4).hex()  # event bodies unique to this run
     server = Server(tmp_path, _free_port())
     try:
         server.wait_ready(min(budget_end, time.monotonic() + 15))
@@ -289,157 +480,23 @@ def test_events_survive_a_killed_worker(tmp_path):
         initial_workers, writer_side = server.scan()
         assert len(initial_workers) == WORKERS and len(writer_side) == 2, (initial_workers, writer_side)
 
-        # ---- post EVENTS events from CLIENTS threads; SIGKILL one worker midway
-        lock = threading.Lock()
-        next_event = iter(range(EVENTS))
-        acked: dict[bytes, int] = {}        # body -> LSN
-        unacked: dict[bytes, str] = {}      # body -> what happened (may or may not be in the log)
-        posted: set[bytes] = set()
-        errors: list[BaseException] = []
-        post_deadline = min(budget_end, time.monotonic() + 20)
+        # Post EVENTS events from CLIENTS threads (bodies unique to this run); SIGKILL one worker midway.
+        posting = Posting(server, os.urandom(4).hex(), min(budget_end, time.monotonic() + 20))
+        victim = _post_killing_a_worker(server, posting)
+        _check_posting(server, posting, victim)
+        workers, restarted = _wait_for_replacement(server, initial_workers, victim,
+                                                   min(budget_end, time.monotonic() + 10))
+        # Read from the workers until >= 3 of them (ideally all, the new one too) answered.
+        views = _read_from_workers(server, workers, min(budget_end, time.monotonic() + 8))
+        every, longest = _check_views(server, views, set(initial_workers) | set(workers), posting)
+        on_disk, landed_unacked = _check_stopped_server_and_log(server, tmp_path, posting, longest)
 
-        read_backs: list[int] = []          # worker pids that served an immediate read-back
-
-        def read_back(lsn: int, body: bytes) -> None:
-            """An acknowledged event is visible at once, from whichever worker answers."""
-            for _ in range(3):  # a GET is safe to repeat (its worker may be the one killed)
-                try:
-                    status, payload, pid = server.request("GET", f"/events?since={lsn}&limit=1")
-                except (OSError, http.client.HTTPException):
-                    continue
-                assert status == 200, (status, payload[:300])
-                assert _entries(json.loads(payload)) == [(lsn, body)], (lsn, body, payload[:300])
-                with lock:
-                    read_backs.append(pid)
-                return
-            raise AssertionError(f"could not read LSN {lsn} back")
-
-        def client() -> None:
-            try:
-                while time.monotonic() < post_deadline:
-                    with lock:
-                        i = next(next_event, None)
-                    if i is None:
-                        return
-                    for attempt in range(MAX_ATTEMPTS):
-                        body = f"event {i:04d} attempt {attempt} run {token}".encode()
-                        with lock:
-                            posted.add(body)
-                        try:
-                            status, payload, _pid = server.request("POST", "/events", body)
-                        except (OSError, http.client.HTTPException) as exc:
-                            with lock:
-                                unacked[body] = repr(exc)
-                            continue
-                        if status == 200:
-                            lsn = json.loads(payload)["lsn"]
-                            with lock:
-                                acked[body] = lsn
-                            if i % 3 == 0:
-                                read_back(lsn, body)
-                            break
-                        with lock:
-                            unacked[body] = f"HTTP {status} {payload[:200]!r}"
-                        time.sleep(0.05)
-            except BaseException as exc:  # noqa: BLE001 -- reported by the main thread
-                errors.append(exc)
-
-        threads = [threading.Thread(target=client, name=f"client-{n}") for n in range(CLIENTS)]
-        for t in threads:
-            t.start()
-        victim = None
-        try:
-            while time.monotonic() < post_deadline and any(t.is_alive() for t in threads):
-                with lock:
-                    n_acked = len(acked)
-                if n_acked >= KILL_AFTER:
-                    # Kill a worker in the middle of a POST if we can catch one waiting
-                    # for the writer (listener + client + writer sockets), else the busiest.
-                    workers, busiest = server.scan()[0], (-1, None)
-                    catch_until = time.monotonic() + 1.0
-                    while time.monotonic() < catch_until and busiest[0] < 3:
-                        for pid in workers:
-                            busiest = max(busiest, (_sockets(pid), pid))
-                        time.sleep(0.0005)
-                    victim = busiest[1]
-                    os.kill(victim, signal.SIGKILL)
-                    break
-                time.sleep(0.002)
-        finally:
-            for t in threads:
-                t.join(max(1.0, post_deadline - time.monotonic() + 6))
-        assert not any(t.is_alive() for t in threads), "clients still running after the deadline"
-        assert not errors, errors
-        assert victim is not None, f"only {len(acked)} events acknowledged before the deadline" + server.log_tail()
-        assert len(acked) == EVENTS, \
-            f"{EVENTS - len(acked)} events never acknowledged; failures: {list(unacked.values())[:5]}" + server.log_tail()
-        assert len(set(acked.values())) == EVENTS, "two POSTs got the same LSN"
-        # Only the killed worker's in-flight request may fail: every other worker answers.
-        assert len(unacked) <= 1, f"{len(unacked)} failed POSTs: {unacked}" + server.log_tail()
-
-        # ---- gunicorn replaces the killed worker
-        restart_deadline = min(budget_end, time.monotonic() + 10)
-        while True:
-            workers = server.scan()[0]
-            fresh = set(workers) - set(initial_workers)
-            if len(workers) == WORKERS and victim not in workers and fresh:
-                break
-            assert time.monotonic() < restart_deadline, \
-                f"killed worker {victim} not replaced: workers {workers}" + server.log_tail()
-            time.sleep(0.05)
-        restarted = fresh.pop()
-
-        # ---- read from the workers until >= 3 of them (ideally all, the new one too) answered
-        views: dict[int, list] = {}   # worker pid -> every answer it gave
-        get_errors: list[BaseException] = []
-        get_deadline = min(budget_end, time.monotonic() + 8)
-
-        def getter() -> None:
-            try:
-                while time.monotonic() < get_deadline:
-                    with lock:
-                        if set(workers) <= set(views):
-                            return
-                    status, payload, pid = server.request("GET", "/events?since=1")
-                    assert status == 200, (status, payload[:300])
-                    with lock:
-                        views.setdefault(pid, []).append(_entries(json.loads(payload)))
-            except BaseException as exc:  # noqa: BLE001 -- reported by the main thread
-                get_errors.append(exc)
-
-        getters = [threading.Thread(target=getter, name=f"getter-{n}") for n in range(2 * WORKERS)]
-        for t in getters:
-            t.start()
-        for t in getters:
-            t.join(max(1.0, get_deadline - time.monotonic() + 6))
-        assert not any(t.is_alive() for t in getters)
-        assert not get_errors, get_errors
         answered = set(views)
-        assert answered <= set(initial_workers) | set(workers), f"answers from unknown pids {answered}"
-        assert len(answered) >= 3, f"only workers {sorted(answered)} answered GET" + server.log_tail()
-        every = [(pid, entries) for pid, answers in views.items() for entries in answers]
-        for pid, entries in every:
-            _check_view(entries, acked, posted, f"worker {pid}")
-        longest = max((entries for _, entries in every), key=len)
-        for pid, entries in every:
-            assert entries == longest[:len(entries)], f"worker {pid} disagrees with another worker"
-
-        # ---- stop; then the log on disk, read without a live writer, says the same
-        leftover = server.stop()
-        assert not leftover, f"processes left running: {leftover}" + server.log_tail()
-        assert server.proc.returncode == 0, f"gunicorn exited with {server.proc.returncode}" + server.log_tail()
-        assert not os.path.exists(os.path.join(tmp_path, "events.writer.sock")), "writer socket left behind"
-        with walogs.WalReader(server.log_dir) as reader:
-            on_disk = list(reader.iter())
-        assert on_disk[:len(longest)] == longest
-        _check_view(on_disk, acked, posted, "the log on disk")
-        landed_unacked = [body for body in unacked if body in {data for _, data in on_disk}]
-        assert len(on_disk) == EVENTS + len(landed_unacked)
-
         print(f"\n[gunicorn {WORKERS} sync workers, codec {walogs.IMPLEMENTATION}] "
-              f"events {EVENTS}: posts {len(posted)}, acked {len(acked)}, failed {len(unacked)} "
-              f"(of which in the log: {len(landed_unacked)}); {len(read_backs)} read-backs right after the ack "
-              f"from {len(set(read_backs))} workers; killed worker {victim}, "
+              f"events {EVENTS}: posts {len(posting.posted)}, acked {len(posting.acked)}, "
+              f"failed {len(posting.unacked)} (of which in the log: {len(landed_unacked)}); "
+              f"{len(posting.read_backs)} read-backs right after the ack "
+              f"from {len(set(posting.read_backs))} workers; killed worker {victim}, "
               f"replaced by {restarted}; {len(every)} GETs answered by {len(answered)} workers "
               f"{sorted(answered)} (restarted one {'seen' if restarted in answered else 'not seen'}); "
               f"log {len(on_disk)} entries, 0 lost, 0 duplicated; {time.monotonic() - started:.1f} s")

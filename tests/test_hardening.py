@@ -21,28 +21,23 @@ import threading
 import time
 
 import pytest
+from _procs import ROOT, run_python, stop
 from conftest import entry
 
 import walogs
-from walogs import _codec, _frame_py, _io
+from walogs import _io
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 HANG_GUARD = 60  # seconds a child may take before it counts as hung
 
 
-def run_child(code: str, *args: object, timeout: float = HANG_GUARD) -> dict:
+def run_child(code: str, *args: object, timeout: float = HANG_GUARD):
     """Run ``code`` in a fresh interpreter (same implementation) and return the JSON it prints last."""
     try:
-        out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
-                             text=True, timeout=timeout, cwd=ROOT, check=False)
+        out = run_python(code, *args, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"the child hung (killed after {timeout} s); its output: {exc.stdout!r} {exc.stderr!r}")
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def segment_files(path) -> list[str]:
-    return sorted(n for n in os.listdir(path) if n.startswith("wal-"))
 
 
 # ---------------------------------------------------------------------------
@@ -96,8 +91,7 @@ def test_close_from_sigterm_handler_returns(tmp_path, sync, segment):
             child.send_signal(signal.SIGTERM)
             out, err = child.communicate(timeout=HANG_GUARD)
         except subprocess.TimeoutExpired:
-            child.kill()
-            child.communicate()
+            stop(child)
             pytest.fail(f"trial {trial}: the child hung after SIGTERM (close() in the handler)")
         assert child.returncode == 0, err
         report = json.loads(out.strip().splitlines()[-1])
@@ -361,7 +355,7 @@ def test_ctrl_c_at_every_step_of_a_rotation(tmp_path, sync, trigger):
 
     The wrappers only raise the signal at the chosen call (Ctrl-C cannot be timed to one
     system call from outside); every call is the real one."""
-    results = json.loads(run_child_raw(_CTRL_C_CHILD, tmp_path, sync, trigger))
+    results = run_child(_CTRL_C_CHILD, tmp_path, sync, trigger)
     interrupted = [case for case in results if case["interrupted"]]
     steps = set(interrupted[-1]["calls"])
     assert {"fdatasync", "create_new", "sync_dir", "close"} <= steps, interrupted[-1]
@@ -413,16 +407,6 @@ def test_ctrl_c_right_after_the_writer_switched_segments(tmp_path):
                       "files": ["wal-000001.log", "wal-000002.log"], "lsns": [1, 2, 3, 4, 5, 6, 7, 8]}
 
 
-def run_child_raw(code: str, *args: object) -> str:
-    try:
-        out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
-                             text=True, timeout=HANG_GUARD, cwd=ROOT, check=False)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the child hung (killed after {HANG_GUARD} s)")
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip().splitlines()[-1]
-
-
 def test_rotation_takes_over_an_empty_leftover_segment(log_dir):
     """An empty next segment file (what an interrupted rotation leaves if even its clean-up
     was cut short) does not stop the next rotation; a non-empty one is never touched."""
@@ -462,18 +446,27 @@ def test_sync_interval_in_range_is_accepted(value):
 # Rough edges
 
 
-CODECS = [_frame_py] + ([_codec.codec] if _codec.codec is not _frame_py else [])
+ONE_OBJECT_BATCHES = pytest.mark.parametrize("batch", [b"abc", bytearray(b"abc"), memoryview(b"abc"), "abc"],
+                                             ids=["bytes", "bytearray", "memoryview", "str"])
 
 
-@pytest.mark.parametrize("batch", [b"abc", bytearray(b"abc"), memoryview(b"abc"), "abc"],
-                         ids=["bytes", "bytearray", "memoryview", "str"])
-def test_append_batch_of_one_bytes_object_says_what_a_batch_is(log_dir, batch):
-    """append_batch(b"abc") used to say "...not int"; now every layer says a batch is an
+def batch_message(batch) -> str:
+    return "iterable of entries .* not " + type(batch).__name__ + ": to append one entry use append"
+
+
+@ONE_OBJECT_BATCHES
+def test_encode_batch_of_one_bytes_object_says_what_a_batch_is(codec, batch):
+    """encode_batch(1, b"abc") used to say "...not int"; now each codec says a batch is an
     iterable of entries and how to append one entry."""
-    message = "iterable of entries .* not " + type(batch).__name__ + ": to append one entry use append"
-    for codec in CODECS:
-        with pytest.raises(TypeError, match=message):
-            codec.encode_batch(1, batch)
+    with pytest.raises(TypeError, match=batch_message(batch)):
+        codec.encode_batch(1, batch)
+
+
+@ONE_OBJECT_BATCHES
+def test_append_batch_of_one_bytes_object_says_what_a_batch_is(log_dir, batch):
+    """append_batch(b"abc") used to say "...not int"; now the writer too says a batch is an
+    iterable of entries and how to append one entry."""
+    message = batch_message(batch)
     with walogs.Wal.open(log_dir) as wal:
         with pytest.raises(TypeError, match=message):
             wal.append_batch(batch)

@@ -27,20 +27,15 @@ from __future__ import annotations
 
 import os
 import random
-import re
-import select
 import signal
-import struct
 import time
 
 import pytest
+from _damage import segments_of
+from _procs import REC, fork_with_pipe, kill_all, read_to_eof, read_until, send, send_error, take_records
 from conftest import entry, make_frame, scale
 
 import walogs
-
-# Python 3.12+ warns about fork() in a process with threads (pytest-xdist has some);
-# the forks here are deliberate and the children only use walogs and os._exit.
-pytestmark = pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
 
 SEED = int(os.environ.get("WALOGS_SEED", "20241124"))
 MODES = ("always", "interval", "none", "mixed")
@@ -52,8 +47,6 @@ SEGMENT = 4096
 MAX_DELAY = 0.030  # the kill lands 0-30 ms after the child started writing
 CHILD_LIFETIME = 3.0  # a child the parent somehow never kills stops by itself
 
-REC = struct.Struct("<cQQ")  # kind, a, b: 17 bytes, one os.write each
-SEGMENT_NAME = re.compile(r"wal-([0-9]+)\.log")
 
 
 def payload(lsn: int, gen: int) -> bytes:
@@ -76,27 +69,23 @@ def payload_gen(data: bytes) -> int | None:
 # ---------------------------------------------------------------------- the child
 
 
-def _send(fd: int, kind: bytes, a: int = 0, b: int = 0) -> None:
-    os.write(fd, REC.pack(kind, a, b))
-
-
 def _writer_child(fd: int, path: str, sync: str, gen: int, seed: int) -> None:
     """Runs in the forked child: write until SIGKILLed, reporting what was acknowledged."""
     rng = random.Random(seed)
     config = walogs.WalConfig(max_segment_size=SEGMENT, sync=sync, sync_interval=0.002)
     wal = walogs.Wal.open(path, config, lock_timeout=5.0)
-    _send(fd, b"O", wal.next_lsn, wal.first_lsn or 0)
+    send(fd, b"O", wal.next_lsn, wal.first_lsn or 0)
     deadline = time.monotonic() + CHILD_LIFETIME
     while time.monotonic() < deadline:
         roll = rng.random()
         lsn = wal.next_lsn
         if roll < 0.45:
             got = wal.append(payload(lsn, gen))
-            _send(fd, b"A", got, got)  # P7: acknowledged, so it must survive the kill
+            send(fd, b"A", got, got)  # P7: acknowledged, so it must survive the kill
         elif roll < 0.85:
             count = rng.randint(2, 12)
             got = wal.append_batch([payload(lsn + k, gen) for k in range(count)])
-            _send(fd, b"A", got.start, got.stop - 1)
+            send(fd, b"A", got.start, got.stop - 1)
         elif roll < 0.90:
             wal.sync()
         elif roll < 0.93:
@@ -104,91 +93,20 @@ def _writer_child(fd: int, path: str, sync: str, gen: int, seed: int) -> None:
         elif roll < 0.95:
             # Rotate, then checkpoint everything: no entry stored, only LSN_FLOOR says where LSNs stand (P1).
             wal.rotate()
-            _send(fd, b"C", wal.next_lsn - 1)
+            send(fd, b"C", wal.next_lsn - 1)
             wal.checkpoint(wal.next_lsn - 1)
         else:
             keep = rng.choice((0, 0, 10, 40, 120))
             upto = wal.next_lsn - 1 - keep
             if upto > 0:
-                _send(fd, b"C", upto)  # announced before: a kill may land inside the checkpoint
+                send(fd, b"C", upto)  # announced before: a kill may land inside the checkpoint
                 wal.checkpoint(upto)
     wal.close()
 
 
 def _fork_writer(path: str, sync: str, gen: int, seed: int) -> tuple[int, int]:
-    """Fork a writer child; returns (pid, read end of its report pipe)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: walogs and os._exit only
-        code = 0
-        try:
-            os.close(r)
-            _writer_child(w, path, sync, gen, seed)
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent, never raised in the child
-            code = 3
-            try:
-                msg = repr(exc).encode()[:400]
-                _send(w, b"E", len(msg))
-                os.write(w, msg)
-            except BaseException:  # noqa: BLE001, S110 - the pipe may be gone; the exit code still says it
-                pass
-        finally:
-            os._exit(code)
-    os.close(w)
-    return pid, r
-
-
-def _read_until(fd: int, buf: bytearray, size: int, deadline: float) -> bool:
-    """Read into ``buf`` until it holds ``size`` bytes; False at EOF or the deadline."""
-    while len(buf) < size:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            return False
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return False
-        buf += chunk
-    return True
-
-
-def _read_to_eof(fd: int, buf: bytearray, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
-        if not ready:
-            return
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return
-        buf += chunk
-
-
-def _parse(buf: bytes) -> list[tuple[bytes, int, int, bytes]]:
-    """Records (kind, a, b, message); a partial record at the end (none expected) is dropped."""
-    out = []
-    pos = 0
-    while pos + REC.size <= len(buf):
-        kind, a, b = REC.unpack_from(buf, pos)
-        pos += REC.size
-        msg = b""
-        if kind == b"E":
-            msg = bytes(buf[pos:pos + a])
-            pos += a
-        out.append((kind, a, b, msg))
-    return out
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
+    """Fork a writer child (walogs and os._exit only); returns (pid, read end of its report pipe)."""
+    return fork_with_pipe(lambda w: _writer_child(w, path, sync, gen, seed), send_error)
 
 
 # ---------------------------------------------------------------------- the parent
@@ -231,16 +149,18 @@ class Tally:
 
 def _raw_log(path: str) -> tuple[list[int], bytes]:
     """Segment numbers and the concatenated bytes of every segment file, in order."""
-    seqs = sorted(int(m.group(1)) for m in map(SEGMENT_NAME.fullmatch, os.listdir(path)) if m)
+    names = segments_of(path)
     raw = bytearray()
-    for seq in seqs:
-        with open(os.path.join(path, f"wal-{seq:06d}.log"), "rb") as f:
+    for name in names:
+        with open(os.path.join(path, name), "rb") as f:
             raw += f.read()
-    return seqs, bytes(raw)
+    return [int(name[4:-4]) for name in names], bytes(raw)
 
 
-def _verify_round(path: str, gen: int, records, state: dict, t: Tally) -> bool:
-    """Reopen after the kill of generation ``gen`` and check everything; False if the log cannot be used."""
+def _fold_reports(gen: int, records, state: dict, t: Tally) -> dict[int, int]:
+    """What the child of generation ``gen`` reported: its acknowledged LSNs (each mapped to
+    ``gen``); announced checkpoints raise ``state["ckpt"]``; it must have opened where the
+    last reopen ended (I8)."""
     acked: dict[int, int] = {}
     opened = None
     for kind, a, b, msg in records:
@@ -260,22 +180,12 @@ def _verify_round(path: str, gen: int, records, state: dict, t: Tally) -> bool:
         # I8: the new writer starts where the log recovered by the previous open ended.
         t.violations.append(f"gen {gen}: child opened with next_lsn {opened[0]}, the last reopen saw {state['next']}")
     t.acked += len(acked)
-    max_acked = max(acked, default=0)
+    return acked
 
-    try:
-        wal = walogs.Wal.open(path, lock_timeout=2.0)  # the kernel dropped the dead child's lock
-    except Exception as exc:  # noqa: BLE001 - counted: an open after a kill must never fail
-        t.failed_opens.append(f"gen {gen}: {exc!r}")
-        return False
-    try:
-        next_lsn, first = wal.next_lsn, wal.first_lsn
-        if not wal.tail_state.clean:
-            t.torn += 1
-        entries = list(wal.iter())
-        segment_count = wal.segment_count
-    finally:
-        wal.close()
 
+def _check_lsns(gen: int, next_lsn: int, first: int | None, lsns: list[int], max_acked: int,
+                state: dict, t: Tally) -> None:
+    """P1: LSNs never reused nor going backwards; I12: contiguous; checkpoints deleted only what was announced."""
     prev_next = state["next"]
     # P1: never reused, never backwards.
     if max_acked and next_lsn <= max_acked:
@@ -283,7 +193,6 @@ def _verify_round(path: str, gen: int, records, state: dict, t: Tally) -> bool:
     if next_lsn < prev_next:
         t.violations.append(f"gen {gen}: next_lsn went back from {prev_next} to {next_lsn} (P1)")
     # I12: contiguous from first_lsn to next_lsn - 1.
-    lsns = [lsn for lsn, _ in entries]
     want = list(range(first, next_lsn)) if first is not None else []
     if lsns != want:
         t.violations.append(f"gen {gen}: stored LSNs are not first_lsn..next_lsn-1 = {first}..{next_lsn - 1} "
@@ -293,6 +202,12 @@ def _verify_round(path: str, gen: int, records, state: dict, t: Tally) -> bool:
     if floor_needed > state["ckpt"]:
         t.violations.append(f"gen {gen}: entries up to {floor_needed} are gone but checkpoints only "
                             f"covered {state['ckpt']} (I13/I14)")
+
+
+def _check_entries(gen: int, entries: list[tuple[int, bytes]], acked: dict[int, int], state: dict, t: Tally) -> None:
+    """P7: every entry acknowledged now or verified by an earlier reopen is there, byte for byte
+    (unless checkpointed); P1: any other entry is this child's own, whole."""
+    prev_next = state["next"]
     stored = dict(entries)
     known: dict[int, int] = state["known"]  # lsn -> gen of entries verified by earlier reopens
     for lsn, g in list(acked.items()) + [(lsn, g) for lsn, g in known.items() if lsn not in acked]:
@@ -310,7 +225,12 @@ def _verify_round(path: str, gen: int, records, state: dict, t: Tally) -> bool:
         if lsn < prev_next or g != gen or data != payload(lsn, gen):
             t.violations.append(f"gen {gen}: unexpected entry at LSN {lsn}: {data[:24]!r} "
                                 f"(new entries start at {prev_next}) (P1)")
-    # The segments on disk are exactly these frames, built independently of walogs (I1, I2: tail really cut).
+
+
+def _check_segment_files(path: str, gen: int, entries: list[tuple[int, bytes]], segment_count: int,
+                         t: Tally) -> None:
+    """The segments on disk are exactly the frames of the stored entries, built independently of
+    walogs (I1, I2: the torn tail was really cut), numbered contiguously (I11)."""
     seqs, raw = _raw_log(path)
     if not seqs or seqs != list(range(seqs[0], seqs[0] + len(seqs))):
         t.violations.append(f"gen {gen}: segment numbers not contiguous: {seqs} (I11)")
@@ -322,8 +242,30 @@ def _verify_round(path: str, gen: int, records, state: dict, t: Tally) -> bool:
     if raw != expected_raw:
         t.violations.append(f"gen {gen}: segment bytes differ from the frames of the stored entries "
                             f"({len(raw)} vs {len(expected_raw)} bytes) (I1/I2)")
+
+
+def _verify_round(path: str, gen: int, records, state: dict, t: Tally) -> bool:
+    """Reopen after the kill of generation ``gen`` and check everything; False if the log cannot be used."""
+    acked = _fold_reports(gen, records, state, t)
+    try:
+        wal = walogs.Wal.open(path, lock_timeout=2.0)  # the kernel dropped the dead child's lock
+    except Exception as exc:  # noqa: BLE001 - counted: an open after a kill must never fail
+        t.failed_opens.append(f"gen {gen}: {exc!r}")
+        return False
+    try:
+        next_lsn, first = wal.next_lsn, wal.first_lsn
+        if not wal.tail_state.clean:
+            t.torn += 1
+        entries = list(wal.iter())
+        segment_count = wal.segment_count
+    finally:
+        wal.close()
+    _check_lsns(gen, next_lsn, first, [lsn for lsn, _ in entries], max(acked, default=0), state, t)
+    _check_entries(gen, entries, acked, state, t)
+    _check_segment_files(path, gen, entries, segment_count, t)
     t.entries += len(entries)
-    state["next"] = max(next_lsn, prev_next)
+    known = state["known"]
+    state["next"] = max(next_lsn, state["next"])
     state["known"] = {lsn: (known.get(lsn) if lsn in known else acked.get(lsn, payload_gen(data)))
                       for lsn, data in entries}
     return True
@@ -342,7 +284,7 @@ def _kill_loop(path: str, modes: tuple[str, ...], kills: int, deadline: float, t
         buf = bytearray()
         try:
             # Wait for the child's open, then kill it a random 0-30 ms into its writing.
-            if _read_until(fd, buf, REC.size, time.monotonic() + 10.0) and buf[:1] == b"O":
+            if read_until(fd, buf, REC.size, time.monotonic() + 10.0) and buf[:1] == b"O":
                 time.sleep(rng.uniform(0.0, MAX_DELAY))
             os.kill(pid, signal.SIGKILL)
             _, status = os.waitpid(pid, 0)
@@ -350,12 +292,12 @@ def _kill_loop(path: str, modes: tuple[str, ...], kills: int, deadline: float, t
             if not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL):
                 t.violations.append(f"gen {gen}: writer child ended by itself (status {status:#x}), not by SIGKILL")
             t.kills += 1
-            _read_to_eof(fd, buf, time.monotonic() + 5.0)
+            read_to_eof(fd, buf, time.monotonic() + 5.0)
         finally:
             if pid:
-                _kill(pid)
+                kill_all([pid])
             os.close(fd)
-        if not _verify_round(path, gen, _parse(buf), state, t):
+        if not _verify_round(path, gen, take_records(buf), state, t):
             break
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import random
-import select
 import signal
 import statistics
 import struct
@@ -22,14 +21,12 @@ import threading
 import time
 
 import pytest
+from _damage import segments_of
+from _procs import fork_child, kill_all, read_exact, read_until, reap, stop
 from conftest import entry, scale, snapshot
 
 import walogs
 from walogs._lock import writer_is_live
-
-# Python 3.12+ warns about fork() in a process with threads (pytest-xdist has some);
-# the forks here are deliberate and the children only use walogs and os._exit.
-pytestmark = pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
 
 SEED = int(os.environ.get("WALOGS_SEED", "20241124"))
 RACERS = 8
@@ -40,50 +37,6 @@ KILL_ROUNDS = scale(15, 200)
 
 def _lock_ino(path) -> int:
     return os.stat(os.path.join(path, "LOCK")).st_ino
-
-
-def _read_exact(fd: int, size: int, deadline: float) -> bytes:
-    """Read ``size`` bytes (fewer at EOF or the deadline)."""
-    buf = bytearray()
-    while len(buf) < size:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            break
-        chunk = os.read(fd, size - len(buf))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
-
-
-def _kill_all(pids) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for pid in pids:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-
-
-def _child(body) -> int:
-    """Fork; the child runs ``body()`` and leaves with os._exit (3 on an exception)."""
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            body()
-        except BaseException:  # noqa: BLE001 - a child never returns into pytest
-            code = 3
-        finally:
-            os._exit(code)
-    return pid
 
 
 # ---------------------------------------------------------------------- the race
@@ -144,7 +97,7 @@ class _Racers:
                     os.close(self.done_w)
                     os.close(self.result_r)
                     _racer(index, path, rounds, gos[index][0], self.done_r, result_w)
-                self.pids.append(_child(body))
+                self.pids.append(fork_child(body))
         finally:
             for r, w in gos:
                 os.close(r)
@@ -154,15 +107,7 @@ class _Racers:
 
     def results(self, count: int, deadline: float) -> list[tuple[bytes, int, float, int]]:
         """The next ``count`` result records (fewer at the deadline)."""
-        need = RES.size * count
-        while len(self.buf) < need and time.monotonic() < deadline:
-            ready, _, _ = select.select([self.result_r], [], [], max(deadline - time.monotonic(), 0))
-            if not ready:
-                break
-            chunk = os.read(self.result_r, 65536)
-            if not chunk:
-                break
-            self.buf += chunk
+        read_until(self.result_r, self.buf, RES.size * count, deadline)
         got = min(len(self.buf) // RES.size, count)
         out = [RES.unpack_from(self.buf, k * RES.size) for k in range(got)]
         del self.buf[: got * RES.size]
@@ -172,13 +117,8 @@ class _Racers:
         for fd in self.go + [self.done_r, self.done_w, self.result_r]:
             os.close(fd)
         deadline = time.monotonic() + 5.0
-        for pid in list(self.pids):  # they end by themselves after their rounds (EOF on go)
-            while time.monotonic() < deadline:
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    self.pids.remove(pid)
-                    break
-                time.sleep(0.001)
-        _kill_all(self.pids)  # whatever did not end in time
+        for pid in self.pids:  # they end by themselves after their rounds (EOF on go); SIGKILL the rest
+            reap(pid, deadline - time.monotonic())
 
 
 def _race_round(racers: _Racers, round_no: int) -> tuple[list, list]:
@@ -271,11 +211,21 @@ def _assert_locked_elsewhere(path: str, writer_pid: int, ino: int, phase: str) -
     assert _lock_ino(path) == ino, f"after {phase}: the LOCK file was replaced (inode changed)"
 
 
+def _child_cannot_write_and_closes(path: str, wal: walogs.Wal) -> None:
+    """In a forked child of the writer: appending through the parent's handle and a second
+    Wal.open both fail (P6, I6); then ``wal.close()``. Anything else raises (exit code 3)."""
+    with pytest.raises(walogs.WalError):
+        wal.append(b"from the child")
+    with pytest.raises(walogs.WalLockedError):
+        walogs.Wal.open(path, lock_timeout=0).close()
+    wal.close()
+
+
 def _writer_process(path: str, cmd_r: int, rep_w: int, loops: int) -> None:
     """The writer: open, then on each command do something that must not drop the lock."""
     wal = walogs.Wal.open(path, walogs.WalConfig(max_segment_size=None), lock_timeout=5.0)
     os.write(rep_w, b"O")
-    segs = sorted(n for n in os.listdir(path) if n.startswith("wal-"))
+    segs = segments_of(path)
     lock = os.path.join(path, "LOCK")
 
     def step(ok: bool) -> None:
@@ -303,33 +253,11 @@ def _writer_process(path: str, cmd_r: int, rep_w: int, loops: int) -> None:
             os.close(os.open(name, flags))
     step(True)
     # 3. A forked child that just exits.
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
+    os.waitpid(fork_child(lambda: None), 0)
     step(True)
     # 4. A forked child that calls wal.close() (P6: only drops the handle) after failing to write
     #    through the parent's handle and failing to open a second writer.
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            try:
-                wal.append(b"from the child")
-                code |= 1
-            except walogs.WalError:
-                pass
-            try:
-                walogs.Wal.open(path, lock_timeout=0).close()
-                code |= 2
-            except walogs.WalLockedError:
-                pass
-            wal.close()
-        except BaseException:  # noqa: BLE001
-            code |= 4
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    _, status = os.waitpid(fork_child(lambda: _child_cannot_write_and_closes(path, wal)), 0)
     step(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
     # 5. Still the writer: a second Wal in this process is refused, and appends still work.
     try:
@@ -370,17 +298,17 @@ def test_lock_survives_readers_descriptors_and_forks_until_sigkill(log_dir):
         os.close(rep_r)
         _writer_process(path, cmd_r, rep_w, loops)
 
-    pid = _child(body)
+    pid = fork_child(body)
     os.close(cmd_r)
     os.close(rep_w)
     phases = ["open", "1000 WalReaders", "1000 os.open/os.close of LOCK and segments",
               "a forked child's os._exit", "a forked child's wal.close()", "a second Wal.open in the writer"]
     try:
-        assert _read_exact(rep_r, 1, time.monotonic() + 10) == b"O", "the writer child did not open"
+        assert read_exact(rep_r, 1, time.monotonic() + 10) == b"O", "the writer child did not open"
         _assert_locked_elsewhere(path, pid, ino, phases[0])
         for phase in phases[1:]:
             os.write(cmd_w, b"g")
-            got = _read_exact(rep_r, 1, time.monotonic() + 60)
+            got = read_exact(rep_r, 1, time.monotonic() + 60)
             assert got == b"+", f"in the writer, {phase} went wrong (reply {got!r})"
             _assert_locked_elsewhere(path, pid, ino, phase)
         os.write(cmd_w, b"g")  # now append until killed
@@ -404,7 +332,7 @@ def test_lock_survives_readers_descriptors_and_forks_until_sigkill(log_dir):
         assert _lock_ino(path) == ino
     finally:
         if pid:
-            _kill_all([pid])
+            kill_all([pid])
         os.close(cmd_w)
         os.close(rep_r)
 
@@ -435,7 +363,7 @@ def _kill_and_reopen(path: str, pid: int) -> tuple[Reopen, walogs.Wal]:
     r = Reopen()
     t0 = time.perf_counter()
 
-    def reap() -> None:
+    def wait_for_death() -> None:
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:
@@ -443,7 +371,7 @@ def _kill_and_reopen(path: str, pid: int) -> tuple[Reopen, walogs.Wal]:
         r.dead = time.perf_counter() - t0
         r.reaped = True
 
-    reaper = threading.Thread(target=reap, daemon=True)
+    reaper = threading.Thread(target=wait_for_death, daemon=True)
     os.kill(pid, signal.SIGKILL)  # the kernel drops the lock as the process dies
     reaper.start()
     try:
@@ -489,10 +417,10 @@ def test_sigkilled_writer_releases_lock_fast(log_dir):
             while time.monotonic() < end:
                 wal.append_batch([entry(wal.next_lsn + j) for j in range(3)])
 
-        pid = _child(body)
+        pid = fork_child(body)
         os.close(ready_w)
         try:
-            assert _read_exact(ready_r, 1, time.monotonic() + 10) == b"O", "the writer child did not open"
+            assert read_exact(ready_r, 1, time.monotonic() + 10) == b"O", "the writer child did not open"
             time.sleep(rng.uniform(0, 0.01))
             reopen, wal = _kill_and_reopen(path, pid)
             if reopen.reaped:
@@ -506,7 +434,7 @@ def test_sigkilled_writer_releases_lock_fast(log_dir):
             assert _lock_ino(path) == ino, "the LOCK file was replaced (inode changed)"
         finally:
             if pid:
-                _kill_all([pid])
+                kill_all([pid])
             os.close(ready_r)
     after_death = [r.after_death for r in reopens]
     opened = [r.opened for r in reopens]
@@ -540,7 +468,5 @@ def test_flock_only_writer_is_seen_as_live(tmp_path):
         with pytest.raises(walogs.WalLockedError):
             walogs.Wal.open(log)
     finally:
-        child.kill()
-        child.wait(30)
-        child.stdout.close()
+        stop(child)
     assert writer_is_live(str(log)) == (False, None)

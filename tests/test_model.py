@@ -39,9 +39,11 @@ import os
 import shutil
 import signal
 import tempfile
-import warnings
+import time
 
 import pytest
+from _damage import segments_of
+from _procs import fork_with_pipe, read_all
 from conftest import scale
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -62,14 +64,6 @@ CHILD_OPS = st.lists(
     ),
     max_size=3,
 )
-
-
-def _fork():
-    with warnings.catch_warnings():
-        # Python 3.12+ warns about fork() in a process with threads (pytest-xdist's);
-        # the child only runs walogs code and os calls, then kills itself.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return os.fork()
 
 
 def _crash_child(directory: str, config: walogs.WalConfig, ops, wfd: int) -> None:
@@ -205,21 +199,11 @@ class WalMachine(RuleBasedStateMachine):
     def crash(self, ops):
         self.wal.close()
         self.wal = None
-        rfd, wfd = os.pipe()
-        pid = _fork()
-        if pid == 0:  # pragma: no cover - the child never returns
-            os.close(rfd)
-            _crash_child(self.dir, self.config, ops, wfd)
-        os.close(wfd)
-        chunks = []
-        while True:
-            chunk = os.read(rfd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        pid, rfd = fork_with_pipe(lambda wfd: _crash_child(self.dir, self.config, ops, wfd))
+        raw = read_all(rfd, time.monotonic() + 60)
         os.close(rfd)
         _, status = os.waitpid(pid, 0)
-        lines = b"".join(chunks).decode().splitlines()
+        lines = raw.decode().splitlines()
         assert lines and lines[-1] == "done", f"crash child failed: {lines}"
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
         # The child opened (syncing what recovery kept), then did ops; fold its acknowledgements in.
@@ -288,7 +272,7 @@ class WalMachine(RuleBasedStateMachine):
         assert wal.first_lsn == self._first()
         assert wal.segment_count == len(self.segments)
         assert wal.durable_lsn == self.durable
-        assert len([n for n in os.listdir(self.dir) if n.startswith("wal-")]) == len(self.segments)
+        assert len(segments_of(self.dir)) == len(self.segments)
 
     def teardown(self):
         try:

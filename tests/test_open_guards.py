@@ -14,15 +14,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
+from _damage import seg_name
+from _procs import run_walogs
 from conftest import entry, snapshot
 
 import walogs
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 
 
 @pytest.mark.parametrize("path", ["", b""], ids=["str", "bytes"])
@@ -101,11 +99,6 @@ def _three_segments(log_dir) -> int:
         return wal.next_lsn
 
 
-def _verify(path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "walogs", "verify", str(path)], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT, check=False)
-
-
 @pytest.mark.parametrize("missing", [1, 2], ids=["newest", "two-newest"])
 def test_missing_tail_segment_is_corruption(log_dir, missing):
     """The newest segment(s) deleted by hand: the open raises WalCorruptError naming the
@@ -113,16 +106,16 @@ def test_missing_tail_segment_is_corruption(log_dir, missing):
     the lost LSNs again; `walogs verify` reports it (exit 1) instead of "clean"."""
     _three_segments(log_dir)
     for seq in range(3, 3 - missing, -1):
-        os.unlink(log_dir / f"wal-{seq:06d}.log")
+        os.unlink(log_dir / seg_name(seq))
     before = snapshot(log_dir)
     with pytest.raises(walogs.WalCorruptError) as info:
         walogs.Wal.open(log_dir)
     message = str(info.value)
     assert str(log_dir) in message and "wal-000003.log" in message and "backup" in message, message
     assert snapshot(log_dir) == before
-    out = _verify(log_dir)
+    out = run_walogs("verify", log_dir, timeout=60)
     assert out.returncode == 1, (out.returncode, out.stdout, out.stderr)
-    assert "wal-000003.log" in out.stdout + out.stderr
+    assert b"wal-000003.log" in out.stdout + out.stderr
     with pytest.raises(walogs.WalCorruptError):
         list(walogs.WalReader(log_dir).iter())
 
@@ -163,4 +156,4 @@ def test_rotation_then_checkpoint_everything_still_opens(log_dir):
         assert wal.checkpoint(wal.next_lsn - 1) == 3
     with walogs.Wal.open(log_dir) as wal:
         assert wal.first_lsn is None and wal.next_lsn == 21
-    assert _verify(log_dir).returncode == 0
+    assert run_walogs("verify", log_dir, timeout=60).returncode == 0

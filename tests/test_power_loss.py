@@ -374,19 +374,25 @@ class Result:
     modes: Counter = field(default_factory=Counter)
     failures: list[tuple[tuple[int, str, str, int], str, str]] = field(default_factory=list)
 
+    def judge(self, rec: Recorder, w: Workload, exp: Expect, key: tuple[int, str, str, int], dest: str,
+              config: walogs.WalConfig = CONFIG) -> None:
+        """Build crash image ``key`` (point, variant, mode, seed) in ``dest``, check that it
+        recovers, count it, keep what is wrong with it (and how it was made), remove it."""
+        point, variant, mode, seed = key
+        image = rec.build_image(point, dest, variant, mode, random.Random(seed), opaque=side_files)
+        problem = check_image(os.path.join(dest, "log"), point, exp, w.appended, config)
+        self.counts[variant] += 1
+        self.modes[mode] += 1
+        if problem:
+            self.failures.append((key, problem, image.describe()))
+        shutil.rmtree(dest)
+
 
 def run_plan(rec: Recorder, w: Workload, plan: Plan, scratch_dir: str) -> Result:
     exp = expectations(w)
     result = Result()
     for j, (point, variant, mode, seed) in enumerate(plan):
-        dest = os.path.join(scratch_dir, f"img{j}")
-        image = rec.build_image(point, dest, variant, mode, random.Random(seed), opaque=side_files)
-        problem = check_image(os.path.join(dest, "log"), point, exp[point], w.appended)
-        result.counts[variant] += 1
-        result.modes[mode] += 1
-        if problem:
-            result.failures.append(((point, variant, mode, seed), problem, image.describe()))
-        shutil.rmtree(dest)
+        result.judge(rec, w, exp[point], (point, variant, mode, seed), os.path.join(scratch_dir, f"img{j}"))
     return result
 
 
@@ -702,14 +708,8 @@ def check_from(rec: Recorder, w: Workload, first_point: int, image_dir: str, see
         for variant in ("durable", "prefix", "zero"):
             mode = "durable" if variant == "durable" else rng.choice(NAMESPACE_MODES)
             image_seed = rng.getrandbits(32)
-            dest = os.path.join(image_dir, f"p{point}-{variant}")
-            image = rec.build_image(point, dest, variant, mode, random.Random(image_seed), opaque=side_files)
-            problem = check_image(os.path.join(dest, "log"), point, exp[point], w.appended, w.config)
-            result.counts[variant] += 1
-            result.modes[mode] += 1
-            if problem:
-                result.failures.append(((point, variant, mode, image_seed), problem, image.describe()))
-            shutil.rmtree(dest)
+            result.judge(rec, w, exp[point], (point, variant, mode, image_seed),
+                         os.path.join(image_dir, f"p{point}-{variant}"), w.config)
     return result
 
 

@@ -15,19 +15,15 @@ import threading
 import time
 
 import pytest
-
-import walogs
+from _damage import append_bytes, flip_bit, seg_name, segments_of, shrink
+from _procs import ROOT, fork_with_pipe, kill_all, read_into, read_to_eof, reap, watched
 from conftest import entry, snapshot
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
-
-# Python 3.12+ warns about fork() in a process with threads (pytest-xdist has some);
-# the forks here are deliberate and the children only read or exit.
-pytestmark = pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+import walogs
 
 
 def seg(log_dir, n: int = 1) -> str:
-    return os.path.join(log_dir, f"wal-{n:06d}.log")
+    return os.path.join(log_dir, seg_name(n))
 
 
 def expected(first: int, last: int, size: int = 60) -> list[tuple[int, bytes]]:
@@ -332,39 +328,22 @@ def test_no_live_writer_reads_every_valid_frame_and_changes_nothing(log_dir):
     assert not walogs._lock.writer_is_live(str(log_dir))[0]
 
 
-def _torn_variants():
-    def garbage(path):
-        with open(path, "ab") as f:
-            f.write(b"\x07\x00\x00")  # less than a header
-
-    def header_only(path):
-        with open(path, "ab") as f:
-            f.write(bytes.fromhex("64000000deadbeef") + (41).to_bytes(8, "little"))  # claims 100 bytes
-
-    def cut_last_frame(path):
-        size = os.path.getsize(path)
-        os.truncate(path, size - 30)  # the last frame loses its end
-
-    def bad_crc_last_frame(path):
-        size = os.path.getsize(path)
-        with open(path, "r+b") as f:  # flip a bit in the last frame's data
-            f.seek(size - 5)
-            byte = f.read(1)
-            f.seek(size - 5)
-            f.write(bytes([byte[0] ^ 0x10]))
-
-    return {"garbage": (garbage, 40), "header_only": (header_only, 40),
-            "cut_last_frame": (cut_last_frame, 39), "bad_crc_last_frame": (bad_crc_last_frame, 39)}
+TORN_VARIANTS = {  # damage to the last segment's tail, and the last LSN still whole after it
+    "garbage": (lambda path: append_bytes(path, b"\x07\x00\x00"), 40),  # less than a header
+    "header_only": (lambda path: append_bytes(path, bytes.fromhex("64000000deadbeef") + (41).to_bytes(8, "little")),
+                    40),  # claims 100 bytes
+    "cut_last_frame": (lambda path: shrink(path, 30), 39),  # the last frame loses its end
+    "bad_crc_last_frame": (lambda path: flip_bit(path, os.path.getsize(path) - 5), 39),  # a bit of its data
+}
 
 
-@pytest.mark.parametrize("variant", sorted(_torn_variants()))
+@pytest.mark.parametrize("variant", sorted(TORN_VARIANTS))
 def test_torn_tail_without_writer_yields_whole_frames_and_changes_nothing(log_dir, variant):
     """P3/P4/I10: with a torn tail on disk and no writer the reader yields the whole frames and
     stops; it never truncates (the writer's recovery does, I2), changes no file, creates none."""
-    damage, last = _torn_variants()[variant]
+    damage, last = TORN_VARIANTS[variant]
     _write_closed_log(log_dir, 40, max_segment_size=1000)
-    segments = sorted(n for n in os.listdir(log_dir) if n.startswith("wal-"))
-    damage(os.path.join(log_dir, segments[-1]))
+    damage(os.path.join(log_dir, segments_of(log_dir)[-1]))
     before = snapshot(log_dir)
     reader = walogs.WalReader(log_dir)
     assert list(reader.iter()) == expected(1, last)
@@ -376,20 +355,12 @@ def test_torn_tail_without_writer_yields_whole_frames_and_changes_nothing(log_di
     assert snapshot(log_dir) == before
 
 
-def _flip_bit(path: str, offset: int) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0x01]))
-
-
 def test_mid_log_damage_in_last_segment_raises_and_changes_nothing(log_dir):
     """P10/I10/P3: a flipped bit in an earlier frame of the last segment, with valid frames
     after it, is corruption, not a torn tail: WalCorruptError; the bad entry is never yielded;
     no file changes."""
     _write_segments(log_dir, [13, 13, 19])  # segment 3: LSNs 27..45
-    _flip_bit(seg(log_dir, 3), 76 * 2 + 20)  # inside LSN 29's data
+    flip_bit(seg(log_dir, 3), 76 * 2 + 20, 0)  # inside LSN 29's data
     before = snapshot(log_dir)
     reader = walogs.WalReader(log_dir)
     got, error = _collect(reader.iter())
@@ -407,7 +378,7 @@ def test_damage_in_completed_segment_raises(log_dir):
     """I10/P3: a bad frame in a completed segment is WalCorruptError, even with no writer
     (here the last frame of segment 2, which in the last segment would be a torn tail)."""
     _write_segments(log_dir, [13, 13, 5])
-    _flip_bit(seg(log_dir, 2), 76 * 12 + 30)  # LSN 26
+    flip_bit(seg(log_dir, 2), 76 * 12 + 30, 0)  # LSN 26
     before = snapshot(log_dir)
     got, error = _collect(walogs.WalReader(log_dir).iter())
     assert isinstance(error, walogs.WalCorruptError) and "wal-000002.log" in str(error)
@@ -422,11 +393,11 @@ def test_damage_before_live_writers_visible_end_raises(log_dir):
     in the active segment is WalCorruptError, never a quiet stop."""
     with walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=None)) as wal:
         _fill(wal, 10)
-        _flip_bit(seg(log_dir), 76 * 9 + 20)  # LSN 10, the last frame: a torn tail without a writer
+        flip_bit(seg(log_dir), 76 * 9 + 20, 0)  # LSN 10, the last frame: a torn tail without a writer
         got, error = _collect(walogs.WalReader(log_dir).iter())
         assert isinstance(error, walogs.WalCorruptError), (got, error)
         assert got == expected(1, len(got)) and len(got) <= 9
-        _flip_bit(seg(log_dir), 76 * 9 + 20)  # restore before the writer closes
+        flip_bit(seg(log_dir), 76 * 9 + 20, 0)  # restore before the writer closes
 
 
 # ---------------------------------------------------------------------------- rotation, checkpoint (P5)
@@ -512,29 +483,22 @@ def test_checkpoint_removing_segments_an_iterator_needs_raises(log_dir, kind, co
         wal.close()
 
 
-def _read_pipe_until(fd: int, buf: bytearray, done, deadline: float) -> None:
-    """Read from ``fd`` into ``buf`` until ``done(buf)`` or EOF or the deadline."""
-    import select
-
-    while not done(buf) and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], max(0.0, min(0.5, deadline - time.monotonic())))
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return
-            buf += chunk
-
-
-def _reap(pid: int, timeout: float = 10) -> int:
-    """Wait for a child (bounded); SIGKILL it if it does not exit. Returns its wait status."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    return os.waitpid(pid, 0)[1]
+def _follow_in_child(reader: walogs.WalReader, out: int) -> None:
+    """In a forked child: follow from the start, writing "3\\n" once it has 3 entries, then a JSON
+    report: the LSNs it got, the WalError it ended with, LSNs whose bytes were wrong."""
+    got, error, bad = [], None, []
+    try:
+        for lsn, data in reader.follow(timeout=10):
+            got.append(lsn)
+            if data != entry(lsn, 60):
+                bad.append(lsn)
+            if len(got) == 3:
+                os.write(out, b"3\n")
+            if len(got) > 20:
+                break
+    except walogs.WalError as exc:
+        error = type(exc).__name__
+    os.write(out, json.dumps({"got": got, "error": error, "bad": bad}).encode())
 
 
 def test_stopped_follower_raises_when_the_segments_it_needs_vanish(log_dir):
@@ -548,32 +512,10 @@ def test_stopped_follower_raises_when_the_segments_it_needs_vanish(log_dir):
     try:
         _fill(wal, 3)
         reader = walogs.WalReader(log_dir)
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: only reads; always leaves through os._exit
-            code = 1
-            try:
-                os.close(read_end)
-                got, error, bad = [], None, []
-                try:
-                    for lsn, data in reader.follow(timeout=10):
-                        got.append(lsn)
-                        if data != entry(lsn, 60):
-                            bad.append(lsn)
-                        if len(got) == 3:
-                            os.write(write_end, b"3\n")
-                        if len(got) > 20:
-                            break
-                except walogs.WalError as exc:
-                    error = type(exc).__name__
-                os.write(write_end, json.dumps({"got": got, "error": error, "bad": bad}).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write_end)
+        pid, read_end = fork_with_pipe(lambda out: _follow_in_child(reader, out))  # the child only reads
         buf = bytearray()
         try:
-            _read_pipe_until(read_end, buf, lambda b: b"\n" in b, time.monotonic() + 20)
+            read_into(read_end, buf, time.monotonic() + 20, lambda b: b"\n" in b)
             assert bytes(buf).startswith(b"3\n"), bytes(buf)
             time.sleep(0.05)  # the follower now polls for more
             os.kill(pid, signal.SIGSTOP)
@@ -587,11 +529,11 @@ def test_stopped_follower_raises_when_the_segments_it_needs_vanish(log_dir):
             _fill(wal, 2)  # 7..8 in segment 3
             assert wal.checkpoint(6) == 2
             os.kill(pid, signal.SIGCONT)
-            _read_pipe_until(read_end, buf, lambda b: False, time.monotonic() + 20)
+            read_to_eof(read_end, buf, time.monotonic() + 20)
         finally:
             os.close(read_end)
             if not reaped:
-                status = _reap(pid)
+                status = reap(pid)
                 reaped = True
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
         report = json.loads(bytes(buf)[2:])
@@ -599,8 +541,7 @@ def test_stopped_follower_raises_when_the_segments_it_needs_vanish(log_dir):
         assert report["got"] == [1, 2, 3] and report["error"] == "LsnOutOfRangeError", report
     finally:
         if pid > 0 and not reaped:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            kill_all([pid])
         wal.close()
 
 
@@ -638,6 +579,28 @@ def test_follow_timeout_and_wakeup(log_dir):
 # ---------------------------------------------------------------------------- fork (P6)
 
 
+def _read_on_in_child(plain, following, out: int) -> None:
+    """In a forked child: read ``plain`` to its end and ``following`` up to LSN 60; write a JSON
+    report of the LSNs each gave, LSNs whose bytes were wrong, and any error."""
+    report = {"plain": [], "follow": [], "bad": [], "error": None}
+    try:
+        for lsn, data in plain:
+            report["plain"].append(lsn)
+            if data != entry(lsn, 60):
+                report["bad"].append(lsn)
+            if len(report["plain"]) > 100:
+                break
+        for lsn, data in following:  # the parent appends 41..60 meanwhile
+            report["follow"].append(lsn)
+            if data != entry(lsn, 60):
+                report["bad"].append(lsn)
+            if lsn >= 60 or len(report["follow"]) > 100:
+                break
+    except Exception as exc:
+        report["error"] = repr(exc)
+    os.write(out, json.dumps(report).encode())
+
+
 def test_iterator_created_before_fork_works_in_child_and_parent(log_dir):
     """P6: an iterator (and a follower) created before os.fork keeps working in the child and
     in the parent at the same time: positional reads, no shared file offset."""
@@ -650,33 +613,7 @@ def test_iterator_created_before_fork_works_in_child_and_parent(log_dir):
         following = reader.follow(timeout=5)
         assert next(plain) == (1, entry(1, 60))
         assert [next(following) for _ in range(10)] == expected(1, 10)
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: only reads; always leaves through os._exit
-            code = 1
-            try:
-                os.close(read_end)
-                report = {"plain": [], "follow": [], "bad": [], "error": None}
-                try:
-                    for lsn, data in plain:
-                        report["plain"].append(lsn)
-                        if data != entry(lsn, 60):
-                            report["bad"].append(lsn)
-                        if len(report["plain"]) > 100:
-                            break
-                    for lsn, data in following:  # the parent appends 41..60 meanwhile
-                        report["follow"].append(lsn)
-                        if data != entry(lsn, 60):
-                            report["bad"].append(lsn)
-                        if lsn >= 60 or len(report["follow"]) > 100:
-                            break
-                except Exception as exc:
-                    report["error"] = repr(exc)
-                os.write(write_end, json.dumps(report).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write_end)
+        pid, read_end = fork_with_pipe(lambda out: _read_on_in_child(plain, following, out))  # the child only reads
         buf = bytearray()
         try:
             got_plain = [next(plain) for _ in range(20)]  # the parent reads while the child does
@@ -688,10 +625,10 @@ def test_iterator_created_before_fork_works_in_child_and_parent(log_dir):
                 got_follow.append(item)
                 if item[0] >= 60 or time.monotonic() > deadline or len(got_follow) > 100:
                     break
-            _read_pipe_until(read_end, buf, lambda b: False, time.monotonic() + 20)
+            read_to_eof(read_end, buf, time.monotonic() + 20)
         finally:
             os.close(read_end)
-            status = _reap(pid)
+            status = reap(pid)
             pid = -1
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
         report = json.loads(bytes(buf))
@@ -703,8 +640,7 @@ def test_iterator_created_before_fork_works_in_child_and_parent(log_dir):
         assert got_follow == expected(11, 60)
     finally:
         if pid > 0:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            kill_all([pid])
         wal.close()
 
 
@@ -821,21 +757,13 @@ def test_audit_hook_sees_no_write_open_lock_or_mmap(log_dir, tmp_path):
             child = subprocess.Popen(
                 [sys.executable, "-c", _AUDIT_CHILD, str(log_dir), str(total), str(report_path)],
                 stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT, env=env)
-        watchdog = threading.Timer(60, child.kill)  # bounds the blocking readline
-        watchdog.start()
-        try:
+        with watched(child):  # the watchdog bounds the blocking readline
             line = child.stdout.readline()
             assert line.strip() == "following", (line, child.poll(), err_path.read_text())
             for _ in range(3):
                 _fill(wal, 10)
                 time.sleep(0.02)
             child.wait(timeout=60)
-        finally:
-            watchdog.cancel()
-            if child.poll() is None:
-                child.kill()
-                child.wait(30)
-            child.stdout.close()
     assert child.returncode == 0, err_path.read_text()
     report = json.loads(report_path.read_text())
     assert report["seen"] == list(range(1, 51)) and report["followed"] == list(range(1, total + 1))

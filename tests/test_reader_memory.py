@@ -11,15 +11,12 @@ the segment (up to 4 MiB): 2,500 iterators over a 1 MB segment took 2.6 GB.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from _procs import run_python
 
 import walogs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 SMALL = 1000  # bytes per small entry
 BIG = 2 * 1024 * 1024  # one entry much larger than a read chunk
 BOUND = 128 * 1024  # per iterator: one read chunk and the iterator's own objects, with room to spare
@@ -43,9 +40,8 @@ print(json.dumps({"implementation": walogs.IMPLEMENTATION, "per_iterator": (afte
 
 
 def measure(directory, count: int, advance: int) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(directory), str(count), str(advance)],
-                          cwd=ROOT, env=dict(os.environ), capture_output=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    proc = run_python(CHILD, directory, count, advance, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     assert result["implementation"] == walogs.IMPLEMENTATION
     assert result["last_lsn"] == advance

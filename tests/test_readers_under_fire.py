@@ -23,21 +23,16 @@ import fcntl
 import json
 import os
 import random
-import select
 import signal
-import struct
 import sys
 import time
 import traceback
 
 import pytest
+from _procs import fork_with_pipe, kill_all, read_all, read_ready, send, send_error, take_records
 from conftest import entry, scale
 
 import walogs
-
-# Python 3.12+ warns about fork() in a process with threads (pytest-xdist has some);
-# the forks here are deliberate and the children only use walogs and os._exit.
-pytestmark = pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
 
 SEED = int(os.environ.get("WALOGS_SEED", "20241124"))
 TOTAL = scale(20000, 200000)
@@ -49,7 +44,6 @@ CHECKPOINT_EVERY = 500
 CHECKPOINT_LAG = 1000  # entries kept behind the writer; a reader further behind must restart
 DEADLINE = 30.0 if TOTAL <= 20000 else TOTAL * 0.0015
 MODES = ("always", "interval", "none")
-REC = struct.Struct("<cQQ")
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _MUTATING_EVENTS = {"os.truncate", "os.remove", "os.unlink", "os.rename", "os.mkdir", "os.rmdir",
@@ -84,25 +78,8 @@ def _install_audit(found: list) -> None:
 
 
 def _fork(body) -> tuple[int, int]:
-    """Fork a child running ``body(write_fd)``; returns (pid, read end of its pipe)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.close(r)
-            body(w)
-        except BaseException as exc:  # noqa: BLE001 - reported, never raised into pytest
-            code = 3
-            try:
-                msg = repr(exc).encode()[:400]
-                os.write(w, REC.pack(b"E", len(msg), 0) + msg)
-            except BaseException:  # noqa: BLE001, S110 - the pipe may be gone; the exit code still says it
-                pass
-        finally:
-            os._exit(code)
-    os.close(w)
-    return pid, r
+    """Fork a child running ``body(write_fd)`` (walogs and os._exit only); returns (pid, read end of its pipe)."""
+    return fork_with_pipe(body, send_error)
 
 
 def _reader_body(path: str, deadline: float, pause: float):
@@ -178,13 +155,13 @@ def _writer_body(path: str, sync: str, seed: int):
         rng = random.Random(seed)
         config = walogs.WalConfig(max_segment_size=SEGMENT, sync=sync, sync_interval=0.005)
         wal = walogs.Wal.open(path, config, lock_timeout=10.0)
-        os.write(out, REC.pack(b"O", wal.next_lsn, 0))
+        send(out, b"O", wal.next_lsn)
         since = 0
         while wal.next_lsn <= TOTAL:
             first = wal.next_lsn
             count = min(BATCH, TOTAL - first + 1)
             got = wal.append_batch([payload(first + k) for k in range(count)])
-            os.write(out, REC.pack(b"A", got.start, got.stop - 1))
+            send(out, b"A", got.start, got.stop - 1)
             since += count
             if since >= CHECKPOINT_EVERY:
                 since = 0
@@ -193,45 +170,8 @@ def _writer_body(path: str, sync: str, seed: int):
                     wal.checkpoint(upto)
         end = wal.next_lsn
         wal.close()
-        os.write(out, REC.pack(b"D", end, 0))
+        send(out, b"D", end)
     return body
-
-
-def _records(buf: bytearray) -> list[tuple[bytes, int, int, bytes]]:
-    out = []
-    while len(buf) >= REC.size:
-        kind, a, b = REC.unpack_from(buf)
-        extra = a if kind == b"E" else 0
-        if len(buf) < REC.size + extra:
-            break
-        out.append((kind, a, b, bytes(buf[REC.size:REC.size + extra])))
-        del buf[:REC.size + extra]
-    return out
-
-
-def _kill(pids) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-
-
-def _read_all(fd: int, deadline: float) -> bytes:
-    buf = bytearray()
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
-        if not ready:
-            break
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
 
 
 # ---------------------------------------------------------------------- tests
@@ -256,9 +196,9 @@ def test_audit_hook_sees_writes(tmp_path):
 
     pid, fd = _fork(body)
     try:
-        found = json.loads(_read_all(fd, time.monotonic() + 10) or b"null")
+        found = json.loads(read_all(fd, time.monotonic() + 10) or b"null")
     finally:
-        _kill([pid])
+        kill_all([pid])
         os.close(fd)
     assert found is not None and len(found) == 5, found
 
@@ -303,6 +243,122 @@ def test_checkpoint_between_listing_and_opening_a_segment(log_dir, monkeypatch, 
         wal.close()
 
 
+class WriterChain:
+    """Writer processes one after another on one log, each a different sync mode; all but the last
+    are SIGKILLed once they acknowledged their kill point, and the next continues (P1, I8)."""
+
+    def __init__(self, path: str, rng: random.Random, deadline: float) -> None:
+        self.path, self.rng, self.deadline = path, rng, deadline
+        # Kill points spread over the run, each a little random.
+        self.kill_at = sorted(rng.randrange(TOTAL * k // (KILLS + 1), TOTAL * (k + 1) // (KILLS + 1))
+                              for k in range(1, KILLS + 1))
+        self.pids: list[int] = []  # writers not reaped yet
+        self.violations: list[str] = []
+        self.generations = self.kills = self.max_acked = 0
+        self.done = False
+
+    def run(self) -> None:
+        """Writers until one reports TOTAL written, one ends before it, or the deadline."""
+        while not self.done and time.monotonic() < self.deadline and self._next_writer():
+            pass
+
+    def _next_writer(self) -> bool:
+        """Fork the next writer and follow it until it is killed or done; False if it ended otherwise."""
+        sync = MODES[self.generations % len(MODES)]
+        pid, fd = _fork(_writer_body(self.path, sync, self.rng.randrange(1 << 30)))
+        self.pids.append(pid)
+        self.generations += 1
+        target = self.kill_at.pop(0) if self.kill_at else None
+        try:
+            killed = self._follow(pid, fd, sync, target)
+            if killed:
+                self.kills += 1
+            _, status = os.waitpid(pid, 0)
+            self.pids.remove(pid)
+            if not killed and not self.done:
+                self.violations.append(f"writer {self.generations} ({sync}) ended with status {status:#x} "
+                                       "before the end")
+                return False
+        finally:
+            os.close(fd)
+        return True
+
+    def _follow(self, pid: int, fd: int, sync: str, target: int | None) -> bool:
+        """Check the writer's reports as they come (P1, I8); SIGKILL it once it acknowledged
+        ``target``. True if it was killed."""
+        buf = bytearray()
+        killed = False
+        while time.monotonic() < self.deadline and not killed and not self.done:
+            chunk = read_ready(fd, self.deadline - time.monotonic())
+            if not chunk:
+                break
+            buf += chunk
+            for kind, a, b, msg in take_records(buf):
+                if kind == b"O" and a <= self.max_acked:
+                    self.violations.append(f"writer {self.generations} opened at next_lsn {a} <= acknowledged "
+                                           f"LSN {self.max_acked} (P1, I8)")
+                elif kind == b"A":
+                    self.max_acked = max(self.max_acked, b)
+                    if target is not None and b >= target and not killed:
+                        time.sleep(self.rng.uniform(0, 0.003))
+                        os.kill(pid, signal.SIGKILL)
+                        killed = True
+                elif kind == b"D":
+                    self.done = True
+                elif kind == b"E":
+                    self.violations.append(f"writer {self.generations} ({sync}) failed: "
+                                           f"{msg.decode(errors='replace')}")
+        return killed
+
+
+def _start_readers(path: str, deadline: float, readers: dict[int, int]) -> None:
+    """Fork the followers into ``readers`` (pid -> read end of its report pipe)."""
+    for k in range(READERS):
+        # Two readers at full speed, two slow ones that checkpoints will overtake.
+        pid, fd = _fork(_reader_body(path, deadline, (0.0, 0.0, 0.002, 0.005)[k % 4]))
+        readers[pid] = fd
+
+
+def _collect_reports(readers: dict[int, int], deadline: float) -> list[dict]:
+    """Each follower's JSON report; a missing one counts as an error."""
+    reports = []
+    for pid, fd in readers.items():
+        raw = read_all(fd, deadline)
+        try:
+            reports.append(json.loads(raw))
+        except ValueError:
+            reports.append({"pid": pid, "errors": [f"no report: {raw[:200]!r}"], "error_count": 1,
+                            "next": 0, "yielded": 0, "restarts": 0, "skipped": 0, "spurious": 0,
+                            "audit": [], "audit_count": 0, "seconds": 0})
+    return reports
+
+
+def _log_at_rest_violations(path: str) -> list[str]:
+    """The log at rest: contiguous up to TOTAL, every byte right."""
+    violations = []
+    with walogs.Wal.open(path, lock_timeout=0) as wal:
+        next_lsn, first = wal.next_lsn, wal.first_lsn
+        rest = list(wal.iter())
+    if next_lsn != TOTAL + 1:
+        violations.append(f"final next_lsn is {next_lsn}, expected {TOTAL + 1}")
+    if rest != [(lsn, payload(lsn)) for lsn in range(first or next_lsn, next_lsn)]:
+        violations.append("the final log is not contiguous or holds different bytes")
+    return violations
+
+
+def _reader_violations(reports: list[dict]) -> list[str]:
+    """P3, P4, P5: no reader saw an error or made a writing/locking call, and each reached the end."""
+    violations = []
+    for k, r in enumerate(reports):
+        if r["error_count"]:
+            violations.append(f"reader #{k}: {r['error_count']} errors: {r['errors']}")
+        if r["audit_count"]:
+            violations.append(f"reader #{k}: {r['audit_count']} writing/locking operations (P3): {r['audit']}")
+        if r["next"] != TOTAL + 1:
+            violations.append(f"reader #{k} stopped at LSN {r['next']}, not at the end {TOTAL + 1}")
+    return violations
+
+
 def test_readers_follow_through_appends_checkpoints_and_kills(log_dir):
     """P3, P4, P5 (and P1, I8 across writer kills): four followers see every LSN once, byte-identical.
 
@@ -316,101 +372,29 @@ def test_readers_follow_through_appends_checkpoints_and_kills(log_dir):
     started = time.monotonic()
     deadline = started + DEADLINE
     readers: dict[int, int] = {}
-    writer_pids: list[int] = []
-    violations: list[str] = []
-    kills = 0
-    generations = 0
-    max_acked = 0
+    writers = WriterChain(path, rng, deadline)
     try:
-        for k in range(READERS):
-            # Two readers at full speed, two slow ones that checkpoints will overtake.
-            pid, fd = _fork(_reader_body(path, deadline, (0.0, 0.0, 0.002, 0.005)[k % 4]))
-            readers[pid] = fd
-        # Kill points spread over the run, each a little random.
-        kill_at = sorted(rng.randrange(TOTAL * k // (KILLS + 1), TOTAL * (k + 1) // (KILLS + 1))
-                         for k in range(1, KILLS + 1))
-        done = False
-        while not done and time.monotonic() < deadline:
-            sync = MODES[generations % len(MODES)]
-            pid, fd = _fork(_writer_body(path, sync, rng.randrange(1 << 30)))
-            writer_pids.append(pid)
-            generations += 1
-            buf = bytearray()
-            target = kill_at.pop(0) if kill_at else None
-            killed = False
-            try:
-                while time.monotonic() < deadline and not killed and not done:
-                    ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
-                    if not ready:
-                        break
-                    chunk = os.read(fd, 65536)
-                    if not chunk:
-                        break
-                    buf += chunk
-                    for kind, a, b, msg in _records(buf):
-                        if kind == b"O" and a <= max_acked:
-                            violations.append(f"writer {generations} opened at next_lsn {a} <= acknowledged "
-                                              f"LSN {max_acked} (P1, I8)")
-                        elif kind == b"A":
-                            max_acked = max(max_acked, b)
-                            if target is not None and b >= target and not killed:
-                                time.sleep(rng.uniform(0, 0.003))
-                                os.kill(pid, signal.SIGKILL)
-                                killed = True
-                        elif kind == b"D":
-                            done = True
-                        elif kind == b"E":
-                            violations.append(f"writer {generations} ({sync}) failed: {msg.decode(errors='replace')}")
-                if killed:
-                    kills += 1
-                _, status = os.waitpid(pid, 0)
-                writer_pids.remove(pid)
-                if not killed and not done:
-                    violations.append(f"writer {generations} ({sync}) ended with status {status:#x} before the end")
-                    break
-            finally:
-                os.close(fd)
+        _start_readers(path, deadline, readers)
+        writers.run()
         writer_seconds = time.monotonic() - started
-        reports = []
-        for pid, fd in readers.items():
-            raw = _read_all(fd, deadline + 5.0)
-            try:
-                reports.append(json.loads(raw))
-            except ValueError:
-                reports.append({"pid": pid, "errors": [f"no report: {raw[:200]!r}"], "error_count": 1,
-                                "next": 0, "yielded": 0, "restarts": 0, "skipped": 0, "spurious": 0,
-                                "audit": [], "audit_count": 0, "seconds": 0})
+        reports = _collect_reports(readers, deadline + 5.0)
     finally:
-        _kill(writer_pids)
-        _kill(list(readers))
+        kill_all(writers.pids)
+        kill_all(list(readers))
         for fd in readers.values():
             try:
                 os.close(fd)
             except OSError as exc:
                 assert exc.errno == errno.EBADF
     elapsed = time.monotonic() - started
+    violations = writers.violations + _log_at_rest_violations(path)
 
-    # The log at rest: contiguous up to TOTAL, every byte right.
-    with walogs.Wal.open(path, lock_timeout=0) as wal:
-        next_lsn, first = wal.next_lsn, wal.first_lsn
-        rest = list(wal.iter())
-    if next_lsn != TOTAL + 1:
-        violations.append(f"final next_lsn is {next_lsn}, expected {TOTAL + 1}")
-    if rest != [(lsn, payload(lsn)) for lsn in range(first or next_lsn, next_lsn)]:
-        violations.append("the final log is not contiguous or holds different bytes")
-
-    summary = (f"readers-under-fire impl={walogs.IMPLEMENTATION}: {TOTAL} entries by {generations} writers "
-               f"({kills} SIGKILLed) in {writer_seconds:.1f}s; readers: " + "; ".join(
+    summary = (f"readers-under-fire impl={walogs.IMPLEMENTATION}: {TOTAL} entries by {writers.generations} writers "
+               f"({writers.kills} SIGKILLed) in {writer_seconds:.1f}s; readers: " + "; ".join(
                    f"#{k} yielded {r['yielded']} next {r['next']} restarts {r['restarts']} skipped {r['skipped']} "
                    f"spurious {r['spurious']} errors {r['error_count']} audit {r['audit_count']} ({r['seconds']}s)"
                    for k, r in enumerate(reports)) + f"; total {elapsed:.1f}s")
     print(summary)
-    for k, r in enumerate(reports):
-        if r["error_count"]:
-            violations.append(f"reader #{k}: {r['error_count']} errors: {r['errors']}")
-        if r["audit_count"]:
-            violations.append(f"reader #{k}: {r['audit_count']} writing/locking operations (P3): {r['audit']}")
-        if r["next"] != TOTAL + 1:
-            violations.append(f"reader #{k} stopped at LSN {r['next']}, not at the end {TOTAL + 1}")
+    violations += _reader_violations(reports)
     assert not violations, summary + "\n" + "\n".join(violations)
-    assert kills >= min(KILLS, 1), summary
+    assert writers.kills >= min(KILLS, 1), summary

@@ -18,9 +18,9 @@ import pytest
 
 import walogs
 from walogs import _io
+from _damage import HEADER, append_bytes, flip_bit, flipped, frames, seg_name, segments_of, set_bytes, write_segments
 from conftest import entry, make_frame, snapshot
 
-HEADER = 16
 MAX = 16 * 1024 * 1024
 LIMIT = 120
 CONFIG = walogs.WalConfig(max_segment_size=LIMIT)
@@ -30,10 +30,6 @@ SIZES = [12, 20, 9, 17, 30, 11, 25, 14, 19, 8, 22, 0, 13]
 ENTRIES = [(lsn, entry(lsn, size)) for lsn, size in enumerate(SIZES, 1)]
 ZLOG = [(lsn, entry(lsn, 24)) for lsn in range(1, 71)]  # one segment: 40-byte frames, 2800 bytes
 FIELDS = {"len": (0, 4), "crc": (4, 8), "lsn": (8, 16), "data": (16, None)}
-
-
-def seg_name(n: int) -> str:
-    return f"wal-{n:06d}.log"
 
 
 def _plan() -> list[list[tuple[int, int, bytes]]]:
@@ -75,9 +71,9 @@ def template(tmp_path_factory):
     with walogs.Wal.open(path, CONFIG) as wal:
         for lsn, data in ENTRIES:
             assert wal.append(data) == lsn
-    for n, frames in enumerate(PLAN, 1):
+    for n, planned in enumerate(PLAN, 1):
         with open(path / seg_name(n), "rb") as f:
-            assert f.read() == b"".join(make_frame(lsn, data) for _, lsn, data in frames)
+            assert f.read() == b"".join(make_frame(lsn, data) for _, lsn, data in planned)
     return path
 
 
@@ -91,37 +87,6 @@ def copy_of(template, tmp_path):
         return dst
 
     return make
-
-
-def flip(path, offset: int, bit: int) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)[0]
-        f.seek(offset)
-        f.write(bytes([byte ^ (1 << bit)]))
-
-
-def patch(path, offset: int, data: bytes) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        f.write(data)
-
-
-def append_bytes(path, data: bytes) -> None:
-    with open(path, "ab") as f:
-        f.write(data)
-
-
-def write_segments(directory, segments: dict[str, bytes]) -> None:
-    """A directory as the Rust crate leaves it: segment files only, no side files."""
-    os.makedirs(directory)
-    for name, data in segments.items():
-        with open(os.path.join(directory, name), "wb") as f:
-            f.write(data)
-
-
-def frames(first_lsn: int, payloads) -> bytes:
-    return b"".join(make_frame(first_lsn + i, p) for i, p in enumerate(payloads))
 
 
 def without_lock(snap: dict) -> dict:
@@ -263,54 +228,34 @@ def test_bit_flip_in_last_frame_is_torn_tail(copy_of, field):
     for offset in field_range(LAST, index, field):
         for bit in range(8):
             d = copy_of(f"b{offset}-{bit}")
-            flip(d / seg_name(LAST), offset, bit)
+            flip_bit(d / seg_name(LAST), offset, bit)
             open_torn(d, seg_name(LAST), start, before(lsn), where=f"{field}: byte {offset} bit {bit}")
 
 
 EARLIER = [(LAST, i) for i in range(len(LAST_FRAMES) - 1)]
-
-
-@pytest.mark.parametrize("field", FIELDS)
-@pytest.mark.parametrize("where", EARLIER, ids=lambda w: f"seg{w[0]}frame{w[1]}")
-def test_bit_flip_in_earlier_frame_of_last_segment_is_corruption(copy_of, where, field):
-    """P10, I10: a flipped bit in a frame of the last segment that valid frames
-    follow is mid-log damage: WalCorruptError naming the directory, the segment
-    and the bad frame's offset, and the directory is byte-for-byte untouched."""
-    segment, index = where
-    start, _ = frame_span(segment, index)
-    d = copy_of()
-    path = d / seg_name(segment)
-    for offset in field_range(segment, index, field):
-        for bit in range(8):
-            flip(path, offset, bit)
-            try:
-                open_corrupt(d, seg_name(segment), offset=start)
-            except BaseException as exc:
-                raise AssertionError(f"{field}: byte {offset} bit {bit}") from exc
-            flip(path, offset, bit)
-
-
 COMPLETED = [(1, 0), (1, 1), (LAST - 1, len(PLAN[LAST - 2]) - 1)]
 
 
 @pytest.mark.parametrize("field", FIELDS)
-@pytest.mark.parametrize("where", COMPLETED, ids=lambda w: f"seg{w[0]}frame{w[1]}")
-def test_bit_flip_in_completed_segment_is_corruption(copy_of, where, field):
-    """I5, P10: a flipped bit anywhere in a completed segment, its last frame
-    included, is WalCorruptError naming the directory, the segment file and the
-    offset; completed segments are never cut, no file changes."""
+@pytest.mark.parametrize("where", EARLIER + COMPLETED, ids=lambda w: f"seg{w[0]}frame{w[1]}")
+def test_bit_flip_in_earlier_frame_or_completed_segment_is_corruption(copy_of, where, field):
+    """P10, I5, I10: a flipped bit in a frame of the last segment that valid frames
+    follow is mid-log damage; one anywhere in a completed segment, its last frame
+    included, is damage too (completed segments are never cut). Both: WalCorruptError
+    naming the directory, the segment file and the bad frame's offset, and the
+    directory is byte-for-byte untouched."""
     segment, index = where
     start, _ = frame_span(segment, index)
     d = copy_of()
     path = d / seg_name(segment)
     for offset in field_range(segment, index, field):
         for bit in range(8):
-            flip(path, offset, bit)
+            flip_bit(path, offset, bit)
             try:
                 open_corrupt(d, seg_name(segment), offset=start)
             except BaseException as exc:
                 raise AssertionError(f"{field}: byte {offset} bit {bit}") from exc
-            flip(path, offset, bit)
+            flip_bit(path, offset, bit)
 
 
 def test_bit_flip_deep_in_last_segment_is_corruption(tmp_path):
@@ -321,7 +266,7 @@ def test_bit_flip_deep_in_last_segment_is_corruption(tmp_path):
     continuing frames must be judged against LSN 29, the last good one."""
     d = tmp_path / "log"
     write_segments(d, {seg_name(1): b"".join(make_frame(lsn, data) for lsn, data in ZLOG[:40])})
-    flip(d / seg_name(1), 29 * 40 + HEADER + 5, 3)
+    flip_bit(d / seg_name(1), 29 * 40 + HEADER + 5, 3)
     open_corrupt(d, seg_name(1), offset=29 * 40)
 
 
@@ -337,9 +282,9 @@ def test_bit_flip_in_first_frame_after_full_checkpoint_is_corruption(log_dir):
             wal.append(data)
         assert wal.checkpoint(first - 1) == LAST - 1
         assert wal.first_lsn == first == 10
-    assert sorted(n for n in os.listdir(log_dir) if n.startswith("wal-")) == [seg_name(LAST)]
+    assert segments_of(log_dir) == [seg_name(LAST)]
     assert (log_dir / "LSN_FLOOR").exists()
-    flip(log_dir / seg_name(LAST), HEADER + 1, 0)
+    flip_bit(log_dir / seg_name(LAST), HEADER + 1, 0)
     open_corrupt(log_dir, seg_name(LAST), offset=0)
 
 
@@ -349,9 +294,7 @@ def test_bit_flip_in_first_frame_of_rust_checkpointed_log_is_corruption(tmp_path
     following, must not be cut: those are good, continuing frames. WalCorruptError,
     nothing truncated. (The Rust 0.1.0 crate would cut them; P10 forbids it.)"""
     d = tmp_path / "log"
-    body = bytearray(frames(50, [entry(i, 20) for i in range(6)]))
-    body[HEADER + 3] ^= 0x10
-    write_segments(d, {seg_name(7): bytes(body)})
+    write_segments(d, {seg_name(7): flipped(frames(50, [entry(i, 20) for i in range(6)]), HEADER + 3)})
     open_corrupt(d, seg_name(7), offset=0)
 
 
@@ -369,7 +312,7 @@ def zlog(tmp_path):
 
 
 def zero(path, start: int, end: int) -> None:
-    patch(path, start, bytes(end - start))
+    set_bytes(path, start, bytes(end - start))
 
 
 @pytest.mark.parametrize("start,end", [(1024, 1536), (512, 1536), (1024, 1600), (1000, 1536), (1000, 1500)])

@@ -18,16 +18,14 @@ import random
 import shutil
 import struct
 import subprocess
-import sys
 
 import pytest
+from _procs import run_walogs
+from _damage import HEADER, append_bytes, flip_bit, frames, frames_of, seg_name, segments_of, set_bytes
 from conftest import entry, make_frame, snapshot
 
 import walogs
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 TIMEOUT = 60
-HEADER = 16
 COUNT = 120
 
 
@@ -41,8 +39,7 @@ EXPECTED = {lsn: payload(lsn) for lsn in range(1, COUNT + 1)}
 
 
 def run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "walogs", *map(str, args)], cwd=ROOT, env=dict(os.environ),
-                          capture_output=True, timeout=TIMEOUT)
+    return run_walogs(*args, timeout=TIMEOUT)
 
 
 def read_export(out) -> list[tuple[int, bytes]]:
@@ -60,35 +57,6 @@ def read_export(out) -> list[tuple[int, bytes]]:
 def read_report(out) -> dict:
     with open(os.path.join(out, "report.json")) as f:
         return json.load(f)
-
-
-def segments_of(directory) -> list[str]:
-    return sorted(n for n in os.listdir(directory) if n.startswith("wal-") and n.endswith(".log"))
-
-
-def frames(path) -> list[tuple[int, int, int]]:
-    """(offset, total length, lsn) of each frame of a segment the test has not damaged yet."""
-    with open(path, "rb") as f:
-        data = f.read()
-    out, pos = [], 0
-    while pos + HEADER <= len(data):
-        length, _, lsn = struct.unpack_from("<IIQ", data, pos)
-        out.append((pos, HEADER + length, lsn))
-        pos += HEADER + length
-    return out
-
-
-def overwrite(path, offset: int, data: bytes) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        f.write(data)
-
-
-def flip(path, offset: int) -> None:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        byte = f.read(1)[0]
-    overwrite(path, offset, bytes([byte ^ 0x10]))
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +79,7 @@ def log(template, tmp_path):
 
 def segment_holding(directory, lsn: int) -> tuple[str, list[tuple[int, int, int]]]:
     for name in segments_of(directory):
-        found = frames(directory / name)
+        found = frames_of(directory / name)
         if any(f[2] == lsn for f in found):
             return name, found
     raise AssertionError(lsn)
@@ -149,7 +117,7 @@ def test_a_flipped_bit_in_a_completed_segment_loses_one_entry_not_the_rest(log, 
     """The defect: Wal.open and readers stop at the damage; salvage gets every entry after it."""
     name, offset, total = frame_of(log, 20)
     assert name != segments_of(log)[-1]
-    flip(log / name, offset + HEADER + 3)
+    flip_bit(log / name, offset + HEADER + 3)
     with pytest.raises(walogs.WalCorruptError):
         walogs.Wal.open(log)
     with pytest.raises(walogs.WalCorruptError):
@@ -166,7 +134,7 @@ def test_a_flipped_bit_in_a_completed_segment_loses_one_entry_not_the_rest(log, 
 @pytest.mark.parametrize("field", ["len", "crc", "lsn"])
 def test_damage_in_a_frame_header_loses_that_frame_only(log, tmp_path, field):
     name, offset, total = frame_of(log, 33)
-    flip(log / name, offset + {"len": 2, "crc": 5, "lsn": 9}[field])
+    flip_bit(log / name, offset + {"len": 2, "crc": 5, "lsn": 9}[field])
     exported, report, _ = salvage(log, tmp_path, 1)
     assert [lsn for lsn, _ in exported] == lsns_except(33)
     (damage,) = report["damage"]
@@ -179,7 +147,7 @@ def test_garbage_over_several_frames_and_a_big_entry_after_it(log, tmp_path):
     first, offset, _ = frame_of(log, 46)
     last, end, total = frame_of(log, 49)
     assert first == last
-    overwrite(log / first, offset, random.Random(46).randbytes(end + total - offset))
+    set_bytes(log / first, offset, random.Random(46).randbytes(end + total - offset))
     exported, report, _ = salvage(log, tmp_path, 1)
     assert [lsn for lsn, _ in exported] == lsns_except(46, 47, 48, 49)
     (damage,) = report["damage"]
@@ -193,12 +161,12 @@ def test_damage_across_a_segment_boundary(log, tmp_path):
     held (FORMAT.md's LSN window counts the 16-byte headers that fit since the last good frame)."""
     names = segments_of(log)
     i = next(i for i in range(len(names) - 1)
-             if min(len(frames(log / names[i])), len(frames(log / names[i + 1]))) >= 8
-             and all(f[2] != 50 for f in frames(log / names[i]) + frames(log / names[i + 1])))
-    tail = frames(log / names[i])[-6:]
-    head = frames(log / names[i + 1])[0]
-    overwrite(log / names[i], tail[0][0], bytes(sum(f[1] for f in tail)))
-    flip(log / names[i + 1], head[0] + HEADER)
+             if min(len(frames_of(log / names[i])), len(frames_of(log / names[i + 1]))) >= 8
+             and all(f[2] != 50 for f in frames_of(log / names[i]) + frames_of(log / names[i + 1])))
+    tail = frames_of(log / names[i])[-6:]
+    head = frames_of(log / names[i + 1])[0]
+    set_bytes(log / names[i], tail[0][0], bytes(sum(f[1] for f in tail)))
+    flip_bit(log / names[i + 1], head[0] + HEADER)
     lost = [f[2] for f in tail] + [head[2]]
     exported, report, text = salvage(log, tmp_path, 1)
     assert [lsn for lsn, _ in exported] == lsns_except(*lost)
@@ -210,7 +178,7 @@ def test_damage_across_a_segment_boundary(log, tmp_path):
 
 
 def test_the_first_frame_of_the_log_damaged(log, tmp_path):
-    flip(log / segments_of(log)[0], HEADER + 1)
+    flip_bit(log / segments_of(log)[0], HEADER + 1)
     exported, report, _ = salvage(log, tmp_path, 1)
     assert [lsn for lsn, _ in exported] == lsns_except(1)
     assert (report["damage"][0]["first_lost_lsn"], report["damage"][0]["last_lost_lsn"]) == (1, 1)
@@ -218,7 +186,7 @@ def test_the_first_frame_of_the_log_damaged(log, tmp_path):
 
 def test_a_missing_segment_is_reported_with_the_lsns_it_held(log, tmp_path):
     names = segments_of(log)
-    held = [f[2] for f in frames(log / names[2])]
+    held = [f[2] for f in frames_of(log / names[2])]
     os.remove(log / names[2])
     exported, report, text = salvage(log, tmp_path, 1)
     assert [lsn for lsn, _ in exported] == lsns_except(*held)
@@ -231,8 +199,8 @@ def test_a_missing_segment_is_reported_with_the_lsns_it_held(log, tmp_path):
 def test_an_lsn_jump_is_reported_and_the_frames_after_it_kept(tmp_path):
     log = tmp_path / "log"
     log.mkdir()
-    (log / "wal-000001.log").write_bytes(b"".join(make_frame(lsn, EXPECTED[lsn]) for lsn in (*range(1, 6), 9, 10)))
-    (log / "wal-000002.log").write_bytes(b"".join(make_frame(lsn, EXPECTED[lsn]) for lsn in (11, 12)))
+    (log / seg_name(1)).write_bytes(b"".join(make_frame(lsn, EXPECTED[lsn]) for lsn in (*range(1, 6), 9, 10)))
+    (log / seg_name(2)).write_bytes(frames(11, [EXPECTED[11], EXPECTED[12]]))
     exported, report, _ = salvage(log, tmp_path, 1)
     assert [lsn for lsn, _ in exported] == [1, 2, 3, 4, 5, 9, 10, 11, 12]
     (damage,) = report["damage"]
@@ -241,9 +209,9 @@ def test_an_lsn_jump_is_reported_and_the_frames_after_it_kept(tmp_path):
 
 def test_mid_log_damage_in_the_last_segment(log, tmp_path):
     last = segments_of(log)[-1]
-    found = frames(log / last)
+    found = frames_of(log / last)
     assert len(found) >= 3
-    flip(log / last, found[1][0] + HEADER)
+    flip_bit(log / last, found[1][0] + HEADER)
     exported, report, _ = salvage(log, tmp_path, 1)
     assert [lsn for lsn, _ in exported] == lsns_except(found[1][2])
 
@@ -251,8 +219,7 @@ def test_mid_log_damage_in_the_last_segment(log, tmp_path):
 def test_a_torn_tail_is_not_a_loss(log, tmp_path):
     last = log / segments_of(log)[-1]
     size = os.path.getsize(last)
-    with open(last, "ab") as f:
-        f.write(make_frame(COUNT + 1, b"cut short by a crash")[:20])
+    append_bytes(last, make_frame(COUNT + 1, b"cut short by a crash")[:20])
     exported, report, text = salvage(log, tmp_path, 3)
     assert [lsn for lsn, _ in exported] == lsns_except()
     (damage,) = report["damage"]

@@ -14,11 +14,13 @@ import pytest
 
 import walogs
 from walogs import _io
-from conftest import HeldSync, entry, make_frame, queue_appends, snapshot
+from _damage import seg_name
+from _procs import run_python
+from conftest import HeldSync, entry, make_frame, queue_appends, run_threads, snapshot
 
 
 def seg(log_dir, n: int = 1) -> str:
-    return os.path.join(log_dir, f"wal-{n:06d}.log")
+    return os.path.join(log_dir, seg_name(n))
 
 
 def record_calls(monkeypatch, *names):
@@ -388,9 +390,6 @@ def test_path_is_a_file(tmp_path):
 
 def test_unreadable_directory_raises_permission_error(tmp_path):
     """Runs in a child that drops root, since root reads any directory."""
-    import subprocess
-    import sys
-
     os.chmod(tmp_path, 0o755)
     for parent in tmp_path.parents:  # pytest's base temp dir is 0700: let the child reach ours
         if str(parent).startswith(tempfile.gettempdir() + os.sep):
@@ -406,8 +405,7 @@ def test_unreadable_directory_raises_permission_error(tmp_path):
         "except PermissionError as e:\n print('PermissionError', e.filename)\n"
     )
     try:
-        out = subprocess.run([sys.executable, "-c", code, str(log)], capture_output=True, text=True,
-                             timeout=60, cwd=os.path.dirname(os.path.dirname(walogs.__file__)))
+        out = run_python(code, log)
     finally:
         os.chmod(log, 0o755)
     assert out.stdout.startswith("PermissionError"), out.stderr
@@ -426,12 +424,7 @@ def _durable_appends_from_threads(wal: walogs.Wal, nthreads: int = 8, each: int 
                 not_durable.append(lsn)
             acked.append(lsn)
 
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(nthreads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads)
+    run_threads([threading.Thread(target=work, daemon=True) for _ in range(nthreads)], 60)
     assert not_durable == []
     return acked
 
