@@ -3,7 +3,7 @@
 LevelDB's log tests keep each damage case to a few lines with small helpers
 (``SetByte``, ``ShrinkSize``, ``FixChecksum``); these are walogs' own, shared by
 the recovery, corruption, salvage, reader and CLI suites. Frames are built
-from FORMAT.md (``conftest.make_frame``: struct + zlib), never by walogs.
+from docs/format.md (``conftest.make_frame``: struct + zlib), never by walogs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import struct
 from conftest import make_frame
 
 HEADER = 16
-"""FORMAT.md: len u32 | crc u32 | lsn u64, then the data."""
+"""docs/format.md: len u32 | crc u32 | lsn u64, then the data."""
 
 _SEGMENT = re.compile(r"wal-([0-9]+)\.log")
 

@@ -42,7 +42,7 @@ def codec(request):
 
 
 def make_frame(lsn: int, data: bytes) -> bytes:
-    """A frame built independently of walogs, straight from FORMAT.md (I1)."""
+    """A frame built independently of walogs, straight from docs/format.md (I1)."""
     crc = zlib.crc32(struct.pack("<I", len(data)) + struct.pack("<Q", lsn) + data)
     return struct.pack("<IIQ", len(data), crc, lsn) + data
 

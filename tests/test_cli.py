@@ -1,4 +1,4 @@
-"""The ``walogs`` command line (API.md "Command line"; P3, P10).
+"""The ``walogs`` command line (README.md "Command line"; P3, P10).
 
 The commands run for real, as ``python -m walogs`` subprocesses from the repo
 root with this process's environment (so WALOGS_PURE_PYTHON picks the same
@@ -47,7 +47,7 @@ def _data(lsn: int) -> bytes:
     return entry(lsn, 12 + (lsn * 7) % 23 if lsn < 12 else 16)
 
 
-# Laid out by the rotation rule (API.md) as segments of LSNs 1-4, 5-9, 10-14, 15-18.
+# Laid out by the rotation rule (docs/api.rst) as segments of LSNs 1-4, 5-9, 10-14, 15-18.
 ENTRIES = [(lsn, _data(lsn)) for lsn in range(1, 19)]
 N = len(ENTRIES)
 KINDS = ["clean", "torn", "mid", "completed", "gap"]

@@ -1,4 +1,4 @@
-"""``walogs verify`` and ``walogs info`` on a live log (API.md "Command line", P3, P4, P10).
+"""``walogs verify`` and ``walogs info`` on a live log (README.md "Command line", P3, P4, P10).
 
 A live log is judged only up to the visible end its writer publishes: a frame
 in flight past it is the writer's business, not damage, and a segment that a

@@ -235,7 +235,7 @@ def test_chain_reader_signature_and_doc_identical():
 
 @pytest.mark.parametrize("lsn,data,hexframe", VECTORS)
 def test_literal_vectors(codec, lsn, data, hexframe):
-    """I1: FORMAT.md's vector and the other literal frames, in both codecs."""
+    """I1: docs/format.md's vector and the other literal frames, in both codecs."""
     expected = bytes.fromhex(hexframe)
     assert codec.encode(lsn, data) == expected
     assert frame(lsn, data) == expected  # the vector file agrees with struct + zlib
@@ -244,7 +244,7 @@ def test_literal_vectors(codec, lsn, data, hexframe):
 
 
 def test_format_md_vector(codec):
-    # FORMAT.md, verbatim: crc = 0x10e5952f.
+    # docs/format.md, verbatim: crc = 0x10e5952f.
     expected = bytes.fromhex("050000002f95e510010000000000000068656c6c6f")
     assert zlib.crc32(bytes.fromhex("050000000100000000000000") + b"hello") == 0x10E5952F
     assert codec.encode(1, b"hello") == expected

@@ -1,7 +1,7 @@
 """Exhaustive damage matrix over a small three-segment log (P10, I2, I5, P8, P9).
 
 A sample log of 21 frames in three segments is written byte by byte from
-FORMAT.md (``make_frame``: struct + zlib, not walogs), then damaged in every
+docs/format.md (``make_frame``: struct + zlib, not walogs), then damaged in every
 way a single fault can damage it:
 
 * every single-bit flip of every byte of every segment (~20 000 cases);
@@ -22,7 +22,7 @@ multiple of the 512-byte sector, hence 512 and not smaller.
 Expected verdicts come from the sample's structure, not from walogs:
 
 * damage in a completed segment: WalCorruptError naming that segment and the
-  damaged frame's offset (I11/I12, FORMAT.md's table);
+  damaged frame's offset (I11/I12, docs/format.md's table);
 * damage in the last segment: a torn tail cut exactly at the damaged frame's
   offset when it is the last frame (nothing valid follows: I2, I5), and
   WalCorruptError ("mid-log damage") when an intact frame follows it: a
@@ -213,7 +213,7 @@ def _check_bit_flip(index: int, i: int, bit: int, damaged: bytes, got) -> str:
     assert (frames, dend, dstatus) == (seg.entries[:k], end, status), where
 
     if index != LAST:
-        # Completed segment: never cut (FORMAT.md).
+        # Completed segment: never cut (docs/format.md).
         assert got[:4] == ("corrupt", seg.name, bad, False), (where, got)
         return "completed: corrupt"
     if k == len(seg.lsns) - 1:

@@ -356,8 +356,8 @@ def test_injected_eio(log_dir, monkeypatch, target, n):
 @pytest.mark.parametrize("nth", [1, 2, 3], ids=["dir-sync-after-1st-unlink", "dir-sync-after-2nd-unlink",
                                                 "dir-sync-after-3rd-unlink"])
 def test_failed_sync_in_checkpoint_poisons_the_writer(log_dir, monkeypatch, nth):
-    """P2 (INVARIANTS.md: a failed sync is never retried and never followed by a success
-    report), I14, API.md ("after an fdatasync or write error the writer is poisoned").
+    """P2 (docs/invariants.md: a failed sync is never retried and never followed by a success
+    report), I14, docs/api.rst ("after an fdatasync or write error the writer is poisoned").
 
     checkpoint() syncs the directory after each segment it unlinks (I14: a crash leaves a
     contiguous suffix); it writes no LSN floor, since the rotation that completed each

@@ -15,7 +15,7 @@ the documented exceptions (WalCorruptError from examine; ValueError/TypeError
 from the codecs, and only for bad arguments), give identical results in both
 codecs (P8), and decode only frames that re-encode (``_frame_py.encode``) to
 exactly the bytes they came from (I1, I10). examine's verdict is also checked
-against a small reference written here from FORMAT.md and P10 (struct + zlib,
+against a small reference written here from docs/format.md and P10 (struct + zlib,
 no walogs): the same valid prefix (I5), and a torn tail only where no valid
 continuing frame follows, or where the bytes after the cut look like storage a
 power failure left unwritten (P10's zero rules).
@@ -199,7 +199,7 @@ def test_codecs_on_arbitrary_bytes(buf, data):
 @FUZZ
 @given(st.lists(st.binary(max_size=40), max_size=6), st.integers(1, MAX_LSN))
 def test_encode_decode_roundtrip(codec, entries, first):
-    """I1, P8: encode_batch in each codec equals the frames built from FORMAT.md, and decodes back."""
+    """I1, P8: encode_batch in each codec equals the frames built from docs/format.md, and decodes back."""
     if first + len(entries) - 1 > MAX_LSN:
         first = MAX_LSN - len(entries) + 1
     expected = b"".join(make_frame(first + i, e) for i, e in enumerate(entries))
@@ -237,7 +237,7 @@ def _crc(length: int, lsn: int, data: bytes) -> int:
 
 
 def ref_scan(buf: bytes, expect: int):
-    """FORMAT.md's walk: (end, frames, reason) with reason None (clean), 'torn' or 'lsn'."""
+    """docs/format.md's walk: (end, frames, reason) with reason None (clean), 'torn' or 'lsn'."""
     pos, frames = 0, []
     while pos < len(buf):
         if len(buf) - pos < HDR:
@@ -257,7 +257,7 @@ def ref_scan(buf: bytes, expect: int):
 
 
 def ref_continuing(buf: bytes, bad: int, after: int):
-    """FORMAT.md: the first whole valid frame after ``bad`` whose LSN could continue the log."""
+    """docs/format.md: the first whole valid frame after ``bad`` whose LSN could continue the log."""
     anchor = bad if after else -(1 << 60)  # no LSN known: every LSN >= 1 fits
     for o in range(bad + 1, len(buf) - HDR + 1):
         length, crc, lsn = struct.unpack_from("<IIQ", buf, o)
@@ -355,7 +355,7 @@ def test_examine_fuzzed_segment_after_a_valid_one(scratch, buf):
 @FUZZ
 @given(damaged_log(first_lsn=1))
 def test_examine_fuzzed_completed_segment(scratch, buf):
-    """I11, I12, FORMAT.md: the fuzzed bytes as a completed segment, before a valid one:
+    """I11, I12, docs/format.md: the fuzzed bytes as a completed segment, before a valid one:
     anything but whole valid frames continuing into the next segment is WalCorruptError."""
     _, frames, reason = ref_scan(buf, 0)  # the first segment present may start at any LSN
     nxt = (frames[-1][0] + 1) if frames else 1

@@ -232,7 +232,7 @@ class WalMachine(RuleBasedStateMachine):
         visible = self._visible()
         first = self._first()
         low = first if first is not None else visible + 1
-        high = visible + 1  # API.md: a start up to durable_lsn + 1 is valid
+        high = visible + 1  # docs/api.rst: a start up to durable_lsn + 1 is valid
         # Under "interval" the first stored entry may not be visible yet: then only start=None.
         starts = st.none() if low > high else st.one_of(st.none(), st.integers(low, high))
         start = data.draw(starts, label="start")
@@ -294,7 +294,7 @@ TestWalModel = WalMachine.TestCase
 
 
 def test_reader_start_just_past_visible_end_under_interval(tmp_path):
-    """P4, API.md (WalReader): ``start`` up to ``durable_lsn + 1`` is valid; only a start beyond
+    """P4, docs/api.rst (WalReader): ``start`` up to ``durable_lsn + 1`` is valid; only a start beyond
     it raises LsnOutOfRangeError. Found by the state machine above (its shrunk example);
     fixed in walogs/reader.py by 80fc6ad, pinned here.
 

@@ -1,4 +1,4 @@
-"""WalReader (API.md "Readers"): one process, threads and simple forks. Invariant ids in docstrings.
+"""WalReader (docs/api.rst "Readers"): one process, threads and simple forks. Invariant ids in docstrings.
 
 Everything is real: real files, real threads, real ``os.fork``. Loops are
 bounded by a count and a deadline; forked children always end in ``os._exit``.
@@ -243,7 +243,7 @@ def test_interval_mode_hides_unsynced_entries(log_dir):
 
 
 def test_none_mode_publishes_written_entries(log_dir):
-    """P4 under sync="none" (API.md): the visible end is the last written entry, no sync needed."""
+    """P4 under sync="none" (docs/api.rst): the visible end is the last written entry, no sync needed."""
     with walogs.Wal.open(log_dir, walogs.WalConfig(sync="none", max_segment_size=400)) as wal:
         reader = walogs.WalReader(log_dir)
         for n in range(1, 4):

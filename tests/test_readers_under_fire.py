@@ -205,7 +205,7 @@ def test_audit_hook_sees_writes(tmp_path):
 
 @pytest.mark.parametrize("start", [None, 1])
 def test_checkpoint_between_listing_and_opening_a_segment(log_dir, monkeypatch, start):
-    """P5 (API.md "Readers"): a checkpoint that lands while a reader locates its start.
+    """P5 (docs/api.rst "Readers"): a checkpoint that lands while a reader locates its start.
 
     Deterministic replay of a race the multi-process test below hits: the
     reader lists the segment files, then a real checkpoint deletes the

@@ -1,8 +1,8 @@
-"""Recovery at ``Wal.open`` (FORMAT.md, "What a scan concludes") and reading the
+"""Recovery at ``Wal.open`` (docs/format.md, "What a scan concludes") and reading the
 log back with ``wal.iter()``. Real files only; invariant ids in docstrings.
 
 Most damaged directories are copies of one small template log made once per
-worker (four segments of short entries, laid out by API.md's rotation rule),
+worker (four segments of short entries, laid out by docs/api.rst's rotation rule),
 so the exhaustive loops over cut points and bit flips stay fast.
 """
 
@@ -33,7 +33,7 @@ FIELDS = {"len": (0, 4), "crc": (4, 8), "lsn": (8, 16), "data": (16, None)}
 
 
 def _plan() -> list[list[tuple[int, int, bytes]]]:
-    """Per segment, its frames as ``(offset, lsn, data)``: API.md's rule (rotate
+    """Per segment, its frames as ``(offset, lsn, data)``: docs/api.rst's rule (rotate
     before an append that would take a non-empty segment past the limit)."""
     segments: list[list[tuple[int, int, bytes]]] = [[]]
     end = 0
@@ -66,7 +66,7 @@ def before(lsn: int) -> list[tuple[int, bytes]]:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """The template log, written by the real writer; its bytes are checked
-    against frames built independently from FORMAT.md (I1)."""
+    against frames built independently from docs/format.md (I1)."""
     path = tmp_path_factory.mktemp("template") / "log"
     with walogs.Wal.open(path, CONFIG) as wal:
         for lsn, data in ENTRIES:
@@ -90,7 +90,7 @@ def copy_of(template, tmp_path):
 
 
 def without_lock(snap: dict) -> dict:
-    """A snapshot minus LOCK, which FORMAT.md lets any writer open create (empty)."""
+    """A snapshot minus LOCK, which docs/format.md lets any writer open create (empty)."""
     return {name: value for name, value in snap.items() if name != "LOCK"}
 
 
@@ -259,7 +259,7 @@ def test_bit_flip_in_earlier_frame_or_completed_segment_is_corruption(copy_of, w
 
 
 def test_bit_flip_deep_in_last_segment_is_corruption(tmp_path):
-    """P10, FORMAT.md ("a valid continuing frame" has an LSN greater than the last
+    """P10, docs/format.md ("a valid continuing frame" has an LSN greater than the last
     good frame's and at most that plus the headers that fit): in a one-segment log
     of 40 entries, a flipped data bit in frame 30 with valid frames 31..40 after it
     is mid-log damage. WalCorruptError at offset 1160, nothing truncated; the
@@ -438,7 +438,7 @@ def test_missing_oldest_segments_is_a_checkpointed_log(copy_of):
 
 
 def test_two_names_for_one_segment_number_is_corruption(copy_of):
-    """FORMAT.md: wal-1.log beside wal-000001.log (two names for one number) is
+    """docs/format.md: wal-1.log beside wal-000001.log (two names for one number) is
     WalCorruptError naming both; no file changes."""
     d = copy_of()
     shutil.copy2(d / seg_name(1), d / "wal-1.log")
@@ -446,7 +446,7 @@ def test_two_names_for_one_segment_number_is_corruption(copy_of):
 
 
 def test_segment_numbers_above_999999(tmp_path):
-    """FORMAT.md, I11: wal-999999.log followed by wal-1000000.log (7 digits) opens
+    """docs/format.md, I11: wal-999999.log followed by wal-1000000.log (7 digits) opens
     and reads; the next rotation creates wal-1000001.log."""
     d = tmp_path / "log"
     with walogs.Wal.open(d, walogs.WalConfig(max_segment_size=None)) as wal:
@@ -468,7 +468,7 @@ def test_segment_numbers_above_999999(tmp_path):
 
 
 def test_side_files_with_odd_names_are_ignored(copy_of):
-    """FORMAT.md: only names that are exactly wal- + digits + .log are segments;
+    """docs/format.md: only names that are exactly wal- + digits + .log are segments;
     everything else, even holding frames, is ignored and left as it is."""
     d = copy_of()
     odd = {
@@ -538,7 +538,7 @@ def test_lsn_zero_frame_is_corruption(tmp_path):
 
 
 def test_v1_log_is_migrated_to_segment_one(tmp_path):
-    """FORMAT.md (legacy v1), I3: a lone wal.log is renamed to wal-000001.log on the
+    """docs/format.md (legacy v1), I3: a lone wal.log is renamed to wal-000001.log on the
     first writer open; its entries read back and appends continue at N + 1."""
     d = tmp_path / "log"
     payloads = [entry(i, 30) for i in range(1, 8)]
@@ -557,7 +557,7 @@ def test_v1_log_is_migrated_to_segment_one(tmp_path):
 
 
 def test_v1_log_with_torn_tail_is_migrated_and_cut(tmp_path):
-    """FORMAT.md (legacy v1), I2: a torn tail in wal.log is cut after the rename."""
+    """docs/format.md (legacy v1), I2: a torn tail in wal.log is cut after the rename."""
     d = tmp_path / "log"
     whole = frames(1, [b"one", b"two"])
     write_segments(d, {"wal.log": whole + make_frame(3, b"three")[:10]})
@@ -570,7 +570,7 @@ def test_v1_log_with_torn_tail_is_migrated_and_cut(tmp_path):
 
 
 def test_v1_log_beside_segments_is_corruption(copy_of):
-    """FORMAT.md: wal.log together with segment files is WalCorruptError naming
+    """docs/format.md: wal.log together with segment files is WalCorruptError naming
     wal.log; nothing is renamed or changed."""
     d = copy_of()
     (d / "wal.log").write_bytes(frames(1, [b"a", b"b"]))
@@ -581,7 +581,7 @@ def test_v1_log_beside_segments_is_corruption(copy_of):
 
 
 def test_directory_written_as_rust_crate_writes_it(tmp_path):
-    """FORMAT.md compatibility, I8: three segments written by hand (no LOCK, no side
+    """docs/format.md compatibility, I8: three segments written by hand (no LOCK, no side
     files) open clean and read every entry; LSNs continue from the segments."""
     d = tmp_path / "log"
     payloads = [entry(i, 5 + i) for i in range(1, 31)]
@@ -603,7 +603,7 @@ def test_directory_written_as_rust_crate_writes_it(tmp_path):
 
 
 def test_rust_checkpointed_log_starts_at_its_first_stored_lsn(tmp_path):
-    """FORMAT.md, I8: wal-000007.log holding LSNs 50..54 (what a Rust checkpoint
+    """docs/format.md, I8: wal-000007.log holding LSNs 50..54 (what a Rust checkpoint
     leaves) opens with first_lsn 50 and next_lsn 55; older LSNs are out of range."""
     d = tmp_path / "log"
     payloads = [entry(i, 12) for i in range(5)]
@@ -637,7 +637,7 @@ def test_next_lsn_survives_checkpoint_of_every_entry(log_dir):
     """P1: fill 3 segments, rotate, checkpoint everything: after reopen next_lsn is
     unchanged (no restart at 1) and first_lsn is None. Then, with the LSN_FLOOR side
     file deleted, the segments alone cannot say where LSNs continue, so the log
-    falls back to the Rust 0.1.0 behaviour: next_lsn is 1 again (FORMAT.md: side
+    falls back to the Rust 0.1.0 behaviour: next_lsn is 1 again (docs/format.md: side
     files are optional; this documents the fallback, it is not a goal)."""
     with walogs.Wal.open(log_dir, CONFIG) as wal:
         for _, data in ENTRIES[:9]:

@@ -158,7 +158,7 @@ def test_garbage_over_several_frames_and_a_big_entry_after_it(log, tmp_path):
 def test_damage_across_a_segment_boundary(log, tmp_path):
     """The last six frames of one segment zeroed and the first of the next flipped: the search for a
     continuing frame in the next segment allows for the frames the damaged tail before it may have
-    held (FORMAT.md's LSN window counts the 16-byte headers that fit since the last good frame)."""
+    held (docs/format.md's LSN window counts the 16-byte headers that fit since the last good frame)."""
     names = segments_of(log)
     i = next(i for i in range(len(names) - 1)
              if min(len(frames_of(log / names[i])), len(frames_of(log / names[i + 1]))) >= 8

@@ -1,4 +1,4 @@
-"""The writer's public API (API.md), one process. Invariant ids in docstrings."""
+"""The writer's public API (docs/api.rst), one process. Invariant ids in docstrings."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_new_log_layout_and_first_lsn_is_one(log_dir):
 
 
 def test_frames_on_disk_match_format(log_dir):
-    """I1: the bytes on disk are exactly FORMAT.md frames (built here with struct + zlib)."""
+    """I1: the bytes on disk are exactly docs/format.md frames (built here with struct + zlib)."""
     payloads = [b"hello", b"", bytes(range(256)) * 3]
     with walogs.Wal.open(log_dir) as wal:
         for p in payloads:

@@ -1,6 +1,6 @@
 """Literal frame test vectors: (lsn, data, frame as hex).
 
-The first is FORMAT.md's own. Each frame was produced once by ``frame()``
+The first is docs/format.md's own. Each frame was produced once by ``frame()``
 below (struct + zlib.crc32, no walogs code) and pasted here as text, so a
 change in either codec cannot quietly change the expected bytes (I1, P8).
 Regenerate only on purpose, with ``python tests/vectors.py``, and review the
@@ -13,7 +13,7 @@ import struct
 import zlib
 
 VECTORS: list[tuple[int, bytes, str]] = [
-    # FORMAT.md: len=5, crc=0x10e5952f, lsn=1, b"hello"
+    # docs/format.md: len=5, crc=0x10e5952f, lsn=1, b"hello"
     (1, b"hello", "050000002f95e510010000000000000068656c6c6f"),
     (1, b"", "00000000f1c67fb70100000000000000"),
     (2**64 - 1, b"\x00", "01000000b47cc9f2ffffffffffffffff00"),
@@ -28,7 +28,7 @@ VECTORS: list[tuple[int, bytes, str]] = [
 
 
 def frame(lsn: int, data: bytes) -> bytes:
-    """The frame for ``(lsn, data)`` straight from FORMAT.md: struct + zlib only."""
+    """The frame for ``(lsn, data)`` straight from docs/format.md: struct + zlib only."""
     crc = zlib.crc32(data, zlib.crc32(struct.pack("<IQ", len(data), lsn)))
     return struct.pack("<IIQ", len(data), crc, lsn) + data
 
