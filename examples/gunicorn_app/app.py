@@ -19,19 +19,44 @@ import base64
 import json
 import os
 from itertools import islice
+from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs
 
 from wal_writer import EventRejected, OutcomeUnknown, WriterUnavailable, append_event, socket_path_for
 
 import walogs
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Protocol, TypeVar, TypedDict, Union
+
+    from _typeshed.wsgi import InputStream, StartResponse, WSGIEnvironment
+
+    class _TextItem(TypedDict):
+        lsn: int
+        data: str
+
+    class _B64Item(TypedDict):
+        lsn: int
+        data_b64: str
+
+    _Item = Union[_TextItem, _B64Item]
+
+    class _Entries(Iterator[tuple[int, bytes]], Protocol):
+        """What WalReader.iter returns: its annotation says Iterator, but the object
+        (a ChainReader, compiled or pure Python) also has close()."""
+
+        def close(self) -> None: ...
+
+    _Default = TypeVar("_Default", int, None)
+
 LOG_DIR = os.path.abspath(os.environ.get("WALOGS_EVENTS_DIR", "events-log"))
 SOCKET_PATH = socket_path_for(LOG_DIR)
 MAX_EVENT_BYTES = int(os.environ.get("WALOGS_EVENTS_MAX_BYTES", str(1024 * 1024)))
 DEFAULT_LIMIT, MAX_LIMIT = 1000, 10000
 
-_reader = None
-_reader_pid = None
+_reader: walogs.WalReader | None = None
+_reader_pid: int | None = None
 
 
 def reader() -> walogs.WalReader:
@@ -44,14 +69,17 @@ def reader() -> walogs.WalReader:
 
 
 class HTTPError(Exception):
-    def __init__(self, status: str, message: str, **extra) -> None:
+    def __init__(self, status: str, message: str, **extra: object) -> None:
         super().__init__(message)
         self.status = status
-        self.body = {"error": message, **extra}
+        self.body: dict[str, object] = {"error": message, **extra}
         self.headers: list[tuple[str, str]] = []
 
 
-def app(environ, start_response):
+def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    status: str
+    body: object  # JSON: a dict for POST and errors, a list of items for GET
+    headers: list[tuple[str, str]]
     try:
         if environ.get("PATH_INFO") != "/events":
             raise HTTPError("404 Not Found", "no such resource; try /events")
@@ -77,7 +105,7 @@ def app(environ, start_response):
     return [b""] if environ["REQUEST_METHOD"] == "HEAD" else [payload]
 
 
-def post_event(environ) -> dict:
+def post_event(environ: WSGIEnvironment) -> dict[str, int]:
     data = _read_body(environ)
     if not data:
         raise HTTPError("400 Bad Request", "an event must not be empty")
@@ -96,8 +124,8 @@ def post_event(environ) -> dict:
         raise HTTPError("400 Bad Request", str(exc), appended=False) from exc
 
 
-def _read_body(environ) -> bytes:
-    stream = environ["wsgi.input"]
+def _read_body(environ: WSGIEnvironment) -> bytes:
+    stream: InputStream = environ["wsgi.input"]
     length = environ.get("CONTENT_LENGTH") or ""
     if not length:  # chunked: read one byte more than allowed to detect oversize
         data = stream.read(MAX_EVENT_BYTES + 1)
@@ -120,7 +148,7 @@ def _too_large() -> HTTPError:
     return HTTPError("413 Content Too Large", f"an event may be at most {MAX_EVENT_BYTES} bytes")
 
 
-def get_events(environ) -> tuple[list, list]:
+def get_events(environ: WSGIEnvironment) -> tuple[list[_Item], list[tuple[str, str]]]:
     query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
     since = _int_param(query, "since", None, minimum=1)
     limit = _int_param(query, "limit", DEFAULT_LIMIT, minimum=1)
@@ -129,9 +157,9 @@ def get_events(environ) -> tuple[list, list]:
         log = reader()
     except FileNotFoundError as exc:  # the writer creates the log before workers start
         raise HTTPError("503 Service Unavailable", str(exc)) from exc
-    entries = None
+    entries: _Entries | None = None
     try:
-        entries = log.iter(since)  # raises LsnOutOfRangeError at once for a start out of range
+        entries = cast("_Entries", log.iter(since))  # raises LsnOutOfRangeError at once for a start out of range
         items = [_item(lsn, data) for lsn, data in islice(entries, limit)]
     except walogs.LsnOutOfRangeError as exc:
         first, end = log.first_lsn, log.durable_lsn
@@ -145,7 +173,7 @@ def get_events(environ) -> tuple[list, list]:
     return items, [("X-Next-Since", str(next_since))]
 
 
-def _int_param(query: dict, name: str, default, minimum: int):
+def _int_param(query: dict[str, list[str]], name: str, default: _Default, minimum: int) -> int | _Default:
     values = query.get(name)
     if not values:
         return default
@@ -158,7 +186,7 @@ def _int_param(query: dict, name: str, default, minimum: int):
     return value
 
 
-def _item(lsn: int, data: bytes) -> dict:
+def _item(lsn: int, data: bytes) -> _Item:
     try:
         return {"lsn": lsn, "data": data.decode("utf-8")}
     except UnicodeDecodeError:

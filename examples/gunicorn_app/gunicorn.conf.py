@@ -18,6 +18,7 @@ import select
 import subprocess
 import sys
 import time
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOG_DIR = os.path.abspath(os.environ.get("WALOGS_EVENTS_DIR", "events-log"))
@@ -39,7 +40,8 @@ control_socket = os.path.join(os.path.dirname(LOG_DIR), os.path.basename(LOG_DIR
 WRITER_START_TIMEOUT = 30.0  # recovery of a large log, or waiting for a previous writer's lock
 
 
-def on_starting(server):
+# The hooks' `server` is gunicorn's Arbiter; gunicorn ships no type information, hence Any.
+def on_starting(server: Any) -> None:
     """Start the writer supervisor and wait until its writer listens (master process)."""
     r, w = os.pipe()
     try:
@@ -67,12 +69,12 @@ def on_starting(server):
     server.log.info("walogs writer ready (supervisor pid %s) for %s", proc.pid, LOG_DIR)
 
 
-def on_exit(server):
+def on_exit(server: Any) -> None:
     """Workers are stopped by now: stop the writer (it answers in-flight events first)."""
     _stop_writer(server)
 
 
-def _stop_writer(server):
+def _stop_writer(server: Any) -> None:
     proc = getattr(server, "walogs_writer", None)
     if proc is None or proc.poll() is not None:
         return

@@ -39,6 +39,10 @@ import subprocess
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # never at run time: the gunicorn master imports this module without walogs
+    import walogs
 
 LENGTH = struct.Struct(">I")
 LSN = struct.Struct(">Q")
@@ -110,7 +114,8 @@ def append_event(socket_path: str, data: bytes, *, connect_timeout: float = 5.0,
         except OSError as exc:  # includes the timeout: the writer may still append it
             raise OutcomeUnknown(f"no reply from the writer: {exc}") from exc
     if reply[:1] == OK and len(reply) == 1 + LSN.size:
-        return LSN.unpack_from(reply, 1)[0]
+        lsn: int = LSN.unpack_from(reply, 1)[0]
+        return lsn
     message = reply[1:].decode("utf-8", "replace")
     if reply[:1] == REJECTED:
         raise EventRejected(message)
@@ -211,7 +216,7 @@ def serve(log_dir: str, ready_fd: int | None, lock_timeout: float) -> int:
     return 1 if failed else 0
 
 
-def _accept_loop(listener: socket.socket, wal, stop: _Stop) -> bool:
+def _accept_loop(listener: socket.socket, wal: walogs.Wal, stop: _Stop) -> bool:
     """Serve until asked to stop; True if an append failed (the Wal is poisoned)."""
     failed = threading.Event()
     slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -235,7 +240,8 @@ def _accept_loop(listener: socket.socket, wal, stop: _Stop) -> bool:
     return failed.is_set()
 
 
-def _handle(conn: socket.socket, wal, failed: threading.Event, slots, threads) -> None:
+def _handle(conn: socket.socket, wal: walogs.Wal, failed: threading.Event,
+            slots: threading.BoundedSemaphore, threads: set[threading.Thread]) -> None:
     import walogs
 
     try:
