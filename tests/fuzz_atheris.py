@@ -46,11 +46,11 @@ if atheris is not None:
     with atheris.instrument_imports(include=["walogs"]):
         import walogs
         from walogs import _frame_py as py
-        from walogs import _recovery, _segments
+        from walogs import _damage, _recovery, _segments
 else:  # pragma: no cover
     import walogs
     from walogs import _frame_py as py
-    from walogs import _recovery, _segments
+    from walogs import _damage, _recovery, _segments
 
 cy = None
 if os.environ.get("WALOGS_PURE_PYTHON", "") in ("", "0"):
@@ -99,15 +99,15 @@ def _check_reencodes(buf, offset, frames, end):
 
 
 def _examine(directory, m):
-    saved = (_segments.codec, _recovery.codec)
-    _segments.codec = _recovery.codec = m
+    saved = (_segments.codec, _damage.codec)
+    _segments.codec = _damage.codec = m
     try:
         layout = _recovery.examine(directory)
         return ("ok", layout.torn_at, [(s.seq, s.first_lsn, s.last_lsn, s.end) for s in layout.segments])
     except walogs.WalCorruptError as exc:
         return ("corrupt", exc.segment, exc.offset)
     finally:
-        _segments.codec, _recovery.codec = saved
+        _segments.codec, _damage.codec = saved
 
 
 def _ints(fdp, choices):

@@ -184,7 +184,7 @@ def _set_in_flight(path, seq: int, start: int, end: int, boot: bytes | None = No
     with open(path / _visible.VISIBLE_NAME, "r+b") as f:
         f.seek(_visible.IN_FLIGHT_OFFSET)
         record = bytearray(_visible.IN_FLIGHT_SIZE)
-        walogs._codec.pack_in_flight(record, _visible.BOOT_ID if boot is None else boot, seq, start, end)
+        walogs._impl.codec.pack_in_flight(record, _visible.BOOT_ID if boot is None else boot, seq, start, end)
         f.write(record)
 
 

@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 
 import walogs
 from walogs import _frame_py as py
-from walogs import _recovery, _segments
+from walogs import _damage, _recovery, _segments
 from walogs.errors import FRAME_HEADER_SIZE as HDR
 from walogs.errors import MAX_ENTRY_SIZE
 
@@ -221,12 +221,12 @@ def test_encode_decode_roundtrip(entries, first):
 
 @contextmanager
 def using_codec(m):
-    saved = (_segments.codec, _recovery.codec)
-    _segments.codec = _recovery.codec = m
+    saved = (_segments.codec, _damage.codec)
+    _segments.codec = _damage.codec = m
     try:
         yield
     finally:
-        _segments.codec, _recovery.codec = saved
+        _segments.codec, _damage.codec = saved
 
 
 def examine_outcome(directory: str, m):

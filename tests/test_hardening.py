@@ -24,7 +24,7 @@ import pytest
 from conftest import entry
 
 import walogs
-from walogs import _codec, _frame_py, _io
+from walogs import _frame_py, _impl, _io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(walogs.__file__)))
 HANG_GUARD = 60  # seconds a child may take before it counts as hung
@@ -404,7 +404,7 @@ def test_sync_interval_in_range_is_accepted(value):
 # Rough edges
 
 
-CODECS = [_frame_py] + ([_codec.codec] if _codec.codec is not _frame_py else [])
+CODECS = [_frame_py] + ([_impl.codec] if _impl.codec is not _frame_py else [])
 
 
 @pytest.mark.parametrize("batch", [b"abc", bytearray(b"abc"), memoryview(b"abc"), "abc"],

@@ -22,7 +22,7 @@ import pytest
 
 import walogs
 from walogs import _segments
-from walogs._codec import codec
+from walogs._impl import codec
 
 ENTRIES = 30_000
 SIZE = 100

@@ -38,9 +38,9 @@ import weakref
 from typing import Any
 
 from walogs import _io
+from walogs._format import LOCK_NAME
 from walogs.errors import WalLockedError
 
-LOCK_NAME = "LOCK"
 
 # struct flock on Linux: short l_type, short l_whence, off_t l_start,
 # off_t l_len, pid_t l_pid, padded to 32 bytes.
