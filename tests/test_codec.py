@@ -32,7 +32,8 @@ from vectors import VECTORS, frame  # tests/vectors.py: literal hex frames, stru
 
 from walogs import _frame_py as py
 from walogs import errors as walogs_errors
-from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError
+from walogs._format import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE
+from walogs.errors import EntryTooLargeError
 
 PURE = os.environ.get("WALOGS_PURE_PYTHON", "") not in ("", "0")
 

@@ -54,7 +54,7 @@ from conftest import entry, make_frame, scale
 import walogs
 from walogs import _frame_py as py
 from walogs import _recovery, _segments
-from walogs.errors import MAX_ENTRY_SIZE
+from walogs._format import MAX_ENTRY_SIZE
 
 PURE = os.environ.get("WALOGS_PURE_PYTHON", "") not in ("", "0")
 try:

@@ -41,8 +41,8 @@ from hypothesis import strategies as st
 import walogs
 from walogs import _frame_py as py
 from walogs import _damage, _recovery, _segments
-from walogs.errors import FRAME_HEADER_SIZE as HDR
-from walogs.errors import MAX_ENTRY_SIZE
+from walogs._format import FRAME_HEADER_SIZE as HDR
+from walogs._format import MAX_ENTRY_SIZE
 
 PURE = os.environ.get("WALOGS_PURE_PYTHON", "") not in ("", "0")
 try:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Optional
 
 from walogs import _damage, _floor, _io, _segments
-from walogs._format import FRAME_HEADER, FRAME_HEADER_SIZE, segment_name
+from walogs._format import segment_name
 from walogs._impl import codec
 from walogs.errors import LsnOutOfRangeError
 from walogs.reader import published_end
@@ -317,9 +317,6 @@ def _segment(cursor: _segments.SegmentCursor, name: str, limit: int, last_segmen
 
 def _lsn_at(cursor: _segments.SegmentCursor, offset: int) -> int:
     """The LSN field of the frame header at ``offset`` (a frame find_continuing_frame vouched for)."""
-    fd = _io.open_read(cursor.path)
-    try:
-        header = os.pread(fd, FRAME_HEADER_SIZE, offset)
-    finally:
-        _io.close(fd)
-    return FRAME_HEADER.unpack(header)[2]
+    lsn = _segments.peek_lsn(cursor.path, offset)
+    assert lsn is not None
+    return lsn

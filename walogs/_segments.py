@@ -28,7 +28,7 @@ CHUNK = 64 << 10
 
 # Also read from here by walogs.wal: V1_NAME, segment_name.
 __all__ = ["CHUNK", "V1_NAME", "Chunks", "SegmentCursor", "SegmentScan", "check_contiguous", "check_tail",
-           "contiguous_segment_files", "corrupt_error", "iter_segment", "peek_first_lsn", "scan_segment",
+           "contiguous_segment_files", "corrupt_error", "iter_segment", "peek_lsn", "scan_segment",
            "segment_files", "segment_name"]
 
 
@@ -283,11 +283,11 @@ def corrupt_error(directory: str, scan: SegmentScan, expect_lsn: int, what: str,
     )
 
 
-def peek_first_lsn(path: str) -> Optional[int]:
-    """The LSN field of a segment's first frame header (unchecked), None if empty."""
+def peek_lsn(path: str, offset: int = 0) -> Optional[int]:
+    """The LSN field of the frame header at ``offset`` of a segment (unchecked), None if there is none."""
     fd = _io.open_read(path)
     try:
-        header = os.pread(fd, FRAME_HEADER_SIZE, 0)
+        header = os.pread(fd, FRAME_HEADER_SIZE, offset)
     finally:
         _io.close(fd)
     if len(header) < FRAME_HEADER_SIZE:

@@ -195,7 +195,7 @@ class _Stream:
         first_stored: Optional[int] = None
         for seq, name in files.items():
             try:
-                lsn = _segments.peek_first_lsn(os.path.join(self._dir, name))
+                lsn = _segments.peek_lsn(os.path.join(self._dir, name))
             except FileNotFoundError:
                 # Checkpointed since the listing; oldest go first (I14), so it is older than the rest.
                 continue
