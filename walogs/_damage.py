@@ -24,7 +24,6 @@ Which frame "could continue the log" (its LSN window) is in docs/format.md.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -194,9 +193,5 @@ def zeros_to_sector_end(path: str, bad_offset: int, end: int) -> bool:
     stop = max(bad_offset + FRAME_HEADER_SIZE, (bad_offset // SECTOR + 1) * SECTOR)
     if stop > end:
         return False
-    fd = _io.open_read(path)
-    try:
-        data = os.pread(fd, stop - bad_offset, bad_offset)
-    finally:
-        _io.close(fd)
+    data = _io.read_at(path, stop - bad_offset, bad_offset)
     return len(data) == stop - bad_offset and not any(data)

@@ -97,13 +97,9 @@ def read(directory: str) -> Floor:
     """
     path = os.path.join(directory, FLOOR_NAME)
     try:
-        fd = _io.open_read(path)
+        raw = _io.read_at(path, FILE_SIZE + 1, 0)
     except FileNotFoundError:
         return NO_FLOOR
-    try:
-        raw = os.pread(fd, FILE_SIZE + 1, 0)
-    finally:
-        _io.close(fd)
     if len(raw) == _LEGACY.size and raw[:8] == _LEGACY_MAGIC:
         magic, next_lsn, crc = _LEGACY.unpack(raw)
         if crc == zlib.crc32(raw[:16]):

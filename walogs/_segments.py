@@ -285,11 +285,7 @@ def corrupt_error(directory: str, scan: SegmentScan, expect_lsn: int, what: str,
 
 def peek_lsn(path: str, offset: int = 0) -> Optional[int]:
     """The LSN field of the frame header at ``offset`` of a segment (unchecked), None if there is none."""
-    fd = _io.open_read(path)
-    try:
-        header = os.pread(fd, FRAME_HEADER_SIZE, offset)
-    finally:
-        _io.close(fd)
+    header = _io.read_at(path, FRAME_HEADER_SIZE, offset)
     if len(header) < FRAME_HEADER_SIZE:
         return None
     return _HEADER.unpack(header)[2]

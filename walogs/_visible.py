@@ -148,13 +148,9 @@ def read_in_flight(directory: str) -> Optional[InFlight]:
     earlier moment).
     """
     try:
-        fd = _io.open_read(os.path.join(directory, VISIBLE_NAME))
+        raw = _io.read_at(os.path.join(directory, VISIBLE_NAME), IN_FLIGHT_SIZE, IN_FLIGHT_OFFSET)
     except FileNotFoundError:
         return None
-    try:
-        raw = os.pread(fd, IN_FLIGHT_SIZE, IN_FLIGHT_OFFSET)
-    finally:
-        _io.close(fd)
     if len(raw) < IN_FLIGHT_SIZE:
         return None
     magic, crc, boot, seq, start, end = IN_FLIGHT_RECORD.unpack(raw)
