@@ -95,7 +95,7 @@ wheel-test: wheel
 	printf '[pytest]\nfilterwarnings = error\naddopts = -ra\n' > $(WHEEL_RUN)/pytest.ini
 	cd $(WHEEL_RUN) && ../wheel-venv/bin/python -c "import walogs; \
 		assert walogs.IMPLEMENTATION == 'cython', walogs.IMPLEMENTATION; \
-		assert walogs._codec.SegmentWriter.__module__ == 'walogs._writer'; \
+		assert walogs._impl.SegmentWriter.__module__ == 'walogs._writer'; \
 		assert 'site-packages' in walogs.__file__, walogs.__file__; print('testing the wheel at', walogs.__file__)"
 	cd $(WHEEL_RUN) && ../wheel-venv/bin/python -m pytest -n auto -q -p no:cacheprovider tests
 
@@ -114,7 +114,7 @@ sdist-test: sdist
 	grep -q "RuntimeWarning: walogs is running a pure-Python fallback: walogs._frame was never built" build/sdist-import.log
 	build/sdist-venv/bin/python -m pip install -q --no-cache-dir --force-reinstall --no-deps dist/walogs-*.tar.gz
 	cd build && sdist-venv/bin/python -c "import walogs; assert walogs.IMPLEMENTATION == 'cython', walogs.IMPLEMENTATION; \
-		writer = walogs._codec.SegmentWriter.__module__; assert writer == 'walogs._writer', writer; \
+		writer = walogs._impl.SegmentWriter.__module__; assert writer == 'walogs._writer', writer; \
 		print('sdist: pure-Python fallback without a compiler, compiled codec and writer with one')"
 
 annotate: $(DEPS)

@@ -141,7 +141,7 @@ def task_layers(args: dict) -> None:
     import os
 
     import walogs
-    from walogs._codec import codec
+    from walogs._impl import codec
 
     path = args["path"]
     entries = int(args["entries"])

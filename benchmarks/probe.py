@@ -34,7 +34,7 @@ from figures.batch_1000 import BATCH, batch_side, sqlite_side
 from harness import FULL, QUICK, Bench, median, run_worker, timed_loop
 
 import walogs
-from walogs import _codec
+from walogs import _format, _impl
 
 
 def ns_per_call(stmt: str, env: dict, number: int = 100_000) -> float:
@@ -60,7 +60,8 @@ def probe_none(b: Bench) -> None:
     # One segment of any size: a full one would make the writer answer FULL without writing.
     wal = walogs.Wal.open(b.fresh("none"), walogs.WalConfig(sync="none", max_segment_size=None))
     fd = os.open(b.fresh("raw"), os.O_WRONLY | os.O_CREAT, 0o644)
-    env = {"wal": wal, "data": b.payload, "frame": b.frame, "fd": fd, "os": os, "_codec": _codec,
+    env = {"wal": wal, "data": b.payload, "frame": b.frame, "fd": fd, "os": os, "codec": _impl.codec,
+           "PUBLISHED": _format.VISIBLE_PUBLISHED,
            "pub": wal._publisher, "writer": wal._writer}
     writer_alone = f"  the writer's append alone ({type(wal._writer).__module__})"
     steps = {
@@ -68,8 +69,8 @@ def probe_none(b: Bench) -> None:
         writer_alone: "writer.append(data)",
         "os.write(fd, 116 B) (the baseline)": "os.write(fd, frame)",
         "os.pwrite(fd, 116 B, off)": "os.pwrite(fd, frame, 0)",
-        "_codec.encode(lsn, data)": "_codec.encode(1, data)",
-        "_codec.pack_visible into the mapping": "_codec.pack_visible(pub._map, 2, 1, 5, 100)",
+        "codec.encode(lsn, data)": "codec.encode(1, data)",
+        "codec.pack_visible into the mapping": "codec.pack_visible(pub._map, PUBLISHED, 1, 5, 100)",
         "wal._check_writable()": "wal._check_writable()",
     }
     ns = {}
@@ -132,7 +133,7 @@ def probe_batch(b: Bench, rounds: int = 2) -> None:
     print(f"== append_batch({BATCH}) vs SQLite transaction: CPU part and sync part "
           f"(ms per batch, {seconds:g} s each) ==")
     rows = [(x,) for x in b.pool[:BATCH]]
-    encode = ns_per_call("_codec.encode_batch(1, items)", {"_codec": _codec, "items": b.pool[:BATCH]}, 200) / 1e6
+    encode = ns_per_call("codec.encode_batch(1, items)", {"codec": _impl.codec, "items": b.pool[:BATCH]}, 200) / 1e6
 
     def ms_per_batch(side) -> float:
         return 1e3 * BATCH / side.rate(seconds)

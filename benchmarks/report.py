@@ -73,7 +73,7 @@ def machine_info(workdir: str) -> dict:
         "kernel": platform.release(), "python": platform.python_version(),
         "python_impl": platform.python_implementation(), "executable": sys.executable,
         "walogs_version": walogs.__version__, "walogs_implementation": walogs.IMPLEMENTATION,
-        "crc_backend": getattr(getattr(walogs._codec, "codec", None), "_CRC_BACKEND", "n/a (pure Python: zlib)"),
+        "crc_backend": getattr(getattr(walogs._impl, "codec", None), "_CRC_BACKEND", "n/a (pure Python: zlib)"),
         "sqlite": sqlite3.sqlite_version,
         "git_commit": _command_output(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]) or "?",
         "bench_dir": workdir, "filesystem": fs_type(workdir), "loadavg_start": os.getloadavg(),

@@ -5,16 +5,20 @@ test is really the one asked for."""
 from __future__ import annotations
 
 import os
-import struct
 import threading
 import time
-import zlib
 
 import pytest
 from _impls import CODECS, PURE
+from vectors import frame as make_frame  # noqa: F401  (the tests import it from here)
 
 import walogs
 from walogs import _io
+
+# make_frame(lsn, data): a frame built without walogs, from docs/format.md by hand (struct and
+# zlib only). It is the one such builder, vectors.frame; it does not take the header layout from
+# walogs._format on purpose: the frames it builds are what the codecs and _format are checked
+# against, so a mistake there must not make the tests agree with it.
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -29,7 +33,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"walogs.IMPLEMENTATION is {walogs.IMPLEMENTATION!r}, expected {expected!r}: "
             "build the extension (make build) or set WALOGS_PURE_PYTHON=1"
         )
-    writer = walogs._codec.SegmentWriter.__module__
+    writer = walogs._impl.SegmentWriter.__module__
     if writer != ("walogs._writer_py" if PURE else "walogs._writer"):
         raise pytest.UsageError(f"the {expected} suite would test the writer from {writer}: rebuild (make build)")
 
@@ -39,12 +43,6 @@ def codec(request):
     """Each codec module in turn, ``walogs._frame_py`` (id ``py``) and ``walogs._frame`` (``c``),
     in one process (propcache's conftest); see tests/_impls.py."""
     return request.param
-
-
-def make_frame(lsn: int, data: bytes) -> bytes:
-    """A frame built independently of walogs, straight from docs/format.md (I1)."""
-    crc = zlib.crc32(struct.pack("<I", len(data)) + struct.pack("<Q", lsn) + data)
-    return struct.pack("<IIQ", len(data), crc, lsn) + data
 
 
 @pytest.fixture

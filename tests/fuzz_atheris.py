@@ -47,11 +47,11 @@ if atheris is not None:
     with atheris.instrument_imports(include=["walogs"]):
         import walogs
         from _impls import CODECS, py  # tests/_impls.py: the codecs every suite tests
-        from walogs import _recovery, _segments
+        from walogs import _damage, _recovery, _segments
 else:  # pragma: no cover
     import walogs
     from _impls import CODECS, py
-    from walogs import _recovery, _segments
+    from walogs import _damage, _recovery, _segments
 
 HDR = walogs.FRAME_HEADER_SIZE
 MAX_LSN = 2**64 - 1
@@ -93,15 +93,15 @@ def _check_reencodes(buf, offset, frames, end):
 
 
 def _examine(directory, m):
-    saved = (_segments.codec, _recovery.codec)
-    _segments.codec = _recovery.codec = m
+    saved = (_segments.codec, _damage.codec)
+    _segments.codec = _damage.codec = m
     try:
         layout = _recovery.examine(directory)
         return ("ok", layout.torn_at, [(s.seq, s.first_lsn, s.last_lsn, s.end) for s in layout.segments])
     except walogs.WalCorruptError as exc:
         return ("corrupt", exc.segment, exc.offset)
     finally:
-        _segments.codec, _recovery.codec = saved
+        _segments.codec, _damage.codec = saved
 
 
 def _ints(fdp, choices):

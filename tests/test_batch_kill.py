@@ -177,7 +177,7 @@ def _cut_short(path, length: int) -> None:
 
 def _set_in_flight(path, seq: int, start: int, end: int, boot: bytes | None = None) -> None:
     record = bytearray(_visible.IN_FLIGHT_SIZE)
-    walogs._codec.pack_in_flight(record, _visible.BOOT_ID if boot is None else boot, seq, start, end)
+    walogs._impl.codec.pack_in_flight(record, _visible.BOOT_ID if boot is None else boot, seq, start, end)
     set_bytes(path / _visible.VISIBLE_NAME, _visible.IN_FLIGHT_OFFSET, record)
 
 

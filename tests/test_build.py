@@ -85,8 +85,8 @@ def test_asking_for_the_fallback_is_quiet(tmp_path):
 def test_build_info_names_what_runs():
     info = walogs.BUILD_INFO
     assert info.implementation == walogs.IMPLEMENTATION
-    assert info.writer == walogs._codec.SegmentWriter.__module__
-    assert info.codec == walogs._codec.codec.__name__
+    assert info.writer == walogs._impl.SegmentWriter.__module__
+    assert info.codec == walogs._impl.codec.__name__
     if walogs.IMPLEMENTATION == "cython":
         assert info.crc in ("libdeflate", "zlib")
         assert info.fallback is None

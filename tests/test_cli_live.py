@@ -28,7 +28,7 @@ from _procs import ROOT, run_walogs
 from conftest import make_frame, snapshot
 
 import walogs
-from walogs import _recovery, cli
+from walogs import _segments, cli
 TIMEOUT = 60
 RUNS = 20  # verify runs and info runs, each, per sync mode
 
@@ -182,7 +182,7 @@ def test_a_segment_checkpointed_between_listing_and_scanning_is_not_an_error(tmp
     with walogs.Wal.open(directory, walogs.WalConfig(max_segment_size=256)) as wal:
         for i in range(60):
             wal.append(b"%03d" % i * 10)
-        real = _recovery.segment_files
+        real = _segments.segment_files
         deleted = []
 
         def listing_then_checkpoint(path):
@@ -191,7 +191,7 @@ def test_a_segment_checkpointed_between_listing_and_scanning_is_not_an_error(tmp
                 deleted.append(wal.checkpoint(wal.first_lsn + 4))
             return listed
 
-        monkeypatch.setattr(_recovery, "segment_files", listing_then_checkpoint)
+        monkeypatch.setattr(_segments, "segment_files", listing_then_checkpoint)
         code = cli.main([command, "--json", str(directory)])
         monkeypatch.undo()
         out, err = capsys.readouterr()

@@ -33,7 +33,8 @@ from hypothesis import strategies as st
 from vectors import VECTORS, frame  # tests/vectors.py: literal hex frames, struct + zlib
 
 from walogs import errors as walogs_errors
-from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError
+from walogs._format import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE
+from walogs.errors import EntryTooLargeError
 
 needs_cy = pytest.mark.skipif(cy is None, reason="walogs._frame is not built (WALOGS_PURE_PYTHON=1)")
 

@@ -55,7 +55,7 @@ from conftest import entry, make_frame, scale
 
 import walogs
 from walogs import _recovery, _segments
-from walogs.errors import MAX_ENTRY_SIZE
+from walogs._format import MAX_ENTRY_SIZE
 
 IMPL_NOTE = " == ".join(CODECS) + " compared" if len(CODECS) > 1 else "py only: walogs._frame does not import"
 
@@ -169,7 +169,7 @@ def codecs_agree(buf: bytes, expect: int):
         decoded = m.decode(buf, 0, expect)
         found = None
         if status != m.SCAN_END:
-            # Exactly as _segments.find_continuing_frame searches (P10's LSN window).
+            # Exactly as _damage.find_continuing_frame searches (P10's LSN window).
             after = last if count else max(expect - 1, 0)
             anchor = end if after else -(1 << 60)
             found = m.find_frame(buf, min(end + 1, len(buf)), after, anchor)

@@ -165,7 +165,6 @@ def test_real_efbig(log_dir, mode, limit, size):
     # the failed call, whole frames included: none was acknowledged, and a caller retrying a
     # batch must not find half of it stored.
     assert os.path.getsize(log_dir / segment) == start
-    whole = 0
     with walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=400 if mode == "rotation" else None)) as wal:
         recovered = list(wal)
         assert recovered == acked, recovered[len(acked):]

@@ -41,9 +41,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import walogs
-from walogs import _recovery, _segments
-from walogs.errors import FRAME_HEADER_SIZE as HDR
-from walogs.errors import MAX_ENTRY_SIZE
+from walogs import _damage, _recovery, _segments
+from walogs._format import FRAME_HEADER_SIZE as HDR
+from walogs._format import MAX_ENTRY_SIZE
 
 MAX_LSN = 2**64 - 1
 SECTOR = 512
@@ -214,12 +214,12 @@ def test_encode_decode_roundtrip(codec, entries, first):
 
 @contextmanager
 def using_codec(m):
-    saved = (_segments.codec, _recovery.codec)
-    _segments.codec = _recovery.codec = m
+    saved = (_segments.codec, _damage.codec)
+    _segments.codec = _damage.codec = m
     try:
         yield
     finally:
-        _segments.codec, _recovery.codec = saved
+        _segments.codec, _damage.codec = saved
 
 
 def examine_outcome(directory: str, m):

@@ -23,7 +23,7 @@ from _damage import segments_of
 
 import walogs
 from walogs import _segments
-from walogs._codec import codec
+from walogs._impl import codec
 
 ENTRIES = 30_000
 SIZE = 100

@@ -29,6 +29,9 @@ VECTORS: list[tuple[int, bytes, str]] = [
 
 def frame(lsn: int, data: bytes) -> bytes:
     """The frame for ``(lsn, data)`` straight from docs/format.md: struct + zlib only."""
+    # The header layout is written out here, not imported from walogs._format, on purpose:
+    # this is the independent oracle that _format and both codecs are checked against
+    # (tests/test_layout.py checks _format.FRAME_HEADER against these frames).
     crc = zlib.crc32(data, zlib.crc32(struct.pack("<IQ", len(data), lsn)))
     return struct.pack("<IIQ", len(data), crc, lsn) + data
 

@@ -5,12 +5,10 @@ every acknowledged entry survives a crash. Any number of readers
 (:class:`WalReader`) iterate and follow the log at the same time.
 """
 
-from walogs._codec import BUILD_INFO, IMPLEMENTATION, BuildInfo
-from walogs.config import TailState, WalConfig
+from walogs._format import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE
+from walogs._impl import BUILD_INFO, IMPLEMENTATION
+from walogs.config import DEFAULT_MAX_SEGMENT_SIZE, BuildInfo, TailState, WalConfig
 from walogs.errors import (
-    DEFAULT_MAX_SEGMENT_SIZE,
-    FRAME_HEADER_SIZE,
-    MAX_ENTRY_SIZE,
     EntryTooLargeError,
     LsnOutOfRangeError,
     WalClosedError,

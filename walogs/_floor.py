@@ -1,59 +1,56 @@
-"""The LSN floor side file: where LSNs continue, and how far the log has come (P1, I11).
+"""The LSN floor side file: where LSNs continue, and how far the log has come.
 
 ``<dir>/LSN_FLOOR`` is a durable high-water mark: the LSN the next entry
 gets when no entry is stored (the *floor*), and the highest segment number
 made durable. The writer records it at the first rotation and after every
-one, once the new segment exists durably (I15) and the completed one is
-synced (and at open, for a log that has completed segments), so:
+one, once the new segment exists durably (its directory synced) and the
+completed one is synced (and at open, for a log that has completed
+segments), so:
 
 * every completed segment's LSNs are below the floor before a checkpoint
   may delete it: a log whose every entry was checkpointed away continues
-  from the floor, never from 1 (P1), and a checkpoint writes nothing (on a
-  full disk it frees space and never needs any);
+  from the floor, never from 1 (an LSN is never handed out twice), and a
+  checkpoint writes nothing (on a full disk it frees space and never needs
+  any);
 * a log whose newest segments were deleted or lost is found out: the
   newest segment file must be at least the recorded one, else
-  WalCorruptError, like a gap (I11), instead of handing out the lost LSNs
-  again. (A log that never rotated has no record: deleting its one segment
-  leaves a directory that opens as a new log.)
+  WalCorruptError, like a gap in the segment numbers, instead of handing
+  out the lost LSNs again. (A log that never rotated has no record:
+  deleting its one segment leaves a directory that opens as a new log.)
 
-Layout: 1024 bytes, two 40-byte slots at offsets 0 and 512, each::
-
-    magic   8s  b"WALOGSF2"
-    counter u64 which slot is newer: the valid slot with the higher counter wins
-    floor   u64 the LSN the next entry gets when no entry is stored
-    seq     u64 the highest segment number made durable
-    crc     u32 CRC-32 of bytes 0..32 of the slot
-    (4 zero bytes)
+The file holds two slots, laid out in ``walogs._format`` (FLOOR_SLOT at
+FLOOR_SLOT_OFFSETS; docs/format.md describes them): a magic, a counter
+(the valid slot with the higher counter is the record), the floor, the
+highest segment number made durable, and a CRC-32.
 
 An update overwrites the older slot in place and fdatasyncs: no new
 space on disk, and a torn write leaves the other slot whole. The file is
 created (and an old 20-byte file, magic ``WALOGSFL`` with the floor only,
 replaced) by writing ``LSN_FLOOR.tmp``, fdatasync, rename, directory sync.
 The Rust crate ignores the file; a directory without it opens as before
-(FORMAT.md: side files are optional), without the two guarantees above.
+(side files are optional, docs/format.md), without the two guarantees above.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import struct
 import zlib
 from dataclasses import dataclass
 from typing import Optional
 
 from walogs import _io
+from walogs._format import FLOOR_FILE_SIZE as FILE_SIZE
+from walogs._format import FLOOR_LEGACY as _LEGACY
+from walogs._format import FLOOR_LEGACY_MAGIC as _LEGACY_MAGIC
+from walogs._format import FLOOR_MAGIC as _MAGIC
+from walogs._format import FLOOR_NAME
+from walogs._format import FLOOR_SLOT as _SLOT
+from walogs._format import FLOOR_SLOT_CRC_SPAN as _SLOT_CRC_SPAN
+from walogs._format import FLOOR_SLOT_OFFSETS as SLOT_OFFSETS
+from walogs._format import FLOOR_TEMP_NAME as TEMP_NAME
 from walogs.errors import WalCorruptError
 
-FLOOR_NAME = "LSN_FLOOR"
-TEMP_NAME = FLOOR_NAME + ".tmp"
-_LEGACY_MAGIC = b"WALOGSFL"
-_LEGACY = struct.Struct("<8sQI")
-_MAGIC = b"WALOGSF2"
-_SLOT = struct.Struct("<8sQQQI4x")
-_SLOT_CRC_SPAN = 32
-SLOT_OFFSETS = (0, 512)
-FILE_SIZE = 1024
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
@@ -100,13 +97,9 @@ def read(directory: str) -> Floor:
     """
     path = os.path.join(directory, FLOOR_NAME)
     try:
-        fd = _io.open_read(path)
+        raw = _io.read_at(path, FILE_SIZE + 1, 0)
     except FileNotFoundError:
         return NO_FLOOR
-    try:
-        raw = os.pread(fd, FILE_SIZE + 1, 0)
-    finally:
-        _io.close(fd)
     if len(raw) == _LEGACY.size and raw[:8] == _LEGACY_MAGIC:
         magic, next_lsn, crc = _LEGACY.unpack(raw)
         if crc == zlib.crc32(raw[:16]):

@@ -1,7 +1,7 @@
 # C-level API of walogs._frame for the compiled writer (walogs._writer).
 # Cython exports these through the module's capsule table, so the writer
 # builds frames, VISIBLE and in-flight records with the codec's own code: one CRC
-# implementation, one layout (FORMAT.md).
+# implementation, one layout (walogs._format, docs/format.md).
 
 from libc.stdint cimport uint32_t, uint64_t
 

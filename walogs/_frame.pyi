@@ -1,13 +1,16 @@
 """Type stub for the compiled frame codec ``walogs._frame``.
 
-Same names and signatures as ``walogs._frame_py``, the readable spec (P8).
+Same names and signatures as ``walogs._frame_py``, the readable spec.
 """
 
 from collections.abc import Iterable, Iterator
 from typing import Final
 
-from walogs.errors import FRAME_HEADER_SIZE as FRAME_HEADER_SIZE
-from walogs.errors import MAX_ENTRY_SIZE as MAX_ENTRY_SIZE
+from walogs._format import BOOT_ID_SIZE as BOOT_ID_SIZE
+from walogs._format import FRAME_HEADER_SIZE as FRAME_HEADER_SIZE
+from walogs._format import IN_FLIGHT_SIZE as IN_FLIGHT_SIZE
+from walogs._format import MAX_ENTRY_SIZE as MAX_ENTRY_SIZE
+from walogs._format import VISIBLE_SIZE as VISIBLE_SIZE
 from walogs.errors import EntryTooLargeError as EntryTooLargeError
 
 SCAN_END: Final[int]
@@ -46,11 +49,6 @@ class ChainReader(Iterator[tuple[int, bytes]]):
     def __next__(self) -> tuple[int, bytes]: ...
     def close(self) -> None: ...
 
-VISIBLE_SIZE: Final[int]
-
 def pack_visible(buf: object, state: int, seq: int, lsn: int, offset: int) -> None: ...
-
-IN_FLIGHT_SIZE: Final[int]
-BOOT_ID_SIZE: Final[int]
 
 def pack_in_flight(buf: object, boot: object, seq: int, start: int, end: int) -> None: ...

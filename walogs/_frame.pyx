@@ -2,14 +2,11 @@
 # cython: binding=True, cdivision=True, annotation_typing=False, autotestdict=False
 """Frame codec in C: the compiled twin of ``_frame_py``, the readable spec.
 
-Both modules expose the same names with the same signatures, results and
-exceptions (P8); ``tests/test_codec.py`` holds them to it. Nothing here does
-I/O: callers hand in buffers and get back frames, offsets and verdicts.
-
-Frame layout (FORMAT.md)::
-
-    len u32 LE | crc u32 LE | lsn u64 LE | data (len bytes)
-    crc = CRC-32 (zlib) over len ++ lsn ++ data       (I1)
+Both modules expose the same names with the same signatures, results,
+exceptions and bytes; ``tests/test_codec.py`` holds them to it. Nothing here
+does I/O: callers hand in buffers and get back frames, offsets and verdicts.
+The layouts are ``walogs._format``'s (docs/format.md). C code needs them as
+constants: they are checked against ``_format`` when this module is imported.
 
 How this module stays safe and fast:
 
@@ -19,11 +16,13 @@ How this module stays safe and fast:
   is compared with MAX_ENTRY_SIZE before it is used, and a frame is only ever
   copied out of the buffer after all its bytes were found there: a len of
   0xFFFFFFFF allocates nothing.
-- ``scan`` and ``find_frame`` walk the buffer without creating a Python object
-  per frame and release the GIL on buffers above 64 KiB; the readers release
-  it for the CRC and copy of frames above 64 KiB. A bytearray, mmap or
-  memoryview stays pinned by the typed memoryview meanwhile (it cannot be
-  resized or closed under the loop).
+- Every function that reads a buffer takes it through ``_read_view``: bytes
+  as they are, anything else as the spec's flat byte view, which stays
+  exported while its pointer is used (a bytearray, mmap or memoryview cannot
+  be resized or closed under the loop). ``scan`` and ``find_frame`` walk the
+  buffer without creating a Python object per frame and release the GIL on
+  buffers above 64 KiB; the readers release it for the CRC and copy of frames
+  above 64 KiB.
 - ``ChainReader`` takes each frame from its current FrameReader with a direct
   C call (``FrameReader._next``), so iterating a whole log costs one C-level
   ``next`` per entry; Python code runs only between readers (once per chunk).
@@ -31,6 +30,8 @@ How this module stays safe and fast:
   they are converted, so an out-of-range value gives the spec's ValueError,
   never an OverflowError, and C arithmetic on LSNs is unsigned 64-bit.
 """
+
+import zlib
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -43,7 +44,23 @@ from libc.string cimport memcpy
 
 cimport cython
 
-from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError, as_batch
+from walogs._format import (
+    BOOT_ID_SIZE,
+    FRAME_HEADER_SIZE,
+    IN_FLIGHT_BODY,
+    IN_FLIGHT_MAGIC,
+    IN_FLIGHT_RECORD,
+    IN_FLIGHT_SIZE,
+    MAX_ENTRY_SIZE,
+    RECORD_CRC_FROM,
+    VISIBLE_BODY,
+    VISIBLE_MAGIC,
+    VISIBLE_RECORD,
+    VISIBLE_SIZE,
+)
+from walogs._format import MAX_LSN as _MAX_LSN
+from walogs._types import as_batch
+from walogs.errors import EntryTooLargeError
 
 cdef extern from "_crc.h" nogil:
     # I1: CRC-32 (IEEE, zlib's) from libdeflate or zlib, chosen at build time.
@@ -58,9 +75,9 @@ SCAN_SHORT = 1
 SCAN_BAD_LEN = 2
 """The len field exceeds MAX_ENTRY_SIZE: not a frame."""
 SCAN_BAD_CRC = 3
-"""The CRC does not match: not a frame (I1)."""
+"""The CRC does not match: not a frame."""
 SCAN_BAD_LSN = 4
-"""A whole frame with a valid CRC but not the expected LSN (I9, I12)."""
+"""A whole frame with a valid CRC but not the expected LSN (LSN 0, or not the previous LSN plus one)."""
 SCAN_RUNNING = -1
 """FrameReader.status while the reader has not stopped yet."""
 
@@ -98,7 +115,6 @@ cdef uint32_t _MAX_LEN = MAX_ENTRY_SIZE
 if _MAX_LEN != MAX_ENTRY_SIZE:
     raise ImportError(f"MAX_ENTRY_SIZE {MAX_ENTRY_SIZE} does not fit a u32 len field")
 
-_MAX_LSN = (1 << 64) - 1
 _CRC_BACKEND = WALOGS_CRC_BACKEND.decode("ascii")
 """Which library computes the CRC in this build: "libdeflate" or "zlib" (diagnostics only)."""
 
@@ -306,6 +322,21 @@ cdef object _byte_view(object buf):
     return view
 
 
+cdef object _read_view(object buf, const unsigned char **p, Py_ssize_t *n):
+    # The one way a function takes a buffer to read: bytes as they are, anything else
+    # as the spec's _byte_view. Sets *p and *n; returns the object that keeps *p valid
+    # and the buffer exported (pinned): hold it for as long as *p is used.
+    cdef object view
+    if type(buf) is bytes:
+        p[0] = <const unsigned char *>PyBytes_AS_STRING(buf)
+        n[0] = PyBytes_GET_SIZE(buf)
+        return buf
+    view = _byte_view(buf)
+    n[0] = PyMemoryView_GET_BUFFER(view).len
+    p[0] = <const unsigned char *>PyMemoryView_GET_BUFFER(view).buf if n[0] else _EMPTY
+    return view
+
+
 cdef Py_ssize_t _check_offset(object offset, Py_ssize_t size) except -1:
     # Checked as a Python int first: 2**70 is a ValueError, not an OverflowError.
     if not 0 <= offset <= size:
@@ -377,8 +408,8 @@ def encode(lsn: int, data: object) -> bytes:
     """Return the frame holding ``data`` with LSN ``lsn``.
 
     Raises TypeError if ``data`` is not bytes-like, EntryTooLargeError if it
-    is longer than MAX_ENTRY_SIZE (I7), ValueError if ``lsn`` is not in
-    1..2**64-1 (I9).
+    is longer than MAX_ENTRY_SIZE, ValueError if ``lsn`` is not in
+    1..2**64-1.
     """
     cdef object view = data
     cdef const unsigned char *src
@@ -471,27 +502,19 @@ def scan(buf: object, offset: int = 0, expect_lsn: int = 0) -> tuple[int, int, i
 
     ``expect_lsn`` is the LSN the first frame must carry (0: any LSN >= 1);
     each later frame must carry the previous LSN plus one. Stops at the end of
-    the buffer or at the first thing that is not such a frame (I5).
+    the buffer or at the first thing that is not such a frame.
 
     Returns ``(end_offset, count, first_lsn, last_lsn, status)``: the offset
     just past the last valid frame, how many valid frames there were, their
     first and last LSN (0 when none), and one of the SCAN_* reasons.
     """
-    cdef const unsigned char[::1] mv
-    cdef const unsigned char *p = _EMPTY
+    cdef const unsigned char *p
     cdef Py_ssize_t n
     cdef Py_ssize_t off, count = 0
     cdef uint64_t expect = 0, first = 0, last = 0
     cdef bint any_lsn = True
     cdef int status
-    if type(buf) is bytes:
-        p = <const unsigned char *>PyBytes_AS_STRING(buf)
-        n = PyBytes_GET_SIZE(buf)
-    else:
-        mv = _byte_view(buf)
-        n = mv.shape[0]
-        if n:
-            p = &mv[0]
+    cdef object _keep = _read_view(buf, &p, &n)
     off = _check_offset(offset, n)
     _expect_arg(expect_lsn, &expect, &any_lsn)
     if n - off > _NOGIL_MIN:
@@ -519,11 +542,10 @@ Iterator of ``(lsn, data)`` over the frames of a buffer, one per ``next``.
     exhausted, ``status`` tells why (a SCAN_* value), ``offset`` is just past
     the last valid frame and ``last_lsn`` is that frame's LSN (or the
     ``expect_lsn - 1`` it started from, 0 if none). Once stopped, it lets go
-    of ``buf`` (the buffer can be resized or freed; P9).
+    of ``buf`` (the buffer can be resized or freed).
     """
 
-    cdef object _owner                    # buf if it is bytes, else the flat memoryview of it
-    cdef const unsigned char[::1] _mv     # (not bytes) the typed view _p points into
+    cdef object _owner                    # what _read_view returned: keeps _p valid
     cdef const unsigned char *_p
     cdef Py_ssize_t _n
     cdef Py_ssize_t _offset
@@ -544,31 +566,17 @@ Iterator of ``(lsn, data)`` over the frames of a buffer, one per ``next``.
         self._last_before = 0
 
     def __init__(self, buf: object, offset: int = 0, expect_lsn: int = 0, skip_before: int = 0) -> None:
-        cdef const unsigned char[::1] mv
-        cdef const unsigned char *p = _EMPTY
+        cdef const unsigned char *p
         cdef Py_ssize_t n
         cdef uint64_t expect = 0
         cdef bint any_lsn = True
-        if type(buf) is bytes:
-            owner = buf
-            p = <const unsigned char *>PyBytes_AS_STRING(buf)
-            n = PyBytes_GET_SIZE(buf)
-        else:
-            owner = _byte_view(buf)
-            mv = owner
-            n = mv.shape[0]
-            if n:
-                p = &mv[0]
+        owner = _read_view(buf, &p, &n)
         off = _check_offset(offset, n)
         _expect_arg(expect_lsn, &expect, &any_lsn)
         expect_lsn = _as_int(expect_lsn)
         skip_before = _as_int(skip_before)
         # Nothing fails from here on: commit the new state at once.
         self._owner = owner
-        if type(owner) is bytes:
-            self._mv = None
-        else:
-            self._mv = mv
         self._p = p
         self._n = n
         self._offset = off
@@ -613,7 +621,6 @@ Iterator of ``(lsn, data)`` over the frames of a buffer, one per ``next``.
         # A stopped reader lets go of its buffer, as the spec's does (the
         # caller's local _keep holds it until _next returns).
         self._owner = None
-        self._mv = None
         self._p = _EMPTY
         self._n = 0
 
@@ -766,8 +773,7 @@ def decode(buf: object, offset: int = 0, expect_lsn: int = 0) -> tuple[list[tupl
     ``frames`` is the list of ``(lsn, data)`` pairs before the first thing
     that is not a frame; the rest is as in :func:`scan`.
     """
-    cdef const unsigned char[::1] mv
-    cdef const unsigned char *p = _EMPTY
+    cdef const unsigned char *p
     cdef Py_ssize_t n
     cdef Py_ssize_t off
     cdef Py_ssize_t total = 0
@@ -775,14 +781,7 @@ def decode(buf: object, offset: int = 0, expect_lsn: int = 0) -> tuple[list[tupl
     cdef bint any_lsn = True
     cdef int status = _S_END
     cdef list frames = []
-    if type(buf) is bytes:
-        p = <const unsigned char *>PyBytes_AS_STRING(buf)
-        n = PyBytes_GET_SIZE(buf)
-    else:
-        mv = _byte_view(buf)
-        n = mv.shape[0]
-        if n:
-            p = &mv[0]
+    cdef object _keep = _read_view(buf, &p, &n)
     off = _check_offset(offset, n)
     _expect_arg(expect_lsn, &expect, &any_lsn)
     while off < n:
@@ -803,34 +802,26 @@ def decode(buf: object, offset: int = 0, expect_lsn: int = 0) -> tuple[list[tupl
 
 
 def find_frame(buf: object, offset: int, after_lsn: int, bad_offset: int) -> tuple[int, int]:
-    """Find the first frame at or after ``offset`` that could continue the log (P10).
+    """Find the first frame at or after ``offset`` that could continue the log.
 
     A candidate is a header at any byte offset ``o`` whose len is at most
     MAX_ENTRY_SIZE and whose LSN lies in ``after_lsn + 1`` ..
     ``after_lsn + 1 + (o - bad_offset) // 16``: more frames than that cannot
     fit between the bad frame at ``bad_offset`` (relative to ``buf``, may be
     negative) and ``o``. The window keeps random bytes from passing for a
-    frame (FORMAT.md).
+    frame (docs/format.md).
 
     Returns ``(o, FIND_FRAME)`` for the first whole candidate with a valid
     CRC, ``(o, FIND_SHORT)`` for a candidate whose frame runs past the
     buffer (the caller must read more to judge it), or ``(o, FIND_NONE)``
     where ``o`` is the first offset whose header the buffer could not hold.
     """
-    cdef const unsigned char[::1] mv
-    cdef const unsigned char *p = _EMPTY
+    cdef const unsigned char *p
     cdef Py_ssize_t n
     cdef Py_ssize_t off, o
     cdef _Window w
     cdef int found = _F_NONE
-    if type(buf) is bytes:
-        p = <const unsigned char *>PyBytes_AS_STRING(buf)
-        n = PyBytes_GET_SIZE(buf)
-    else:
-        mv = _byte_view(buf)
-        n = mv.shape[0]
-        if n:
-            p = &mv[0]
+    cdef object _keep = _read_view(buf, &p, &n)
     off = _check_offset(offset, n)
     c = _as_int(after_lsn) + 1
     q, r = divmod(_as_int(bad_offset), _HDR)
@@ -859,83 +850,29 @@ def find_frame(buf: object, offset: int, after_lsn: int, bad_offset: int) -> tup
 
 
 # ---------------------------------------------------------------------------
-# The VISIBLE record (walogs._visible): written after every write under
-# sync="none", so one C call instead of struct packing and zlib in Python.
-
-VISIBLE_SIZE = 32
-"""Bytes in the VISIBLE record that :func:`pack_visible` writes."""
+# The two records of VISIBLE (walogs._visible): the visible end, written after
+# every write under sync="none", and the write in flight, stored before every
+# write of frames. One C call each instead of struct packing and zlib in Python.
+# walogs._format lays them out; C has the sizes and field offsets as constants
+# for the nogil builders, and the magics from _format. Both are checked below,
+# once, against _format's layouts.
 
 cdef enum:
     _VIS_SIZE = 32
-    _VIS_BODY = 8        # the CRC covers bytes 8..31
+    _IF_SIZE = 48
+    _IF_BOOT = 16
+    _CRC_FROM = 8        # the CRC covers the rest of each record, after magic and crc
+
+cdef unsigned char _VIS_MAGIC[4]
+cdef unsigned char _IF_MAGIC[4]
+
 
 cdef uint64_t _u64_field(str name, object value, uint64_t top) except? 0xFFFFFFFFFFFFFFFF:
     # Range-checked as a Python int first: the spec's ValueError, never OverflowError.
     value = _as_int(value)
     if not 0 <= value <= top:
-        raise ValueError(f"VISIBLE {name} {value} is out of range 0..{top}")
+        raise ValueError(f"{name} {value} is out of range 0..{top}")
     return PyLong_AsUnsignedLongLong(value)
-
-
-def pack_visible(buf: object, state: int, seq: int, lsn: int, offset: int) -> None:
-    """Write the VISIBLE record for ``(state, seq, lsn, offset)`` into ``buf[:32]``.
-
-    The layout (walogs._visible, docs/format.md): magic b"WLVE", the CRC-32
-    of the 24 bytes that follow, then state u32, seq u32, lsn u64, offset
-    u64, all little-endian. ``buf`` must be a writable buffer of at least 32
-    bytes (TypeError, ValueError); state and seq must fit a u32, lsn and
-    offset a u64 (ValueError). The writer publishes through this after every
-    write under ``sync="none"``, so it is on the append path.
-    """
-    cdef Py_buffer view
-    cdef uint64_t v_state = _u64_field("state", state, 0xFFFFFFFF)
-    cdef uint64_t v_seq = _u64_field("seq", seq, 0xFFFFFFFF)
-    cdef uint64_t v_lsn = _u64_field("lsn", lsn, UINT64_MAX)
-    cdef uint64_t v_offset = _u64_field("offset", offset, UINT64_MAX)
-    if buf is None:
-        raise TypeError("buffer must be a bytes-like object, not None")
-    if not PyObject_CheckBuffer(buf):
-        memoryview(buf)   # raises the spec's TypeError, worded as memoryview words it
-    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
-    try:
-        if view.readonly:
-            raise TypeError(f"pack_visible needs a writable buffer, not a read-only {type(buf).__name__}")
-        if view.len < _VIS_SIZE:
-            raise ValueError(f"a VISIBLE record needs {_VIS_SIZE} bytes, the buffer has {view.len}")
-        build_visible(<unsigned char *>view.buf, <uint32_t>v_state, <uint32_t>v_seq, v_lsn, v_offset)
-    finally:
-        PyBuffer_Release(&view)
-
-
-cdef void build_visible(unsigned char *dst, uint32_t state, uint32_t seq, uint64_t lsn, uint64_t offset) noexcept nogil:
-    # Built whole, then stored with one memcpy: a reader racing the store
-    # sees the old or the new record or a mix, and the CRC rejects a mix.
-    cdef unsigned char record[_VIS_SIZE]
-    record[0] = b'W'
-    record[1] = b'L'
-    record[2] = b'V'
-    record[3] = b'E'
-    _put32(record + 8, state)
-    _put32(record + 12, seq)
-    _put64(record + 16, lsn)
-    _put64(record + 24, offset)
-    _put32(record + 4, walogs_crc32(0, record + _VIS_BODY, _VIS_SIZE - _VIS_BODY))
-    memcpy(dst, record, _VIS_SIZE)
-
-
-# ---------------------------------------------------------------------------
-# The in-flight record (walogs._visible): stored before every write of frames,
-# so recovery can cut a write a killed process left half done.
-
-IN_FLIGHT_SIZE = 48
-"""Bytes in the in-flight record that :func:`pack_in_flight` writes."""
-BOOT_ID_SIZE = 16
-"""Bytes of the boot id in the in-flight record."""
-
-cdef enum:
-    _IF_SIZE = 48
-    _IF_BODY = 8         # the CRC covers bytes 8..47
-    _IF_BOOT = 16
 
 
 cdef int _check_buffer(object candidate) except -1:
@@ -947,44 +884,81 @@ cdef int _check_buffer(object candidate) except -1:
     return 0
 
 
-def pack_in_flight(buf: object, boot: object, seq: int, start: int, end: int) -> None:
-    """Write the in-flight record for ``(boot, seq, start, end)`` into ``buf[:48]``.
+cdef int _get_writable(object buf, Py_buffer *view, str func, str record, Py_ssize_t need) except -1:
+    # The one way a pack function takes the buffer it writes a record into, with the
+    # spec's checks and messages. The caller releases *view once the record is stored.
+    cdef Py_ssize_t length
+    _check_buffer(buf)
+    PyObject_GetBuffer(buf, view, PyBUF_SIMPLE)
+    length = view.len
+    if view.readonly:
+        PyBuffer_Release(view)
+        raise TypeError(f"{func} needs a writable buffer, not a read-only {type(buf).__name__}")
+    if length < need:
+        PyBuffer_Release(view)
+        raise ValueError(f"{record} needs {need} bytes, the buffer has {length}")
+    return 0
 
-    The layout (walogs._visible, docs/format.md): magic b"WLIF", the CRC-32
-    of the 40 bytes that follow, then the 16-byte boot id, seq u64, start
-    u64, end u64, all little-endian. ``buf`` must be a writable buffer of at
-    least 48 bytes and ``boot`` a bytes-like object of exactly 16 bytes
-    (TypeError, ValueError); seq, start and end must fit a u64 (ValueError).
-    The writer stores it before every write of frames, so it is on the
-    append path.
+
+def pack_visible(buf: object, state: int, seq: int, lsn: int, offset: int) -> None:
+    """Write the visible-end record for ``(state, seq, lsn, offset)`` into ``buf[:VISIBLE_SIZE]``.
+
+    The record is ``walogs._format.VISIBLE_RECORD`` (docs/format.md), its
+    CRC-32 computed. ``buf`` must be a writable buffer of at least
+    VISIBLE_SIZE bytes (TypeError, ValueError); state and seq must fit a
+    u32, lsn and offset a u64 (ValueError). The writer publishes through
+    this after every write under ``sync="none"``, so it is on the append path.
     """
     cdef Py_buffer view
-    cdef Py_buffer boot_view
-    cdef unsigned char boot_id[_IF_BOOT]
-    cdef uint64_t v_seq, v_start, v_end
-    # Each name checked in turn, as the twin does (its messages say "in-flight", not "VISIBLE").
-    for name, value in (("seq", seq), ("start", start), ("end", end)):
-        value = _as_int(value)
-        if not 0 <= value <= UINT64_MAX:
-            raise ValueError(f"in-flight {name} {value} is out of range 0..{UINT64_MAX}")
-    v_seq = PyLong_AsUnsignedLongLong(_as_int(seq))
-    v_start = PyLong_AsUnsignedLongLong(_as_int(start))
-    v_end = PyLong_AsUnsignedLongLong(_as_int(end))
-    _check_buffer(boot)
-    PyObject_GetBuffer(boot, &boot_view, PyBUF_SIMPLE)
+    cdef uint64_t v_state = _u64_field("VISIBLE state", state, 0xFFFFFFFF)
+    cdef uint64_t v_seq = _u64_field("VISIBLE seq", seq, 0xFFFFFFFF)
+    cdef uint64_t v_lsn = _u64_field("VISIBLE lsn", lsn, UINT64_MAX)
+    cdef uint64_t v_offset = _u64_field("VISIBLE offset", offset, UINT64_MAX)
+    _get_writable(buf, &view, "pack_visible", "a VISIBLE record", _VIS_SIZE)
     try:
-        if boot_view.len != _IF_BOOT:
-            raise ValueError(f"a boot id has {_IF_BOOT} bytes, not {boot_view.len}")
-        memcpy(boot_id, boot_view.buf, _IF_BOOT)
+        build_visible(<unsigned char *>view.buf, <uint32_t>v_state, <uint32_t>v_seq, v_lsn, v_offset)
     finally:
-        PyBuffer_Release(&boot_view)
-    _check_buffer(buf)
-    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+        PyBuffer_Release(&view)
+
+
+cdef void build_visible(unsigned char *dst, uint32_t state, uint32_t seq, uint64_t lsn, uint64_t offset) noexcept nogil:
+    # Built whole, then stored with one memcpy: a reader racing the store
+    # sees the old or the new record or a mix, and the CRC rejects a mix.
+    cdef unsigned char record[_VIS_SIZE]
+    memcpy(record, _VIS_MAGIC, 4)
+    _put32(record + 8, state)
+    _put32(record + 12, seq)
+    _put64(record + 16, lsn)
+    _put64(record + 24, offset)
+    _put32(record + 4, walogs_crc32(0, record + _CRC_FROM, _VIS_SIZE - _CRC_FROM))
+    memcpy(dst, record, _VIS_SIZE)
+
+
+def pack_in_flight(buf: object, boot: object, seq: int, start: int, end: int) -> None:
+    """Write the in-flight record for ``(boot, seq, start, end)`` into ``buf[:IN_FLIGHT_SIZE]``.
+
+    The record is ``walogs._format.IN_FLIGHT_RECORD`` (docs/format.md), its
+    CRC-32 computed. ``buf`` must be a writable buffer of at least
+    IN_FLIGHT_SIZE bytes and ``boot`` a bytes-like object of exactly
+    BOOT_ID_SIZE bytes (TypeError, ValueError); seq, start and end must fit
+    a u64 (ValueError). The writer stores it before every write of frames,
+    so it is on the append path.
+    """
+    cdef Py_buffer view
+    cdef const unsigned char *boot_p
+    cdef Py_ssize_t boot_n
+    cdef unsigned char boot_id[_IF_BOOT]
+    # Each field checked in turn, as the twin does, before either buffer.
+    cdef uint64_t v_seq = _u64_field("in-flight seq", seq, UINT64_MAX)
+    cdef uint64_t v_start = _u64_field("in-flight start", start, UINT64_MAX)
+    cdef uint64_t v_end = _u64_field("in-flight end", end, UINT64_MAX)
+    keep = _read_view(boot, &boot_p, &boot_n)
+    if boot_n != _IF_BOOT:
+        raise ValueError(f"a boot id has {_IF_BOOT} bytes, not {boot_n}")
+    memcpy(boot_id, boot_p, _IF_BOOT)
+    del keep
+    _get_writable(buf, &view, "pack_in_flight", "an in-flight record", _IF_SIZE)
     try:
-        if view.readonly:
-            raise TypeError(f"pack_in_flight needs a writable buffer, not a read-only {type(buf).__name__}")
-        if view.len < _IF_SIZE:
-            raise ValueError(f"an in-flight record needs {_IF_SIZE} bytes, the buffer has {view.len}")
         build_in_flight(<unsigned char *>view.buf, boot_id, v_seq, v_start, v_end)
     finally:
         PyBuffer_Release(&view)
@@ -995,16 +969,38 @@ cdef void build_in_flight(unsigned char *dst, const unsigned char *boot, uint64_
     # Built whole, then stored with one memcpy (as build_visible): a store cut by a kill
     # leaves a mix that the CRC rejects, and recovery then cuts nothing.
     cdef unsigned char record[_IF_SIZE]
-    record[0] = b'W'
-    record[1] = b'L'
-    record[2] = b'I'
-    record[3] = b'F'
+    memcpy(record, _IF_MAGIC, 4)
     memcpy(record + 8, boot, _IF_BOOT)
     _put64(record + 24, seq)
     _put64(record + 32, start)
     _put64(record + 40, end)
-    _put32(record + 4, walogs_crc32(0, record + _IF_BODY, _IF_SIZE - _IF_BODY))
+    _put32(record + 4, walogs_crc32(0, record + _CRC_FROM, _IF_SIZE - _CRC_FROM))
     memcpy(dst, record, _IF_SIZE)
+
+
+cdef int _check_records() except -1:
+    # The C layouts above must be walogs._format's, byte for byte: one record of each kind.
+    cdef unsigned char visible[_VIS_SIZE]
+    cdef unsigned char in_flight[_IF_SIZE]
+    if (VISIBLE_SIZE, IN_FLIGHT_SIZE, BOOT_ID_SIZE, RECORD_CRC_FROM) != (_VIS_SIZE, _IF_SIZE, _IF_BOOT, _CRC_FROM):
+        raise ImportError("walogs._frame was built for other VISIBLE record sizes than walogs._format's: rebuild it")
+    if len(VISIBLE_MAGIC) != 4 or len(IN_FLIGHT_MAGIC) != 4:
+        raise ImportError("walogs._frame was built for 4-byte VISIBLE magics: rebuild it")
+    memcpy(_VIS_MAGIC, <const char *>VISIBLE_MAGIC, 4)
+    memcpy(_IF_MAGIC, <const char *>IN_FLIGHT_MAGIC, 4)
+    fields = (2, 0x01020304, 0x05060708090A0B0C, 0x0D0E0F1011121314)
+    build_visible(visible, fields[0], fields[1], fields[2], fields[3])
+    expected = VISIBLE_RECORD.pack(VISIBLE_MAGIC, zlib.crc32(VISIBLE_BODY.pack(*fields)), *fields)
+    boot = bytes(range(1, _IF_BOOT + 1))
+    build_in_flight(in_flight, boot, fields[1], fields[2], fields[3])
+    expected_in_flight = IN_FLIGHT_RECORD.pack(
+        IN_FLIGHT_MAGIC, zlib.crc32(IN_FLIGHT_BODY.pack(boot, *fields[1:])), boot, *fields[1:])
+    if visible[:_VIS_SIZE] != expected or in_flight[:_IF_SIZE] != expected_in_flight:
+        raise ImportError("walogs._frame builds VISIBLE records unlike walogs._format's layout: rebuild it")
+    return 0
+
+
+_check_records()
 
 
 # ---------------------------------------------------------------------------

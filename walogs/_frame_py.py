@@ -1,23 +1,37 @@
 """Frame codec in plain Python: the readable specification of ``_frame.pyx``.
 
-Both modules expose the same names with the same signatures, results and
-exceptions (P8); ``tests/test_codec.py`` holds them to it. Nothing here does
-I/O: callers hand in buffers and get back frames, offsets and verdicts.
-
-Frame layout (FORMAT.md)::
-
-    len u32 LE | crc u32 LE | lsn u64 LE | data (len bytes)
-    crc = CRC-32 (zlib) over len ++ lsn ++ data       (I1)
+Both modules expose the same names with the same signatures, results,
+exceptions and bytes; ``tests/test_codec.py`` holds them to it. Nothing here
+does I/O: callers hand in buffers and get back frames, offsets and verdicts.
+The layouts are ``walogs._format``'s (docs/format.md): a frame is a
+FRAME_HEADER (len u32, crc u32, lsn u64) and then the data, its CRC-32
+computed over len ++ lsn ++ data.
 """
 
 from __future__ import annotations
 
 import operator
-import struct
 import zlib
 from collections.abc import Iterable, Iterator
 
-from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError, as_batch
+from walogs._format import (
+    BOOT_ID_SIZE,
+    FRAME_HEADER_SIZE,
+    IN_FLIGHT_BODY,
+    IN_FLIGHT_MAGIC,
+    IN_FLIGHT_RECORD,
+    IN_FLIGHT_SIZE,
+    MAX_ENTRY_SIZE,
+    VISIBLE_BODY,
+    VISIBLE_MAGIC,
+    VISIBLE_RECORD,
+    VISIBLE_SIZE,
+)
+from walogs._format import FRAME_CRC_PREFIX as _LEN_LSN
+from walogs._format import FRAME_HEADER as _HEADER
+from walogs._format import MAX_LSN as _MAX_LSN
+from walogs._types import as_batch
+from walogs.errors import EntryTooLargeError
 
 # Why a scan or a reader stopped.
 SCAN_END = 0
@@ -27,9 +41,9 @@ SCAN_SHORT = 1
 SCAN_BAD_LEN = 2
 """The len field exceeds MAX_ENTRY_SIZE: not a frame."""
 SCAN_BAD_CRC = 3
-"""The CRC does not match: not a frame (I1)."""
+"""The CRC does not match: not a frame."""
 SCAN_BAD_LSN = 4
-"""A whole frame with a valid CRC but not the expected LSN (I9, I12)."""
+"""A whole frame with a valid CRC but not the expected LSN (LSN 0, or not the previous LSN plus one)."""
 SCAN_RUNNING = -1
 """FrameReader.status while the reader has not stopped yet."""
 
@@ -40,10 +54,6 @@ FIND_FRAME = 1
 """A whole, valid, continuing frame starts at the returned offset."""
 FIND_SHORT = 2
 """A plausible header starts at the returned offset, but its frame runs past the buffer."""
-
-_HEADER = struct.Struct("<IIQ")
-_LEN_LSN = struct.Struct("<IQ")
-_MAX_LSN = (1 << 64) - 1
 
 
 def _entry_view(data: object) -> memoryview:
@@ -75,8 +85,8 @@ def encode(lsn: int, data: object) -> bytes:
     """Return the frame holding ``data`` with LSN ``lsn``.
 
     Raises TypeError if ``data`` is not bytes-like, EntryTooLargeError if it
-    is longer than MAX_ENTRY_SIZE (I7), ValueError if ``lsn`` is not in
-    1..2**64-1 (I9).
+    is longer than MAX_ENTRY_SIZE, ValueError if ``lsn`` is not in
+    1..2**64-1.
     """
     view = _entry_view(data)
     size = view.nbytes
@@ -144,7 +154,7 @@ def scan(buf: object, offset: int = 0, expect_lsn: int = 0) -> tuple[int, int, i
 
     ``expect_lsn`` is the LSN the first frame must carry (0: any LSN >= 1);
     each later frame must carry the previous LSN plus one. Stops at the end of
-    the buffer or at the first thing that is not such a frame (I5).
+    the buffer or at the first thing that is not such a frame.
 
     Returns ``(end_offset, count, first_lsn, last_lsn, status)``: the offset
     just past the last valid frame, how many valid frames there were, their
@@ -179,7 +189,7 @@ class FrameReader:
     exhausted, ``status`` tells why (a SCAN_* value), ``offset`` is just past
     the last valid frame and ``last_lsn`` is that frame's LSN (or the
     ``expect_lsn - 1`` it started from, 0 if none). Once stopped, it lets go
-    of ``buf`` (the buffer can be resized or freed; P9).
+    of ``buf`` (the buffer can be resized or freed).
     """
 
     def __init__(self, buf: object, offset: int = 0, expect_lsn: int = 0, skip_before: int = 0) -> None:
@@ -316,14 +326,14 @@ def decode(buf: object, offset: int = 0, expect_lsn: int = 0) -> tuple[list[tupl
 
 
 def find_frame(buf: object, offset: int, after_lsn: int, bad_offset: int) -> tuple[int, int]:
-    """Find the first frame at or after ``offset`` that could continue the log (P10).
+    """Find the first frame at or after ``offset`` that could continue the log.
 
     A candidate is a header at any byte offset ``o`` whose len is at most
     MAX_ENTRY_SIZE and whose LSN lies in ``after_lsn + 1`` ..
     ``after_lsn + 1 + (o - bad_offset) // 16``: more frames than that cannot
     fit between the bad frame at ``bad_offset`` (relative to ``buf``, may be
     negative) and ``o``. The window keeps random bytes from passing for a
-    frame (FORMAT.md).
+    frame (docs/format.md).
 
     Returns ``(o, FIND_FRAME)`` for the first whole candidate with a valid
     CRC, ``(o, FIND_SHORT)`` for a candidate whose frame runs past the
@@ -347,23 +357,17 @@ def find_frame(buf: object, offset: int, after_lsn: int, bad_offset: int) -> tup
     return max(o, offset), FIND_NONE
 
 
-VISIBLE_SIZE = 32
-"""Bytes in the VISIBLE record that :func:`pack_visible` writes."""
-_VISIBLE_MAGIC = b"WLVE"
-_VISIBLE_BODY = struct.Struct("<IIQQ")
-_VISIBLE_RECORD = struct.Struct("<4sIIIQQ")
 _U32_MAX = (1 << 32) - 1
 
 
 def pack_visible(buf: object, state: int, seq: int, lsn: int, offset: int) -> None:
-    """Write the VISIBLE record for ``(state, seq, lsn, offset)`` into ``buf[:32]``.
+    """Write the visible-end record for ``(state, seq, lsn, offset)`` into ``buf[:VISIBLE_SIZE]``.
 
-    The layout (walogs._visible, docs/format.md): magic b"WLVE", the CRC-32
-    of the 24 bytes that follow, then state u32, seq u32, lsn u64, offset
-    u64, all little-endian. ``buf`` must be a writable buffer of at least 32
-    bytes (TypeError, ValueError); state and seq must fit a u32, lsn and
-    offset a u64 (ValueError). The writer publishes through this after every
-    write under ``sync="none"``, so it is on the append path.
+    The record is ``walogs._format.VISIBLE_RECORD`` (docs/format.md), its
+    CRC-32 computed. ``buf`` must be a writable buffer of at least
+    VISIBLE_SIZE bytes (TypeError, ValueError); state and seq must fit a
+    u32, lsn and offset a u64 (ValueError). The writer publishes through
+    this after every write under ``sync="none"``, so it is on the append path.
     """
     fields = []
     for name, value, top in (("state", state, _U32_MAX), ("seq", seq, _U32_MAX),
@@ -377,29 +381,19 @@ def pack_visible(buf: object, state: int, seq: int, lsn: int, offset: int) -> No
             raise TypeError(f"pack_visible needs a writable buffer, not a read-only {type(buf).__name__}")
         if len(view) < VISIBLE_SIZE:
             raise ValueError(f"a VISIBLE record needs {VISIBLE_SIZE} bytes, the buffer has {len(view)}")
-        crc = zlib.crc32(_VISIBLE_BODY.pack(*fields))
-        _VISIBLE_RECORD.pack_into(view, 0, _VISIBLE_MAGIC, crc, *fields)
-
-
-IN_FLIGHT_SIZE = 48
-"""Bytes in the in-flight record that :func:`pack_in_flight` writes."""
-_IN_FLIGHT_MAGIC = b"WLIF"
-_IN_FLIGHT_BODY = struct.Struct("<16sQQQ")
-_IN_FLIGHT_RECORD = struct.Struct("<4sI16sQQQ")
-BOOT_ID_SIZE = 16
-"""Bytes of the boot id in the in-flight record."""
+        crc = zlib.crc32(VISIBLE_BODY.pack(*fields))
+        VISIBLE_RECORD.pack_into(view, 0, VISIBLE_MAGIC, crc, *fields)
 
 
 def pack_in_flight(buf: object, boot: object, seq: int, start: int, end: int) -> None:
-    """Write the in-flight record for ``(boot, seq, start, end)`` into ``buf[:48]``.
+    """Write the in-flight record for ``(boot, seq, start, end)`` into ``buf[:IN_FLIGHT_SIZE]``.
 
-    The layout (walogs._visible, docs/format.md): magic b"WLIF", the CRC-32
-    of the 40 bytes that follow, then the 16-byte boot id, seq u64, start
-    u64, end u64, all little-endian. ``buf`` must be a writable buffer of at
-    least 48 bytes and ``boot`` a bytes-like object of exactly 16 bytes
-    (TypeError, ValueError); seq, start and end must fit a u64 (ValueError).
-    The writer stores it before every write of frames, so it is on the
-    append path.
+    The record is ``walogs._format.IN_FLIGHT_RECORD`` (docs/format.md), its
+    CRC-32 computed. ``buf`` must be a writable buffer of at least
+    IN_FLIGHT_SIZE bytes and ``boot`` a bytes-like object of exactly
+    BOOT_ID_SIZE bytes (TypeError, ValueError); seq, start and end must fit
+    a u64 (ValueError). The writer stores it before every write of frames,
+    so it is on the append path.
     """
     fields = []
     for name, value in (("seq", seq), ("start", start), ("end", end)):
@@ -416,5 +410,5 @@ def pack_in_flight(buf: object, boot: object, seq: int, start: int, end: int) ->
             raise TypeError(f"pack_in_flight needs a writable buffer, not a read-only {type(buf).__name__}")
         if len(view) < IN_FLIGHT_SIZE:
             raise ValueError(f"an in-flight record needs {IN_FLIGHT_SIZE} bytes, the buffer has {len(view)}")
-        crc = zlib.crc32(_IN_FLIGHT_BODY.pack(boot_id, *fields))
-        _IN_FLIGHT_RECORD.pack_into(view, 0, _IN_FLIGHT_MAGIC, crc, boot_id, *fields)
+        crc = zlib.crc32(IN_FLIGHT_BODY.pack(boot_id, *fields))
+        IN_FLIGHT_RECORD.pack_into(view, 0, IN_FLIGHT_MAGIC, crc, boot_id, *fields)

@@ -76,6 +76,15 @@ def pread_into(fd: int, buf: bytearray | memoryview, offset: int) -> int:
     return total
 
 
+def read_at(path: str, size: int, offset: int) -> bytes:
+    """Up to ``size`` bytes of the file ``path`` from ``offset`` (fewer at its end): open, pread, close."""
+    fd = open_read(path)
+    try:
+        return os.pread(fd, size, offset)
+    finally:
+        close(fd)
+
+
 def fdatasync(fd: int) -> None:
     """Flush a file's data (and the metadata needed to read it) to stable storage."""
     _fdatasync(fd)

@@ -1,11 +1,11 @@
-"""The writer lock (I6) and fork detection (P6): the Linux-specific parts in one place.
+"""The writer lock (one writer per directory) and fork detection: the Linux-specific parts in one place.
 
 Why open-file-description (OFD) locks on ``<dir>/LOCK``:
 
 * POSIX ``fcntl``/``lockf`` record locks belong to the *process*: a second
   ``Wal`` in the same process would not conflict, and closing *any*
   descriptor of the file (a reader, a ``verify`` in the same process)
-  silently drops the lock. Both break I6.
+  silently drops the lock. Both break the one-writer rule.
 * OFD locks (``F_OFD_SETLK``) and ``flock`` belong to the open file: a
   second open in the same process conflicts, unrelated descriptors do not
   matter, and the kernel drops the lock when the last descriptor of that
@@ -23,7 +23,7 @@ Both kinds are inherited across ``fork``: a child must never unlock
 descriptor, which leaves the parent's lock in place. It closes it at once,
 in the at-fork hook: a copy kept open (say by a worker from a plain
 ``os.fork()`` that never touches the log) would keep the lock alive after
-the writer died, and I6 says the lock dies with the writer.
+the writer died, and the lock must die with the writer.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ import weakref
 from typing import Any
 
 from walogs import _io
+from walogs._format import LOCK_NAME
 from walogs.errors import WalLockedError
 
-LOCK_NAME = "LOCK"
 
 # struct flock on Linux: short l_type, short l_whence, off_t l_start,
 # off_t l_len, pid_t l_pid, padded to 32 bytes.
@@ -68,12 +68,12 @@ if hasattr(os, "register_at_fork"):
 
 
 def fork_generation() -> int:
-    """A number that changes in every child forked after it was read (P6)."""
+    """A number that changes in every child forked after it was read (a writer handle is unusable there)."""
     return _fork_generation
 
 
 def watch_forks(watcher: Any) -> None:
-    """Call ``watcher._in_forked_child()`` in every child forked while it lives (P6).
+    """Call ``watcher._in_forked_child()`` in every child forked while it lives.
 
     Held weakly. Lets a hot path test one flag instead of calling
     :func:`fork_generation` on every call.
@@ -113,7 +113,7 @@ def recorded_pid(directory: str) -> int | None:
 
 
 class WriterLock:
-    """An exclusive hold on ``<directory>/LOCK`` for a writer's lifetime (I6)."""
+    """An exclusive hold on ``<directory>/LOCK`` for a writer's lifetime: one writer per directory."""
 
     def __init__(self, directory: str, fd: int, created: bool = False) -> None:
         self.directory = directory
@@ -180,7 +180,7 @@ class WriterLock:
         return self._fd is not None and self._generation == _fork_generation
 
     def release(self) -> None:
-        """Release the lock; in a forked child only drop the descriptor (P6)."""
+        """Release the lock; in a forked child only drop the descriptor (the parent keeps its lock)."""
         with self._mutex:
             fd, self._fd = self._fd, None
             if fd is None:

@@ -1,12 +1,12 @@
 """``walogs salvage DIR OUT``: every intact entry of a damaged log, and what was lost.
 
 A flipped bit in a completed segment stops the writer's open and every
-reader at the damage (P5, P10): the intact entries after it cannot be read
-through the API. Salvage reads past the damage with the same judge the
-writer's recovery uses (the continuing-frame search of P10,
-``_segments.find_continuing_frame``) and exports what it finds intact. It
-is read-only on the log (P3): no lock, nothing written in ``DIR``; with a
-live writer it reads only up to the writer's visible end (P4).
+reader at the damage (a reader never skips an entry): the intact entries
+after it cannot be read through the API. Salvage reads past the damage with
+the judge the writer's recovery uses (``walogs._damage``: its search for a
+frame that continues the log, and its torn-or-damaged verdict) and exports
+what it finds intact. It is read-only on the log: no lock, nothing written
+in ``DIR``; with a live writer it reads only up to the writer's visible end.
 
 ``OUT`` is a new directory (or an empty one) outside ``DIR`` that receives:
 
@@ -31,9 +31,10 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Optional
 
-from walogs import _floor, _io, _recovery, _segments
-from walogs._codec import codec
-from walogs.errors import FRAME_HEADER_SIZE, LsnOutOfRangeError
+from walogs import _damage, _floor, _io, _segments
+from walogs._format import segment_name
+from walogs._impl import codec
+from walogs.errors import LsnOutOfRangeError
 from walogs.reader import published_end
 
 ENTRIES_NAME = "entries.bin"
@@ -129,7 +130,7 @@ class OutputError(Exception):
 
 
 def prepare_output(directory: str, out: str) -> None:
-    """Create ``out`` (or accept it empty); refuse a place inside the log directory (P3)."""
+    """Create ``out`` (or accept it empty); refuse a place inside the log directory, which salvage never writes."""
     real_dir = os.path.realpath(directory)
     real_out = os.path.realpath(out)
     if real_out == real_dir or real_out.startswith(real_dir + os.sep):
@@ -222,7 +223,7 @@ def salvage(directory: str, out: str) -> SalvageResult:
 
 
 def _walk(directory: str, export: _Export, result: SalvageResult) -> None:
-    files, _ = _recovery.segment_files(directory)  # a gap is reported below, not fatal
+    files, _ = _segments.segment_files(directory)  # a gap is reported below, not fatal
     end = published_end(directory)
     if end is not None:
         result.visible_lsn = end.lsn
@@ -236,9 +237,9 @@ def _walk(directory: str, export: _Export, result: SalvageResult) -> None:
         if end is not None and seq > end.seq:
             break  # P4: beyond the live writer's visible end, still being written
         if previous is not None and seq != previous + 1:
-            missing = (f"{_segments.segment_name(previous + 1)}..{_segments.segment_name(seq - 1)}"
-                       if seq > previous + 2 else _segments.segment_name(previous + 1))
-            export.lost(Damage(MISSING_SEGMENTS, _segments.segment_name(previous + 1), None, None,
+            missing = (f"{segment_name(previous + 1)}..{segment_name(seq - 1)}"
+                       if seq > previous + 2 else segment_name(previous + 1))
+            export.lost(Damage(MISSING_SEGMENTS, segment_name(previous + 1), None, None,
                                f"segment files {missing} are missing", export.last + 1))
             carried = None
         previous = seq
@@ -296,29 +297,26 @@ def _segment(cursor: _segments.SegmentCursor, name: str, limit: int, last_segmen
         reason = cursor.scan_view().reason(cursor.expect)
         after = export.last or max(floor - 1, 0)
         anchor = None if carried is None else bad - carried
-        found = _segments.find_continuing_frame(cursor.path, bad, after if carried is not None else 0, limit, anchor)
+        found = _damage.find_continuing_frame(cursor.path, bad, after if carried is not None else 0, limit, anchor)
         while found is not None and _lsn_at(cursor, found) <= export.last:
-            found = _segments.find_continuing_frame(cursor.path, found, after if carried is not None else 0,
-                                                    limit, anchor)
+            found = _damage.find_continuing_frame(cursor.path, found, after if carried is not None else 0,
+                                                  limit, anchor)
+        torn = _damage.judge(cursor.scan_view(), after, last_segment=last_segment).torn
         if found is None:
-            if last_segment and _segments.judge_tail(cursor.scan_view(), after).torn:
+            if torn:
                 export.lost(Damage(TORN, name, bad, limit, f"{reason}; nothing intact follows: the next "
                                    "writer open cuts it (a write cut short by a crash)"))
             else:
                 export.lost(Damage(DAMAGED, name, bad, limit, f"{reason}; nothing intact follows in this segment",
                                    after + 1))
             return None if carried is None else carried + limit - bad
-        export.lost(Damage(TORN if last_segment and _segments.judge_tail(cursor.scan_view(), after).torn
-                           else DAMAGED, name, bad, found, reason, after + 1))
+        export.lost(Damage(TORN if torn else DAMAGED, name, bad, found, reason, after + 1))
         cursor.offset, cursor.expect = found, _lsn_at(cursor, found)
         carried = 0
 
 
 def _lsn_at(cursor: _segments.SegmentCursor, offset: int) -> int:
     """The LSN field of the frame header at ``offset`` (a frame find_continuing_frame vouched for)."""
-    fd = _io.open_read(cursor.path)
-    try:
-        header = os.pread(fd, FRAME_HEADER_SIZE, offset)
-    finally:
-        _io.close(fd)
-    return struct.unpack_from("<Q", header, 8)[0]
+    lsn = _segments.peek_lsn(cursor.path, offset)
+    assert lsn is not None
+    return lsn

@@ -1,45 +1,47 @@
-"""Segment files: names, listing, streaming validation and tail judgement.
+"""Segment files: the one listing of a directory's segments, streaming validation, reading.
 
-Shared by the writer's recovery, the readers and the CLI. Memory stays
-bounded by one chunk plus the largest frame (P9): files are read in chunks
-of at most CHUNK bytes into one reused buffer, and only a frame larger than
-a chunk gets a buffer of its own size, dropped once it has been read.
+Shared by the writer's recovery, the readers, the CLI and salvage. Memory
+stays bounded by one chunk plus the largest frame, whatever the size of the
+log: files are read in chunks of at most CHUNK bytes into one reused
+buffer, and only a frame larger than a chunk gets a buffer of its own size,
+dropped once it has been read. Whether a bad frame is a torn tail or damage
+is ``walogs._damage``'s to judge.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Optional
 
-from walogs import _codec, _io
-from walogs._codec import codec
-from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, LsnOutOfRangeError, WalCorruptError
+from walogs import _floor, _io
+from walogs._format import FLOOR_NAME, FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, SEGMENT_RE, V1_NAME, segment_name
+from walogs._format import FRAME_HEADER as _HEADER
+from walogs._impl import codec
+from walogs.errors import LsnOutOfRangeError, WalCorruptError
 
-SEGMENT_RE = re.compile(r"wal-([0-9]+)\.log")
-V1_NAME = "wal.log"
 # Small, because every live iterator holds one chunk (thousands of followers
 # of one log must not cost gigabytes); larger chunks read no faster.
 CHUNK = 64 << 10
-SECTOR = 512
-_ZERO_SECTOR = bytes(SECTOR)
-_HEADER = struct.Struct("<IIQ")
+
+# Also read from here by walogs.wal: V1_NAME, segment_name.
+__all__ = ["CHUNK", "V1_NAME", "Chunks", "SegmentCursor", "SegmentScan", "check_contiguous", "check_tail",
+           "contiguous_segment_files", "corrupt_error", "iter_segment", "peek_lsn", "scan_segment",
+           "segment_files", "segment_name"]
 
 
-def segment_name(seq: int) -> str:
-    """The canonical file name of segment ``seq``: ``wal-`` + 6+ digits + ``.log``."""
-    return f"wal-{seq:06d}.log"
+# ---------------------------------------------------------------------------- listing
 
 
-def list_segments(directory: str) -> dict[int, str]:
-    """Segment number -> file name for every segment in ``directory``, in order.
+def segment_files(directory: str) -> tuple[dict[int, str], bool]:
+    """The segments of ``directory`` (number -> file name, in order), and whether they are a legacy log.
 
     Names that are not exactly ``wal-`` + decimal digits + ``.log`` are
     ignored (side files). Two names for one number, or number 0, are
-    WalCorruptError (FORMAT.md).
+    WalCorruptError. A legacy v1 log is its single ``wal.log``, listed as
+    segment 1 (True); it beside segment files is WalCorruptError.
     """
     found: dict[int, str] = {}
     for name in _io.listdir(directory):
@@ -56,11 +58,19 @@ def list_segments(directory: str) -> dict[int, str]:
                 "keep the right one and move the other out of the directory"
             )
         found[seq] = name
-    return dict(sorted(found.items()))
+    segments = dict(sorted(found.items()))
+    v1 = os.path.exists(os.path.join(directory, V1_NAME))
+    if v1 and segments:
+        raise WalCorruptError(
+            f"{directory}: both a legacy {V1_NAME} and segment files "
+            f"({', '.join(segments.values())}) exist; move {V1_NAME} away if its "
+            "entries are already in the segments, else keep it alone"
+        )
+    return ({1: V1_NAME}, True) if v1 else (segments, False)
 
 
 def check_contiguous(directory: str, segments: dict[int, str]) -> None:
-    """I11: segment numbers have no gaps (a gap means a lost segment)."""
+    """Segment numbers have no gaps: a gap means a lost segment (WalCorruptError)."""
     seqs = list(segments)
     for before, after in zip(seqs, seqs[1:]):
         if after != before + 1:
@@ -71,11 +81,77 @@ def check_contiguous(directory: str, segments: dict[int, str]) -> None:
             )
 
 
+_CHECKPOINT_RACES = 1000  # listings retaken because a checkpoint deleted their oldest segment meanwhile
+
+
+def contiguous_segment_files(directory: str, attempts: int = 5) -> tuple[dict[int, str], bool]:
+    """``segment_files``, checked for gaps, a missing tail included.
+
+    A listing taken while a live writer rotates and checkpoints is not
+    atomic: it can miss a segment that exists. A gap is only reported when
+    fresh listings keep showing it. A listing whose oldest segment is gone
+    by the time its gap is seen raced a checkpoint (which deletes oldest
+    first): it is taken again without counting as an attempt, up to
+    ``_CHECKPOINT_RACES`` times. The high-water mark is read before each
+    listing: the segment it names existed durably by then, and the newest
+    segment is never deleted, so a listing taken after it holds that
+    number or a higher one.
+    """
+    attempt = races = 0
+    while True:
+        newest = _durable_seq(directory)
+        files, v1 = segment_files(directory)
+        try:
+            check_contiguous(directory, files)
+            check_tail(directory, files, newest)
+            return files, v1
+        except WalCorruptError:
+            oldest = next(iter(files.values()), None)
+            deleted_meanwhile = oldest is not None and not os.path.exists(os.path.join(directory, oldest))
+            if deleted_meanwhile and races < _CHECKPOINT_RACES:
+                races += 1
+                continue
+            attempt += 1
+            if attempt == attempts:
+                raise
+            time.sleep(0.001 * attempt)
+
+
+def _durable_seq(directory: str) -> int:
+    # For the tail check only: a damaged LSN_FLOOR is reported by examine (the writer
+    # refuses to open), while readers and listings still read every stored entry.
+    try:
+        return _floor.read(directory).seq
+    except WalCorruptError:
+        return 0
+
+
+def check_tail(directory: str, files: dict[int, str], durable_seq: int) -> None:
+    """Segment ``durable_seq`` (from LSN_FLOOR) was made durable, so it or a later one exists."""
+    newest = max(files, default=0)
+    if newest >= durable_seq:
+        return
+    missing = segment_name(durable_seq)
+    first_missing = segment_name(newest + 1)
+    lost = missing if newest + 1 == durable_seq else f"{first_missing} to {missing}"
+    now = f"the newest segment file is {files[newest]}" if files else "no segment file is left"
+    raise WalCorruptError(
+        f"{directory}: segment {lost} is missing: {FLOOR_NAME} records that segment "
+        f"{durable_seq} was made durable, but {now}, so the newest entries were deleted or lost "
+        f"(and opening without them would hand out their LSNs again). Restore the missing segment "
+        f"files from a backup; to continue without their entries, create an empty file named "
+        f"{missing} in the directory: the log then continues after the last entry it still holds",
+        segment=missing, offset=0,
+    )
+
+
+# ---------------------------------------------------------------------------- validation
+
 _REASONS = {
-    _codec.codec.SCAN_SHORT: "frame runs past the end of the file",
-    _codec.codec.SCAN_BAD_LEN: f"length field exceeds the {MAX_ENTRY_SIZE}-byte maximum",
-    _codec.codec.SCAN_BAD_CRC: "CRC mismatch",
-    _codec.codec.SCAN_BAD_LSN: "unexpected LSN",
+    codec.SCAN_SHORT: "frame runs past the end of the file",
+    codec.SCAN_BAD_LEN: f"length field exceeds the {MAX_ENTRY_SIZE}-byte maximum",
+    codec.SCAN_BAD_CRC: "CRC mismatch",
+    codec.SCAN_BAD_LSN: "unexpected LSN",
 }
 
 
@@ -111,8 +187,8 @@ class SegmentScan:
         return text
 
 
-class _Chunks:
-    """A read buffer sized to what is read: never more than CHUNK bytes kept (P9).
+class Chunks:
+    """A read buffer sized to what is read: never more than CHUNK bytes kept.
 
     It starts empty and grows to the largest read so far, up to CHUNK, so
     reading a small segment, or the few new bytes a follower polls for,
@@ -155,7 +231,7 @@ def scan_segment(seq: int, path: str, expect_lsn: int = 0, limit: Optional[int] 
     try:
         size = _io.file_size(fd)
         stop = size if limit is None else min(limit, size)
-        chunks = _Chunks()
+        chunks = Chunks()
         result = SegmentScan(seq, path, size, 0, 0, 0, 0, codec.SCAN_END)
         pos, expect = 0, expect_lsn
         while pos < stop:
@@ -190,124 +266,6 @@ def scan_segment(seq: int, path: str, expect_lsn: int = 0, limit: Optional[int] 
         _io.close(fd)
 
 
-def find_continuing_frame(path: str, bad_offset: int, after_lsn: int, limit: Optional[int] = None,
-                          anchor: Optional[int] = None) -> Optional[int]:
-    """The offset of the first valid frame after ``bad_offset`` that could continue the log.
-
-    P10: such a frame means the damage is in the middle of written data, not
-    a torn tail. Only frames that end by ``limit`` (default: the file's
-    size) count. The LSN window (FORMAT.md) counts the 16-byte headers that
-    fit between ``anchor`` (default ``bad_offset``; negative when damage in
-    earlier segments may also have held frames) and the candidate. Streams
-    the file in chunks; a candidate frame larger than a chunk is read whole
-    (at most MAX_ENTRY_SIZE + 16 bytes).
-    """
-    if anchor is None:
-        anchor = bad_offset
-    if not after_lsn:
-        # No LSN known: move the window's anchor so far back that every LSN >= 1 fits in it.
-        anchor = -(1 << 60)
-    fd = _io.open_read(path)
-    try:
-        size = _io.file_size(fd)
-        if limit is not None:
-            size = min(size, limit)
-        chunks = _Chunks()
-        pos = bad_offset + 1
-        while pos + FRAME_HEADER_SIZE <= size:
-            view = chunks.read(fd, pos, min(CHUNK, size - pos))
-            found, kind = codec.find_frame(view, 0, after_lsn, anchor - pos)
-            if kind == codec.FIND_FRAME:
-                return pos + found
-            if kind == codec.FIND_NONE:
-                pos += found
-                continue
-            candidate = pos + found
-            length = _HEADER.unpack_from(view, found)[0]
-            if candidate + FRAME_HEADER_SIZE + length <= size:
-                whole = chunks.read(fd, candidate, FRAME_HEADER_SIZE + length)
-                if codec.find_frame(whole, 0, after_lsn, anchor - candidate) == (0, codec.FIND_FRAME):
-                    return candidate
-            pos = candidate + 1
-        return None
-    finally:
-        _io.close(fd)
-
-
-def has_zero_sector(path: str, start: int, end: int) -> bool:
-    """True if a 512-byte-aligned block of zeros lies wholly inside [start, end).
-
-    P10, etcd's rule: such a block is storage a power failure left
-    unwritten, so the damage is a torn tail even if valid frames follow.
-    """
-    first = -(-start // SECTOR) * SECTOR
-    if first + SECTOR > end:
-        return False
-    fd = _io.open_read(path)
-    try:
-        chunks = _Chunks()
-        pos = first
-        while pos + SECTOR <= end:
-            length = min(CHUNK, (end - pos) // SECTOR * SECTOR)
-            view = chunks.read(fd, pos, length)
-            for at in range(0, len(view) - SECTOR + 1, SECTOR):
-                if view[at : at + SECTOR] == _ZERO_SECTOR:
-                    return True
-            if len(view) < length:
-                return False
-            pos += length
-        return False
-    finally:
-        _io.close(fd)
-
-
-@dataclass
-class TailVerdict:
-    """How to read damage found in the last segment (FORMAT.md, P10)."""
-
-    torn: bool
-    """True: a torn tail, safe to cut at the bad offset. False: mid-log damage."""
-    continuing_offset: Optional[int]
-    """Offset of the first valid continuing frame after the damage, if any."""
-
-
-def judge_tail(scan: SegmentScan, after_lsn: int) -> TailVerdict:
-    """Decide whether the first bad frame of the last segment is a torn tail (P10).
-
-    ``after_lsn`` is the last good LSN before the bad frame (from earlier
-    segments or the LSN floor when this one has no good frame). 0 means no
-    LSN is known: then any valid frame counts as continuing, because
-    calling a torn tail corrupt loses nothing, while the reverse would cut
-    good frames.
-    """
-    continuing = find_continuing_frame(scan.path, scan.end, after_lsn)
-    if continuing is None:
-        return TailVerdict(True, None)
-    unwritten = zeros_to_sector_end(scan.path, scan.end, continuing) or has_zero_sector(
-        scan.path, scan.end, continuing
-    )
-    return TailVerdict(unwritten, continuing)
-
-
-def zeros_to_sector_end(path: str, bad_offset: int, end: int) -> bool:
-    """True if the bytes from ``bad_offset`` to the next 512-byte boundary (16 at least) are zero.
-
-    P10: the sector that held the end of the last synced frame was rewritten
-    but lost, so the disk shows that sector as it was: the old frames, then
-    zeros. A real frame never has an all-zero header (LSN 0 is never
-    written), so a zeroed header running to the boundary is unwritten storage.
-    """
-    stop = max(bad_offset + FRAME_HEADER_SIZE, (bad_offset // SECTOR + 1) * SECTOR)
-    if stop > end:
-        return False
-    fd = _io.open_read(path)
-    try:
-        data = os.pread(fd, stop - bad_offset, bad_offset)
-    finally:
-        _io.close(fd)
-    return len(data) == stop - bad_offset and not any(data)
-
-
 def corrupt_error(directory: str, scan: SegmentScan, expect_lsn: int, what: str, advice: str,
                   in_last_segment: bool = False) -> WalCorruptError:
     """A WalCorruptError naming the directory, segment, offset and reason.
@@ -325,13 +283,9 @@ def corrupt_error(directory: str, scan: SegmentScan, expect_lsn: int, what: str,
     )
 
 
-def peek_first_lsn(path: str) -> Optional[int]:
-    """The LSN field of a segment's first frame header (unchecked), None if empty."""
-    fd = _io.open_read(path)
-    try:
-        header = os.pread(fd, FRAME_HEADER_SIZE, 0)
-    finally:
-        _io.close(fd)
+def peek_lsn(path: str, offset: int = 0) -> Optional[int]:
+    """The LSN field of the frame header at ``offset`` of a segment (unchecked), None if there is none."""
+    header = _io.read_at(path, FRAME_HEADER_SIZE, offset)
     if len(header) < FRAME_HEADER_SIZE:
         return None
     return _HEADER.unpack(header)[2]
@@ -391,14 +345,14 @@ class SegmentCursor:
         setting ``status`` and ``bad_lsn``. The file size is taken when the
         first reader is asked for.
 
-        The read buffer lives only as long as this generator (P9): a cursor
+        The read buffer lives only as long as this generator: a cursor
         between passes, such as an idle follower's, holds none.
         """
         fd = self._fd
         assert fd is not None
         stop = _io.file_size(fd) if limit is None else limit
         self.status = codec.SCAN_END
-        chunks = _Chunks()
+        chunks = Chunks()
         while self.offset < stop:
             start = self.offset
             view = chunks.read(fd, start, min(CHUNK, stop - start))
@@ -435,7 +389,7 @@ class SegmentCursor:
             self.expect = reader.last_lsn + 1
 
     def scan_view(self) -> SegmentScan:
-        """The stop described as a SegmentScan, for judge_tail and error messages."""
+        """The stop described as a SegmentScan, for walogs._damage and error messages."""
         return SegmentScan(self.seq, self.path, self.size(), self.offset, 0, 0, self.last_lsn,
                            self.status, self.bad_lsn)
 
@@ -457,8 +411,8 @@ def iter_segment(
 
     Every byte before the limit must be a whole valid frame continuing from
     ``expect_lsn``; anything else raises WalCorruptError naming segment and
-    offset (I10: a bad frame is never yielded). A missing file raises
-    LsnOutOfRangeError (P5: a checkpoint removed it; never skip). The file
+    offset (a bad frame is never yielded). A missing file raises
+    LsnOutOfRangeError (a checkpoint removed it; entries are never skipped). The file
     is opened on the first ``next`` and closed when the iterator ends, is
     closed or is dropped.
     """

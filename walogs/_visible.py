@@ -1,23 +1,10 @@
 """The visible end, and the write in flight: what a live writer shares in ``<dir>/VISIBLE``.
 
-``VISIBLE`` is 80 bytes: two records, little-endian. At offset 0 the
-*visible end* (32 bytes), where readers may read up to (P4)::
-
-    magic  4s  b"WLVE"
-    crc    u32 CRC-32 of the 24 bytes that follow
-    state  u32 0 closed, 1 recovering, 2 published
-    seq    u32 segment number of the visible end
-    lsn    u64 highest LSN a reader may yield (0: none)
-    offset u64 byte offset in segment ``seq`` just past that LSN's frame
-
-At offset 32 the *write in flight* (48 bytes), for recovery only::
-
-    magic  4s  b"WLIF"
-    crc    u32 CRC-32 of the 40 bytes that follow
-    boot   16s the kernel's boot id when it was stored
-    seq    u64 segment the write goes to
-    start  u64 offset where the write starts (the end of every earlier write)
-    end    u64 offset where it ends
+``VISIBLE`` holds two records, laid out in ``walogs._format`` (docs/format.md
+describes them). At offset 0 the *visible end*: a state, and the segment,
+LSN and offset readers may read up to. After it the *write in flight*, for
+recovery only: the boot id and the segment, start and end of the last write
+of frames the writer started.
 
 The writer maps the file and rewrites the visible end in place after every
 sync (``"always"``, ``"interval"``) or every write (``"none"``), and the
@@ -28,7 +15,7 @@ some process holds the writer lock; it is never fsynced, because it means
 nothing once the writer is gone (readers then read every valid frame). A
 writer that opens over a record left ``published`` by a crashed writer
 marks it ``recovering`` before it scans, and publishes only after recovery
-made the kept entries durable (P11).
+made the kept entries durable.
 
 The in-flight record makes a batch all or nothing across a process crash.
 A process killed inside a large ``pwrite`` leaves the file cut at a page
@@ -47,31 +34,39 @@ from __future__ import annotations
 
 import mmap
 import os
-import struct
 import zlib
 from dataclasses import dataclass
 from typing import Optional
 
-from walogs import _codec, _io
+from walogs import _io
+from walogs._format import (
+    BOOT_ID_SIZE,
+    IN_FLIGHT_FIELDS,
+    IN_FLIGHT_MAGIC,
+    IN_FLIGHT_OFFSET,
+    IN_FLIGHT_RECORD,
+    IN_FLIGHT_SIZE,
+    RECORD_CRC_FROM,
+    VISIBLE_MAGIC,
+    VISIBLE_NAME,
+    VISIBLE_RECORD,
+    VISIBLE_SIZE,
+)
+from walogs._format import VISIBLE_CLOSED as CLOSED
+from walogs._format import VISIBLE_FILE_SIZE as FILE_SIZE
+from walogs._format import VISIBLE_PUBLISHED as PUBLISHED
+from walogs._format import VISIBLE_RECOVERING as RECOVERING
 
-VISIBLE_NAME = "VISIBLE"
-CLOSED, RECOVERING, PUBLISHED = 0, 1, 2
-_MAGIC = b"WLVE"
-_RECORD = struct.Struct("<4sIIIQQ")
-SIZE = _RECORD.size
-_pack_visible = _codec.pack_visible  # the codec writes the record: one C call on the append path
-if _codec.VISIBLE_SIZE != SIZE:
-    raise ImportError(f"the codec writes {_codec.VISIBLE_SIZE}-byte VISIBLE records, not {SIZE}")
+# The pure codec packs the visible end here. Not the live codec's: walogs._impl, which chooses
+# it, imports the Python writer, and that imports this module. (The compiled writer stores
+# both records itself, in C; the Python writer's append path is Python either way.)
+from walogs._frame_py import pack_visible as _pack_visible
 
-IN_FLIGHT_OFFSET = SIZE
-_IN_FLIGHT_MAGIC = b"WLIF"
-_IN_FLIGHT = struct.Struct("<4sI16sQQQ")
-_IN_FLIGHT_TAIL = struct.Struct("<QQQ")
-IN_FLIGHT_SIZE = _IN_FLIGHT.size
-FILE_SIZE = IN_FLIGHT_OFFSET + IN_FLIGHT_SIZE
-"""Bytes of the VISIBLE file: both records, written for real before it is mapped."""
-if _codec.IN_FLIGHT_SIZE != IN_FLIGHT_SIZE:
-    raise ImportError(f"the codec writes {_codec.IN_FLIGHT_SIZE}-byte in-flight records, not {IN_FLIGHT_SIZE}")
+# Also read from here by walogs._writer, _writer_py and the tests: FILE_SIZE, IN_FLIGHT_OFFSET,
+# IN_FLIGHT_SIZE, PUBLISHED, VISIBLE_NAME.
+__all__ = ["BOOT_ID", "CLOSED", "FILE_SIZE", "IN_FLIGHT_OFFSET", "IN_FLIGHT_SIZE", "PUBLISHED", "RECOVERING",
+           "VISIBLE_NAME", "InFlight", "Publisher", "VisibleEnd", "decode", "in_flight_cut", "mark_recovering",
+           "read", "read_in_flight"]
 
 
 def _boot_id() -> bytes:
@@ -80,8 +75,8 @@ def _boot_id() -> bytes:
         with open("/proc/sys/kernel/random/boot_id") as f:
             raw = bytes.fromhex(f.read().strip().replace("-", ""))
     except (OSError, ValueError):
-        return bytes(_codec.BOOT_ID_SIZE)
-    return raw if len(raw) == _codec.BOOT_ID_SIZE else bytes(_codec.BOOT_ID_SIZE)
+        return bytes(BOOT_ID_SIZE)
+    return raw if len(raw) == BOOT_ID_SIZE else bytes(BOOT_ID_SIZE)
 
 
 BOOT_ID = _boot_id()
@@ -100,17 +95,17 @@ class VisibleEnd:
 
 
 def _encode(state: int, seq: int, lsn: int, offset: int) -> bytes:
-    record = bytearray(SIZE)
+    record = bytearray(VISIBLE_SIZE)
     _pack_visible(record, state, seq, lsn, offset)
     return bytes(record)
 
 
 def decode(raw: bytes) -> Optional[VisibleEnd]:
     """The record in ``raw``, or None if it is missing, foreign or half-written."""
-    if len(raw) < SIZE:
+    if len(raw) < VISIBLE_SIZE:
         return None
-    magic, crc, state, seq, lsn, offset = _RECORD.unpack_from(raw)
-    if magic != _MAGIC or crc != zlib.crc32(raw[8:SIZE]):
+    magic, crc, state, seq, lsn, offset = VISIBLE_RECORD.unpack_from(raw)
+    if magic != VISIBLE_MAGIC or crc != zlib.crc32(raw[RECORD_CRC_FROM:VISIBLE_SIZE]):
         return None
     return VisibleEnd(state, seq, lsn, offset)
 
@@ -123,8 +118,8 @@ def read(directory: str, attempts: int = 100) -> Optional[VisibleEnd]:
         return None
     try:
         for _ in range(attempts):
-            raw = os.pread(fd, SIZE, 0)
-            if len(raw) < SIZE:
+            raw = os.pread(fd, VISIBLE_SIZE, 0)
+            if len(raw) < VISIBLE_SIZE:
                 return None
             record = decode(raw)
             if record is not None:
@@ -153,17 +148,13 @@ def read_in_flight(directory: str) -> Optional[InFlight]:
     earlier moment).
     """
     try:
-        fd = _io.open_read(os.path.join(directory, VISIBLE_NAME))
+        raw = _io.read_at(os.path.join(directory, VISIBLE_NAME), IN_FLIGHT_SIZE, IN_FLIGHT_OFFSET)
     except FileNotFoundError:
         return None
-    try:
-        raw = os.pread(fd, IN_FLIGHT_SIZE, IN_FLIGHT_OFFSET)
-    finally:
-        _io.close(fd)
     if len(raw) < IN_FLIGHT_SIZE:
         return None
-    magic, crc, boot, seq, start, end = _IN_FLIGHT.unpack(raw)
-    if magic != _IN_FLIGHT_MAGIC or crc != zlib.crc32(raw[8:]) or boot != BOOT_ID or not any(BOOT_ID):
+    magic, crc, boot, seq, start, end = IN_FLIGHT_RECORD.unpack(raw)
+    if magic != IN_FLIGHT_MAGIC or crc != zlib.crc32(raw[RECORD_CRC_FROM:]) or boot != BOOT_ID or not any(BOOT_ID):
         return None
     return InFlight(seq, start, end)
 
@@ -245,13 +236,14 @@ class Publisher:
         """Record that a write of bytes ``start..end`` of segment ``seq`` starts now (before it starts).
 
         The pure-Python writer's store (the compiled one builds the same bytes
-        in C, ``_codec.pack_in_flight``): on its append path, so packed here
-        with the boot id's CRC computed once.
+        in C, as the codecs' ``pack_in_flight`` does): on its append path, so
+        packed here with the boot id's CRC computed once (tests/test_codec.py
+        checks that the three agree).
         """
         mapping = self._map
         if mapping is not None:
-            crc = zlib.crc32(_IN_FLIGHT_TAIL.pack(seq, start, end), _BOOT_CRC)
-            _IN_FLIGHT.pack_into(mapping, IN_FLIGHT_OFFSET, _IN_FLIGHT_MAGIC, crc, BOOT_ID, seq, start, end)
+            crc = zlib.crc32(IN_FLIGHT_FIELDS.pack(seq, start, end), _BOOT_CRC)
+            IN_FLIGHT_RECORD.pack_into(mapping, IN_FLIGHT_OFFSET, IN_FLIGHT_MAGIC, crc, BOOT_ID, seq, start, end)
 
     def close(self, mark_closed: bool) -> None:
         """Unmap; ``mark_closed`` (only in the writer's own process) records that no writer publishes.

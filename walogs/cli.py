@@ -1,9 +1,9 @@
 """The ``walogs`` command: info, verify, dump, salvage (read-only) and repair (the one that writes).
 
 Every command but ``repair`` only reads the log: it takes no lock and
-creates, truncates or deletes nothing in it (P3), so it is safe next to a
-live writer. With a live writer, ``info`` and ``verify`` judge the log up
-to the visible end it publishes (P4): what lies beyond is a write in flight.
+creates, truncates or deletes nothing in it, so it is safe next to a live
+writer. With a live writer, ``info`` and ``verify`` judge the log up to the
+visible end it publishes: what lies beyond is a write in flight.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import struct
 import sys
 from typing import Any, Optional, Sequence
 
-from walogs import __version__, _floor, _io, _lock, _recovery, _salvage, _segments, _visible
-from walogs._codec import BUILD_INFO, codec
+from walogs import __version__, _damage, _floor, _io, _lock, _recovery, _salvage, _segments, _visible
+from walogs._impl import BUILD_INFO, codec
 from walogs.errors import LsnOutOfRangeError, WalCorruptError, WalError, WalLockedError
 from walogs.reader import WalReader, published_end
 
@@ -66,7 +66,7 @@ def _segment_summaries(directory: str, end: Optional[_visible.VisibleEnd]) -> li
     With a live writer (``end``), only what is visible counts; a segment a
     checkpoint deleted since the listing is left out.
     """
-    files, _ = _recovery.segment_files(directory)
+    files, _ = _segments.segment_files(directory)
     rows = []
     for seq, name in files.items():
         limit = None if end is None else (end.offset if seq == end.seq else 0 if seq > end.seq else None)
@@ -88,7 +88,7 @@ class _Progress:
         self.total = 0
         self.done = 0
         if self.enabled:
-            for name in _recovery.segment_files(directory)[0].values():
+            for name in _segments.segment_files(directory)[0].values():
                 try:
                     self.total += os.path.getsize(os.path.join(directory, name))
                 except FileNotFoundError:
@@ -115,14 +115,14 @@ class _Moved(Exception):
 
 
 def _examine_live(directory: str, end: _visible.VisibleEnd, progress: Optional[_Progress]) -> _recovery.LogLayout:
-    """Judge a live log up to the visible end its writer publishes (P4), read-only.
+    """Judge a live log up to the visible end its writer publishes, read-only.
 
     Completed segments must be whole frames; the segment of the visible end
     must be whole frames up to it. What lies beyond is a write in flight,
     not judged: a torn tail there is no one's concern until the writer dies,
     and then the next open or ``verify`` judges it.
     """
-    files, v1 = _recovery.contiguous_segment_files(directory)
+    files, v1 = _segments.contiguous_segment_files(directory)
     if end.seq not in files:
         raise _Moved
     layout = _recovery.LogLayout(directory, floor=_floor.read_floor(directory), v1=v1)
@@ -138,16 +138,10 @@ def _examine_live(directory: str, end: _visible.VisibleEnd, progress: Optional[_
             raise _Moved from None
         if progress is not None:
             progress(name, scan.size)
-        if scan.status == codec.SCAN_BAD_LSN:
-            raise _segments.corrupt_error(directory, scan, expect, "LSN discontinuity",
-                                          "entries between are missing; restore the segments from a backup")
         if not scan.clean:
-            raise _segments.corrupt_error(
-                directory, scan, expect,
-                "bad frame before the live writer's visible end" if visible_end else "corruption in completed segment",
-                "the disk returned damaged data for entries the writer made durable; stop the writer, then "
-                "`walogs salvage` exports every intact entry", in_last_segment=visible_end,
-            )
+            # Before a live writer's visible end nothing is torn: the judge finds damage.
+            after_lsn = _damage.last_good_lsn(scan, expect, layout.floor)
+            raise _damage.judge(scan, after_lsn, last_segment=visible_end, live=True).error(directory, scan, expect)
         if visible_end and scan.end < end.offset:
             raise WalCorruptError(
                 f"{directory}: segment {name} holds {scan.size} bytes, fewer than the {end.offset} its live "
@@ -395,9 +389,9 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def _count_valid_frames_after(path: str, bad_offset: int) -> int:
-    """How many valid frames follow the damage, chained from the first continuing one (P10)."""
+    """How many valid frames follow the damage, chained from the first one that could continue the log."""
     scan = _segments.scan_segment(0, path)
-    continuing = _segments.find_continuing_frame(path, bad_offset, scan.last_lsn)
+    continuing = _damage.find_continuing_frame(path, bad_offset, scan.last_lsn)
     if continuing is None:
         return 0
     with open(path, "rb") as f:  # an operator's one-off on the last segment, bounded by its size
@@ -407,7 +401,7 @@ def _count_valid_frames_after(path: str, bad_offset: int) -> int:
 
 
 def _cut_tail(directory: str, path: str, offset: int) -> str:
-    """Save bytes from ``offset`` to a side file (synced), then truncate and sync (P10)."""
+    """Save bytes from ``offset`` to a side file (synced), then truncate and sync: nothing cut is lost."""
     saved = f"{path}.cut-at-{offset}"
     source = _io.open_read(path)
     try:

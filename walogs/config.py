@@ -1,4 +1,4 @@
-"""Value types: the writer's configuration and what recovery found at open."""
+"""Value types: the writer's configuration, what recovery found at open, and what build runs."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-from walogs.errors import DEFAULT_MAX_SEGMENT_SIZE
+DEFAULT_MAX_SEGMENT_SIZE = 64 * 1024 * 1024
+"""Default size at which the writer starts a new segment."""
 
 SYNC_MODES = ("always", "interval", "none")
+"""The values of ``WalConfig.sync``."""
 
 MIN_SYNC_INTERVAL = 0.001
 """Shortest ``sync_interval`` in seconds: more often than this, use ``sync="always"``."""
@@ -58,7 +60,7 @@ class TailState:
     """What recovery found at the end of the last segment at open.
 
     ``truncated_at`` is the byte offset in the last segment where a torn
-    tail was cut off (I2), or None when the tail was clean.
+    tail was cut off when the writer opened, or None when the tail was clean.
     """
 
     truncated_at: Optional[int] = None
@@ -71,3 +73,26 @@ class TailState:
 
 
 TailState.CLEAN = TailState(None)
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """What this installation of walogs runs: ``walogs.BUILD_INFO``.
+
+    ``implementation`` is ``walogs.IMPLEMENTATION`` ("cython" or "python");
+    ``codec`` and ``writer`` name the modules in use; ``crc`` is the library
+    that computes CRC-32 ("libdeflate", "zlib", or "zlib (Python)" for the
+    fallback); ``fallback`` says why a compiled module is not in use (None
+    when both are).
+    """
+
+    implementation: str
+    codec: str
+    writer: str
+    crc: str
+    fallback: Optional[str]
+
+    def describe(self) -> str:
+        """One line for ``walogs info`` and bug reports."""
+        line = f"{self.implementation} (codec {self.codec}, writer {self.writer}, CRC-32 from {self.crc})"
+        return line if self.fallback is None else f"{line}; {self.fallback}"

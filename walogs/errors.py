@@ -1,15 +1,16 @@
-"""Exception types and format constants shared by both codec implementations."""
+"""The exception types walogs raises, shared by both implementations.
+
+``format_duration`` words the wait in WalLockedError's message.
+"""
 
 from __future__ import annotations
 
-MAX_ENTRY_SIZE = 16 * 1024 * 1024
-"""Largest entry, in bytes, that fits in one frame (FORMAT.md)."""
+from walogs._format import MAX_ENTRY_SIZE
 
-FRAME_HEADER_SIZE = 16
-"""Bytes of frame header: len u32, crc u32, lsn u64, all little-endian."""
-
-DEFAULT_MAX_SEGMENT_SIZE = 64 * 1024 * 1024
-"""Default size at which the writer starts a new segment."""
+# Re-exported, unused here: walogs._writer, _writer_py and wal import these (and MAX_ENTRY_SIZE)
+# from here until they import them from their homes. Nothing else should.
+from walogs._format import FRAME_HEADER_SIZE  # noqa: F401, E402
+from walogs._types import as_batch  # noqa: F401, E402
 
 
 def format_duration(seconds: float) -> str:
@@ -22,37 +23,6 @@ def format_duration(seconds: float) -> str:
     if round(ms) < 1000:
         return f"{ms:.0f} ms"
     return f"{seconds:.1f} s" if round(seconds, 1) < 60 else f"{seconds:.0f} s"
-
-
-def as_batch(items: object) -> list:
-    """``items`` as a list of entries: what ``append_batch`` and ``encode_batch`` take.
-
-    A list is returned as it is; any other iterable is listed. One bytes-like
-    object or str is iterable too (of ints, of characters), but is almost
-    always a single entry passed by mistake: it raises TypeError saying so, as
-    does anything that is not iterable.
-    """
-    if type(items) is list:
-        return items
-    single = isinstance(items, str)
-    if not single:
-        try:
-            memoryview(items)  # type: ignore[arg-type]
-            single = True
-        except TypeError:
-            pass
-    if not single:
-        try:
-            iterator = iter(items)  # type: ignore[call-overload]
-        except TypeError:
-            pass
-        else:
-            return list(iterator)
-    raise TypeError(
-        f"a batch must be an iterable of entries (bytes-like objects), such as a list of bytes, "
-        f"not {type(items).__name__}"
-        + (": to append one entry use append(data) or append_batch([data])" if single else "")
-    )
 
 
 class WalError(Exception):
@@ -77,9 +47,9 @@ class WalCorruptError(WalError):
 
 
 class EntryTooLargeError(WalError, ValueError):
-    """An entry is larger than MAX_ENTRY_SIZE; nothing was written (I7)."""
+    """An entry is larger than MAX_ENTRY_SIZE; nothing was written."""
 
-    def __init__(self, size: int, max: int = MAX_ENTRY_SIZE) -> None:  # noqa: A002 - API.md names it .max
+    def __init__(self, size: int, max: int = MAX_ENTRY_SIZE) -> None:  # noqa: A002 - the documented attribute is .max
         super().__init__(
             f"entry of {size} bytes is larger than the maximum of {max} bytes; "
             "split it into smaller entries"
@@ -89,7 +59,7 @@ class EntryTooLargeError(WalError, ValueError):
 
 
 class WalLockedError(WalError):
-    """Another writer holds the directory's writer lock (I6)."""
+    """Another writer holds the directory's writer lock: one writer per directory."""
 
     def __init__(self, path: object, pid: int | None = None, waited: float = 0.0) -> None:
         holder = f"process {pid}" if pid else "another writer"

@@ -1,8 +1,10 @@
 """Readers: any number of processes iterate and follow a log while one writer appends.
 
 A reader never writes, truncates, creates or deletes a file and never takes
-the writer lock (P3). It reads up to the *visible end* that a live writer
-publishes (P4), or, with no live writer, up to the last valid frame.
+the writer lock. It reads up to the *visible end* that a live writer
+publishes (what the writer made durable under its sync mode), or, with no
+live writer, up to the last valid frame. A bad frame before that end is
+judged by ``walogs._damage``, as the writer's open judges it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import time
 from collections.abc import Iterator
 from typing import Optional
 
-from walogs import _floor, _lock, _recovery, _segments, _visible
-from walogs._codec import codec
+from walogs import _damage, _floor, _lock, _segments, _visible
+from walogs._format import segment_name
+from walogs._impl import codec
+from walogs._types import PathLike
 from walogs.errors import LsnOutOfRangeError, WalClosedError, WalCorruptError
-from walogs.wal import PathLike
 
 # Adaptive polling while following: quick at first (low latency right after
 # activity), slower the longer the log stays idle (little CPU).
@@ -29,7 +32,7 @@ class WalReader:
     """A read-only view of a log directory, safe in any number of processes and threads.
 
     Each iterator opens its own descriptors and reads with positional I/O,
-    so readers stay correct across fork (P6).
+    so readers stay correct across fork.
     """
 
     def __init__(self, path: PathLike) -> None:
@@ -63,7 +66,7 @@ class WalReader:
         return published_end(self._dir)
 
     def _segment_files(self) -> dict[int, str]:
-        return _recovery.contiguous_segment_files(self._dir)[0]  # I11
+        return _segments.contiguous_segment_files(self._dir)[0]  # I11
 
     @property
     def first_lsn(self) -> Optional[int]:
@@ -112,7 +115,7 @@ class WalReader:
 
         Ends after ``timeout`` seconds with nothing new (None: never).
         Crosses rotations; raises LsnOutOfRangeError if a checkpoint removes a
-        segment it still needs (P5).
+        segment it still needs (it never skips an entry).
         """
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
@@ -149,7 +152,7 @@ class WalReader:
 def published_end(directory: str) -> Optional[_visible.VisibleEnd]:
     """The visible end a live writer of ``directory`` publishes, or None when no writer publishes one.
 
-    The record counts only while some process holds the writer lock (P4); a
+    The record counts only while some process holds the writer lock; a
     writer that is still recovering has published nothing yet.
     """
     record = _visible.read(directory)
@@ -167,7 +170,7 @@ def _open_cursor(directory: str, seq: int, name: str, expect: int = 0, skip_befo
 
 
 class _Stream:
-    """One iterator's position in the log: a segment cursor that moves forward only (P5).
+    """One iterator's position in the log: a segment cursor that moves forward only, never skipping.
 
     The first segment is chosen when the iterator is made (so a bad start
     raises at once) but opened on the first ``next``, so an iterator that is
@@ -192,7 +195,7 @@ class _Stream:
         first_stored: Optional[int] = None
         for seq, name in files.items():
             try:
-                lsn = _segments.peek_first_lsn(os.path.join(self._dir, name))
+                lsn = _segments.peek_lsn(os.path.join(self._dir, name))
             except FileNotFoundError:
                 # Checkpointed since the listing; oldest go first (I14), so it is older than the rest.
                 continue
@@ -293,7 +296,7 @@ class _Stream:
             else:
                 limit = end.offset if cursor.seq == end.seq else None
             yield from cursor.readers(limit)
-            files = _recovery.segment_files(self._dir)[0]
+            files = _segments.segment_files(self._dir)[0]
             last_seq = max(files, default=cursor.seq)
             if cursor.status != codec.SCAN_END:
                 self._judge_stop(cursor, end, cursor.seq >= last_seq)
@@ -314,11 +317,11 @@ class _Stream:
         if nxt not in files:
             if not files or min(files) > nxt:  # P5: checkpointed away under us; never skip ahead
                 raise LsnOutOfRangeError(
-                    f"{self._dir}: segment {_segments.segment_name(nxt)} was removed (by a checkpoint) "
+                    f"{self._dir}: segment {segment_name(nxt)} was removed (by a checkpoint) "
                     f"before LSN {cursor.expect or self._start} was read; start again from first_lsn"
                 )
             raise WalCorruptError(
-                f"{self._dir}: segment {_segments.segment_name(nxt)} is missing after "
+                f"{self._dir}: segment {segment_name(nxt)} is missing after "
                 f"{os.path.basename(cursor.path)}: segment numbers must have no gaps, so its entries are lost; "
                 "restore it from a backup, or see `walogs salvage`"
             )
@@ -326,21 +329,9 @@ class _Stream:
 
     def _judge_stop(self, cursor: _segments.SegmentCursor, end: Optional[_visible.VisibleEnd], is_last: bool) -> None:
         """Reading stopped at something that is not a frame: the end of what is visible, or damage."""
-        if cursor.status == codec.SCAN_BAD_LSN:
-            raise cursor.corrupt("LSN discontinuity", "entries are missing; restore the segments from a backup")
-        if end is not None:
-            # P4: the writer published this end after syncing it; nothing before it may be bad.
-            raise cursor.corrupt("bad frame before the writer's visible end",
-                                 "the disk returned damaged data; run `walogs verify`")
-        if not is_last:
-            raise cursor.corrupt("corruption in completed segment",
-                                 "completed segments are never cut; restore the segment from a backup, "
-                                 "or `walogs salvage` exports every intact entry")
-        verdict = _segments.judge_tail(cursor.scan_view(), cursor.last_lsn)
+        scan = cursor.scan_view()
+        after_lsn = _damage.last_good_lsn(scan, cursor.expect, _floor.read_floor(self._dir))
+        verdict = _damage.judge(scan, after_lsn, last_segment=is_last, live=end is not None)
         if not verdict.torn:
-            raise cursor.corrupt(
-                f"mid-log damage (a valid frame continuing the log follows at offset {verdict.continuing_offset})",
-                "nothing is cut without an operator: `walogs repair DIR --truncate-corrupt-tail` cuts it "
-                "and keeps the cut bytes",
-            )
+            raise verdict.error(self._dir, scan, cursor.expect)
         # A torn tail, or a write still in flight: the end of what is visible now.

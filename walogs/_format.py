@@ -1,0 +1,105 @@
+"""Every on-disk constant and layout of a walogs log directory, defined once.
+
+docs/format.md describes these formats in words. Everything that reads or
+writes them takes its layouts from here: the codecs (``_frame_py``, and
+``_frame.pyx``, which has the same layouts in C and checks them against
+these when it is imported), the segment files (``_segments``), ``VISIBLE``
+(``_visible``), ``LSN_FLOOR`` (``_floor``) and ``LOCK`` (``_lock``). This
+module imports nothing from walogs.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+# ---------------------------------------------------------------------------
+# Frames: len u32 | crc u32 | lsn u64 | data, little-endian (I1: the CRC covers len ++ lsn ++ data).
+
+FRAME_HEADER = struct.Struct("<IIQ")
+"""A frame's header: len u32, crc u32, lsn u64, little-endian; the entry's data follows it."""
+FRAME_HEADER_SIZE = FRAME_HEADER.size
+"""Bytes of frame header: len u32, crc u32, lsn u64, all little-endian."""
+FRAME_CRC_PREFIX = struct.Struct("<IQ")
+"""What a frame's CRC-32 covers before the data: len, then lsn (the crc field itself is skipped)."""
+MAX_ENTRY_SIZE = 16 * 1024 * 1024
+"""Largest entry, in bytes, that fits in one frame (docs/format.md)."""
+MAX_LSN = (1 << 64) - 1
+"""The highest LSN; LSN 0 is never written."""
+SECTOR = 512
+"""The storage block size the damage rules reason about: a power cut loses whole sectors."""
+
+
+def frame_size(data: object) -> int:
+    """Bytes the frame of entry ``data`` takes (header + data); TypeError if not bytes-like."""
+    return FRAME_HEADER_SIZE + memoryview(data).nbytes  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------
+# Segment files.
+
+SEGMENT_RE = re.compile(r"wal-([0-9]+)\.log")
+"""A segment's file name: ``wal-`` + decimal digits + ``.log``; every other name is a side file."""
+V1_NAME = "wal.log"
+"""The single file of a legacy (v1) log, read as segment 1 and renamed to it by the first writer open."""
+
+
+def segment_name(seq: int) -> str:
+    """The canonical file name of segment ``seq``: ``wal-`` + 6+ digits + ``.log``."""
+    return f"wal-{seq:06d}.log"
+
+
+# ---------------------------------------------------------------------------
+# VISIBLE: the visible end (32 bytes at offset 0), then the write in flight (48 bytes).
+
+VISIBLE_NAME = "VISIBLE"
+VISIBLE_CLOSED, VISIBLE_RECOVERING, VISIBLE_PUBLISHED = 0, 1, 2
+"""The visible end's states: no writer publishes, a writer is recovering, a writer published this end."""
+RECORD_CRC_FROM = 8
+"""In both VISIBLE records the CRC-32 covers the bytes from here (after magic and crc) to the record's end."""
+
+VISIBLE_MAGIC = b"WLVE"
+VISIBLE_RECORD = struct.Struct("<4sIIIQQ")
+"""The visible end: magic, crc, state u32, seq u32, lsn u64, offset u64."""
+VISIBLE_BODY = struct.Struct("<IIQQ")
+"""The part of the visible end its CRC covers: state, seq, lsn, offset."""
+VISIBLE_SIZE = VISIBLE_RECORD.size
+
+IN_FLIGHT_OFFSET = VISIBLE_SIZE
+"""Where the write-in-flight record starts in VISIBLE."""
+IN_FLIGHT_MAGIC = b"WLIF"
+IN_FLIGHT_RECORD = struct.Struct("<4sI16sQQQ")
+"""The write in flight: magic, crc, boot id (16 bytes), seq u64, start u64, end u64."""
+IN_FLIGHT_BODY = struct.Struct("<16sQQQ")
+"""The part of the write in flight its CRC covers: boot id, seq, start, end."""
+IN_FLIGHT_FIELDS = struct.Struct("<QQQ")
+"""The end of that body, after the boot id: seq, start, end."""
+IN_FLIGHT_SIZE = IN_FLIGHT_RECORD.size
+BOOT_ID_SIZE = 16
+"""Bytes of the boot id in the write in flight."""
+
+VISIBLE_FILE_SIZE = IN_FLIGHT_OFFSET + IN_FLIGHT_SIZE
+"""Bytes of the VISIBLE file: both records."""
+
+# ---------------------------------------------------------------------------
+# LSN_FLOOR: two slots; the valid one with the higher counter is the record.
+
+FLOOR_NAME = "LSN_FLOOR"
+FLOOR_TEMP_NAME = FLOOR_NAME + ".tmp"
+"""The file LSN_FLOOR is first written as, then renamed from."""
+FLOOR_MAGIC = b"WALOGSF2"
+FLOOR_SLOT = struct.Struct("<8sQQQI4x")
+"""One slot: magic, counter u64, floor u64, seq u64, crc u32, 4 zero bytes."""
+FLOOR_SLOT_CRC_SPAN = 32
+"""A slot's CRC-32 covers its first 32 bytes."""
+FLOOR_SLOT_OFFSETS = (0, 512)
+FLOOR_FILE_SIZE = 1024
+FLOOR_LEGACY_MAGIC = b"WALOGSFL"
+FLOOR_LEGACY = struct.Struct("<8sQI")
+"""The one-record file an older walogs wrote: magic, floor u64, CRC-32 of the 16 bytes before it."""
+
+# ---------------------------------------------------------------------------
+# LOCK
+
+LOCK_NAME = "LOCK"
+"""The writer lock's file; it holds the holder's pid."""
