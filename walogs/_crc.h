@@ -1,7 +1,7 @@
 /*
  * walogs/_crc.h - the one CRC-32 the compiled frame codec uses (I1).
  *
- * FORMAT.md fixes the checksum: CRC-32 (IEEE 802.3), exactly zlib's crc32(),
+ * docs/format.md fixes the checksum: CRC-32 (IEEE 802.3), exactly zlib's crc32(),
  * chained as crc32(crc32(0, a), b) == crc32(0, a ++ b).  libdeflate computes
  * the same function with carry-less multiply (PCLMUL/PMULL) folding, several
  * times faster than the zlib shipped by most distributions on the 100 B to

@@ -360,7 +360,7 @@ cdef uint64_t _lsn_arg(object lsn) except 0:
         if 1 <= lsn <= _MAX_LSN:
             v = PyLong_AsUnsignedLongLong(PyNumber_Index(lsn))
     if v == 0:
-        raise ValueError(f"LSN {lsn} is out of range: LSNs run from 1 to 2**64-1 (I9)")
+        raise ValueError(f"LSN {lsn} is out of range: LSNs run from 1 to 2**64-1")
     return v
 
 

@@ -73,7 +73,7 @@ def _entry_view(data: object) -> memoryview:
 
 def _check_lsn(lsn: int) -> None:
     if not 1 <= operator.index(lsn) <= _MAX_LSN:
-        raise ValueError(f"LSN {lsn} is out of range: LSNs run from 1 to 2**64-1 (I9)")
+        raise ValueError(f"LSN {lsn} is out of range: LSNs run from 1 to 2**64-1")
 
 
 def _frame_crc(length: int, lsn: int, data: object) -> int:

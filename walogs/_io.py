@@ -164,7 +164,7 @@ def listdir(path: str) -> list[str]:
 
 
 def sync_dir(path: str) -> None:
-    """Make the directory's entries (creates, renames, unlinks) durable (I3)."""
+    """Make the directory's entries (creates, renames, unlinks) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
     try:
         os.fsync(fd)
