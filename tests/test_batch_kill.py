@@ -35,7 +35,7 @@ from _procs import ROOT, read_ready, stop
 from conftest import entry, scale
 
 import walogs
-from walogs import _visible
+from walogs import _visible, cli
 SEED = int(os.environ.get("WALOGS_SEED", "20241124"))
 BATCH = 10_000
 SIZE = 100
@@ -133,8 +133,19 @@ def test_sigkill_inside_a_batch_write_keeps_all_or_nothing(tmp_path, sync):
         acks, killed = _kill_during_a_batch(path, sync, rng)
         missed += not killed
         acked = acks[-1][1] if acks else 0
+        # Before any writer opens: what a reader yields and what verify says must already
+        # agree with what the open will keep (no entry yielded now whose LSN is handed out again).
+        with walogs.WalReader(path) as reader:
+            seen = [lsn for lsn, _ in reader.iter()]
+            seen_end = reader.durable_lsn
+        verdict = cli.main(["verify", str(path)])
         with walogs.Wal.open(path, walogs.WalConfig(max_segment_size=SEGMENT, sync=sync)) as wal:
             last = wal.next_lsn - 1
+            assert seen == list(range(1, last + 1)) and seen_end == last, (
+                f"round {round_}: a reader yielded up to LSN {seen[-1] if seen else 0} (durable_lsn "
+                f"{seen_end}) before the open, which then kept up to {last}")
+            assert verdict == (cli.EXIT_OK if wal.tail_state.clean else cli.EXIT_TORN), (
+                f"round {round_}: verify exited {verdict}, the open found {wal.tail_state}")
             assert [lsn for lsn, data in wal if data == expected(lsn)] == list(range(1, last + 1)), (
                 "an entry differs from what was written, or LSNs jump")
             assert last >= acked, f"round {round_}: acknowledged LSNs {last + 1}..{acked} are lost (P7)"

@@ -103,6 +103,8 @@ def examine(directory: str, progress: Optional[Callable[[str, int], None]] = Non
         layout.segments.append(SegmentInfo(seq, files[seq], scan.first_lsn, scan.last_lsn, scan.end))
         if scan.count:
             expect = scan.last_lsn + 1
+        if is_last:
+            _cut_write_in_flight(layout, scan.size)  # what the next writer open cuts, verify reports too
     return layout
 
 
@@ -233,7 +235,6 @@ def recover(directory: str) -> tuple[LogLayout, int]:
     active = layout.path_of(layout.segments[-1])
     fd = _io.open_write(active)
     try:
-        _cut_write_in_flight(layout, _io.file_size(fd))
         if layout.torn_at is not None:
             _io.ftruncate(fd, layout.torn_at)  # I2: a real truncate, synced below
         _io.fdatasync(fd)  # P11

@@ -97,7 +97,7 @@ class WalReader:
                 continue
             try:
                 cursor.expect = last + 1 if last else 0
-                for _ in cursor.frames(None):
+                for _ in cursor.frames(_without_a_killed_write(self._dir, seq, cursor.size())):
                     pass
                 last = cursor.last_lsn or last
             finally:
@@ -160,6 +160,18 @@ def published_end(directory: str) -> Optional[_visible.VisibleEnd]:
         return None
     live, _ = _lock.writer_is_live(directory)
     return record if live else None
+
+
+def _without_a_killed_write(directory: str, seq: int, size: int) -> int:
+    """How much of segment ``seq`` (``size`` bytes) a reader may read when no writer is live.
+
+    All of it, except a write a killed writer left half done: the next
+    writer open cuts all of that write (a batch is all or nothing), so a
+    reader must not yield its whole frames now and see their LSNs handed
+    out again later (``_visible.in_flight_cut`` says when that is so).
+    """
+    cut = _visible.in_flight_cut(directory, seq, size)
+    return size if cut is None else cut
 
 
 def _open_cursor(directory: str, seq: int, name: str, expect: int = 0, skip_before: int = 0) -> Optional[_segments.SegmentCursor]:
@@ -292,7 +304,7 @@ class _Stream:
             if end is not None and cursor.seq > end.seq:
                 return
             if end is None:
-                limit: Optional[int] = size
+                limit: Optional[int] = _without_a_killed_write(self._dir, cursor.seq, size)
             else:
                 limit = end.offset if cursor.seq == end.seq else None
             yield from cursor.readers(limit)
