@@ -506,11 +506,13 @@ def test_close_wakes_every_group_commit_waiter(log_dir, monkeypatch):
 
 
 def test_group_commit_followers_each_woken_once(log_dir, monkeypatch):
-    """Group commit wakes no thundering herd: a sync wakes the followers it covered plus at
-    most one to lead the next, so wake-ups <= appends + syncs (a notify_all design wakes
-    every waiter per sync). Every append is durable on return (I4). This is how the
-    pure-Python writer waits (the compiled one waits on a pthread condition variable,
-    without the GIL), so it runs on that writer in both suites."""
+    """Group commit wakes no thundering herd: a sync wakes the followers it covered, and a
+    leader gathers before it syncs, so wake-ups <= appends + syncs (a design that wakes
+    every waiter for every sync, covered or not, wakes about twice that). Every append is
+    durable on return (I4). The wake-ups are counted on the pure-Python writer's two
+    condition variables (the compiled writer runs the same algorithm on pthread condition
+    variables, without the GIL, where nothing can count them), so it runs on that writer in
+    both suites."""
     from walogs import _codec, _writer_py
 
     wakes = {"n": 0}
@@ -522,28 +524,32 @@ def test_group_commit_followers_each_woken_once(log_dir, monkeypatch):
         time.sleep(0.002)  # a slow disk, so appends pile up behind a sync (still a real fdatasync)
         real_fdatasync(fd)
 
-    real_allocate = _writer_py.allocate_lock
+    class CountingCondition:
+        def __init__(self, condition: threading.Condition) -> None:
+            self._condition = condition
 
-    class CountingLock:
-        def __init__(self) -> None:
-            self._lock = real_allocate()
+        def wait(self, timeout: float | None = None) -> bool:
+            try:
+                return self._condition.wait(timeout)
+            finally:
+                wakes["n"] += 1
 
-        def acquire(self) -> bool:
-            return self._lock.acquire()
+        def notify(self, n: int = 1) -> None:
+            self._condition.notify(n)
 
-        def release(self) -> None:
-            wakes["n"] += 1
-            self._lock.release()
+        def notify_all(self) -> None:
+            self._condition.notify_all()
 
-    # Counting only: the lock is a real one, so the threads still block and wake for real.
-    monkeypatch.setattr(_writer_py, "allocate_lock", CountingLock)
+    # Counting only: the conditions are the real ones, so the threads still block and wake for real.
     monkeypatch.setattr(_codec, "SegmentWriter", _writer_py.SegmentWriter)
     with walogs.Wal.open(log_dir) as wal:
+        writer = wal._writer
+        writer._changed, writer._gathered = CountingCondition(writer._changed), CountingCondition(writer._gathered)
         monkeypatch.setattr(_io, "fdatasync", counting_fdatasync)  # after open: recovery's sync not counted
         acked = _durable_appends_from_threads(wal)
     assert sorted(acked) == list(range(1, 201))
     assert 0 < syncs["n"] < 200
-    assert wakes["n"] <= 200 + syncs["n"]
+    assert wakes["n"] <= 200 + syncs["n"], (wakes, syncs)
 
 
 @pytest.mark.parametrize("sync", ["always", "none"])
