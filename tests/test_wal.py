@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import inspect
 import math
 import os
 import tempfile
@@ -434,6 +435,33 @@ def _durable_appends_from_threads(wal: walogs.Wal, nthreads: int = 8, each: int 
     assert not any(t.is_alive() for t in threads)
     assert not_durable == []
     return acked
+
+
+def test_writer_twins_have_one_surface():
+    """The compiled writer and its Python twin offer the same members with the same
+    documentation, and nothing else public: the twin reads as the compiled one's
+    specification (#12: no return codes, no pause/cursor/switch steps for Wal to drive)."""
+    from walogs import _writer_py
+
+    compiled = pytest.importorskip("walogs._writer")
+
+    def surface(cls: type) -> list[str]:
+        return sorted(name for name in dir(cls) if not name.startswith("_"))
+
+    assert surface(compiled.SegmentWriter) == surface(_writer_py.SegmentWriter) == [
+        "append", "append_batch", "close", "drop_in_child", "durable_lsn", "next_lsn", "poison", "poison_with",
+        "rotate", "snapshot", "sync", "sync_seconds", "syncs"]
+    assert not hasattr(compiled, "FULL") and not hasattr(_writer_py, "BLOCKED")
+
+    def doc(name: str, member: object) -> str:
+        text = inspect.getdoc(member) or ""
+        first, _, rest = text.partition("\n")
+        embedded = first.startswith((f"{name}(", f"SegmentWriter.{name}"))  # the compiled signature line
+        return rest.strip() if embedded else text
+
+    for name in surface(compiled.SegmentWriter):
+        twins = (getattr(compiled.SegmentWriter, name), getattr(_writer_py.SegmentWriter, name))
+        assert doc(name, twins[0]) == doc(name, twins[1]), name
 
 
 def test_group_commit_shares_fdatasync(log_dir, monkeypatch):

@@ -168,7 +168,7 @@ class SegmentWriter:
             raise self._refusal()
         return first
 
-    def _append_batch_locked(self, items: list) -> int:
+    def _append_batch_locked(self, items: list[object]) -> int:
         # Mutex held. The first LSN (written, and durable under "always"), or 0: refused.
         if not self._wait_writable():
             return 0

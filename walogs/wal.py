@@ -12,6 +12,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from types import FrameType
 from typing import Optional, TypeVar, Union
 
 from walogs import _codec, _floor, _io, _lock, _recovery, _segments, _visible
@@ -50,7 +51,7 @@ def _closes_when_done(method: _Method) -> _Method:
     return call  # type: ignore[return-value]
 
 
-def _weakly(method: Callable[..., object]) -> Callable[..., object]:
+def _weakly(method: _Method) -> _Method:
     """``method`` of a Wal, called through a weak reference: the writer's callbacks keep no Wal alive.
 
     A Wal dropped without close() is then freed, and closed, at once.
@@ -60,7 +61,7 @@ def _weakly(method: Callable[..., object]) -> Callable[..., object]:
     def call(*args: object) -> object:
         return ref()(*args)  # type: ignore[misc]  # only a live Wal calls its writer
 
-    return call
+    return call  # type: ignore[return-value]
 
 
 class Wal:
@@ -70,7 +71,7 @@ class Wal:
     threads share fdatasync calls (group commit).
     """
 
-    def __init__(self):  # no annotations: help(Wal) then shows no constructor to call
+    def __init__(self):  # type: ignore[no-untyped-def]  # unannotated: help(Wal) then shows no constructor
         """Not for use: open a log with :meth:`Wal.open`."""
         raise TypeError("a Wal is made by Wal.open(path, config), not by calling Wal()")
 
@@ -545,7 +546,7 @@ class Wal:
         # True when this thread is inside a call on this Wal that holds or may take its locks:
         # close() was called from a signal handler that interrupted it, and waiting for those
         # locks would wait for itself forever. Read from the stack, so the calls pay nothing.
-        frame = sys._getframe(2)  # the caller of close()
+        frame: Optional[FrameType] = sys._getframe(2)  # the caller of close()
         while frame is not None:
             if frame.f_code in _CALLS and frame.f_locals.get("self") is self:
                 return True
