@@ -26,7 +26,8 @@ What differs, and why:
   changed for it); a gathering leader, a rotation and a close undo or finish
   what they started (``try``/``finally``). ``close()`` waits on and raises
   such an exception once it is done, as the compiled ``close()`` would.
-* Steps return True/False (False: refused) or raise, where the C steps
+* The steps done under the mutex return their result (an LSN, True) or a
+  false value when the writer refuses, and raise on failure; the C steps
   return codes and keep the exception in a per-call record.
 """
 
@@ -399,7 +400,7 @@ class SegmentWriter:
         # Clean-up after a failure: its own error is dropped, the first one is what raises.
         try:
             _io.ftruncate(self._fd, length)
-        except OSError:
+        except BaseException:
             return False
         return True
 
