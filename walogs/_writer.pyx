@@ -773,21 +773,7 @@ cdef class SegmentWriter:
         _new_call(&call)
         with nogil:
             pthread_mutex_lock(&self._mu)
-            if self._fd >= 0 and not self._closed:
-                while self._paused:   # a rotation waits for a sync: let it finish
-                    pthread_cond_wait(&self._changed, &self._mu)
-                self._paused = True
-                pthread_cond_signal(&self._gathered)
-                while self._syncing:
-                    pthread_cond_wait(&self._changed, &self._mu)
-                if not self._poisoned and self._durable < self._written:
-                    rc = self._sync_locked(&call)   # appends waiting on a group commit return durable
-                self._closed = True   # waiters wake to return or raise; no write or sync after this
-                self._paused = False
-                pthread_cond_broadcast(&self._changed)
-                pthread_cond_signal(&self._gathered)
-            fd, self._fd = self._fd, -1
-            had_visible, self._has_visible = self._has_visible, False   # nothing publishes once closed
+            rc = self._close_locked(&call, &fd, &had_visible)
             pthread_mutex_unlock(&self._mu)
         if had_visible:
             PyBuffer_Release(&self._visible)   # Publisher.close() may now unmap it
@@ -797,6 +783,28 @@ cdef class SegmentWriter:
         finally:
             if rc != _OK:
                 _raise_kept(&call)   # the failed sync, before a failed close
+
+    cdef int _close_locked(self, _Call *call, int *fd, bint *had_visible) noexcept nogil:
+        # Mutex held. Stops the writer for good and hands back its descriptor (*fd; -1:
+        # closed already) and whether it still held the VISIBLE mapping. _OK, or
+        # _R_FAILED if the last sync failed.
+        cdef int rc = _OK
+        if self._fd >= 0 and not self._closed:
+            while self._paused:   # a rotation waits for a sync: let it finish
+                pthread_cond_wait(&self._changed, &self._mu)
+            self._paused = True
+            pthread_cond_signal(&self._gathered)
+            while self._syncing:
+                pthread_cond_wait(&self._changed, &self._mu)
+            if not self._poisoned and self._durable < self._written:
+                rc = self._sync_locked(call)   # appends waiting on a group commit return durable
+            self._closed = True   # waiters wake to return or raise; no write or sync after this
+            self._paused = False
+            pthread_cond_broadcast(&self._changed)
+            pthread_cond_signal(&self._gathered)
+        fd[0], self._fd = self._fd, -1
+        had_visible[0], self._has_visible = self._has_visible, False   # nothing publishes once closed
+        return rc
 
     def drop_in_child(self) -> None:
         """In a process forked after open: refuse every call, touch nothing shared.

@@ -425,31 +425,45 @@ class SegmentWriter:
         closes the descriptor. Idempotent.
         """
         failed: Optional[BaseException] = None
-        with self._mutex:
-            if self._fd >= 0 and not self._closed:
-                while self._paused:  # a rotation waits for a sync: let it finish
-                    failed = _wait_through(self._changed, failed)
-                self._paused = True
-                self._gathered.notify()
-                while self._syncing:
-                    failed = _wait_through(self._changed, failed)
-                try:
-                    if not self._poisoned and self._durable < self._written:
-                        self._sync_locked()  # appends waiting on a group commit return durable
-                except BaseException as exc:
-                    failed = exc
-                self._closed = True  # waiters wake to return or raise; no write or sync after this
-                self._paused = False
-                self._changed.notify_all()
-                self._gathered.notify()
-            fd, self._fd = self._fd, -1
-            self._has_visible = False  # nothing publishes once closed
+        locked = False
+        while not locked:  # a signal handler that raises while this waits for the mutex: wait again
+            try:
+                with self._mutex:
+                    locked = True
+                    fd, failed = self._close_locked(failed)
+            except BaseException as exc:
+                if locked:
+                    raise
+                failed = failed or exc
         try:
             if fd >= 0:
                 _io.close(fd)
         finally:
             if failed is not None:
-                raise failed  # the failed sync (or an interrupt during the waits), before a failed close
+                raise failed  # the failed sync (or an interrupt while it waited), before a failed close
+
+    def _close_locked(self, failed: Optional[BaseException]) -> tuple[int, Optional[BaseException]]:
+        # Mutex held. Stops the writer for good and hands back its descriptor (-1: closed
+        # already) with what close() raises: the failed last sync, else ``failed``.
+        if self._fd >= 0 and not self._closed:
+            while self._paused:  # a rotation waits for a sync: let it finish
+                failed = _wait_through(self._changed, failed)
+            self._paused = True
+            self._gathered.notify()
+            while self._syncing:
+                failed = _wait_through(self._changed, failed)
+            try:
+                if not self._poisoned and self._durable < self._written:
+                    self._sync_locked()  # appends waiting on a group commit return durable
+            except BaseException as exc:
+                failed = exc
+            self._closed = True  # waiters wake to return or raise; no write or sync after this
+            self._paused = False
+            self._changed.notify_all()
+            self._gathered.notify()
+        fd, self._fd = self._fd, -1
+        self._has_visible = False  # nothing publishes once closed
+        return fd, failed
 
     def drop_in_child(self) -> None:
         """In a process forked after open: refuse every call, touch nothing shared.
@@ -467,7 +481,8 @@ def _wait_through(condition: threading.Condition, interrupted: Optional[BaseExce
     """Wait on ``condition``; an exception a signal handler raises meanwhile is returned, not raised.
 
     For ``close()``, which must not stop half way (the compiled writer waits
-    without the GIL, where no handler runs): it raises it once done.
+    without the GIL, where no handler runs): it raises it once done, so a
+    Ctrl-C never leaves a writer that still writes under a released lock.
     """
     try:
         condition.wait()
