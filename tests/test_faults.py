@@ -10,6 +10,7 @@ function that raises EIO instead of syncing; everything else stays real.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ import time
 import pytest
 
 import walogs
-from walogs import _io, _lock
+from walogs import _io, _lock, _segments
 from _procs import ROOT, fork_with_pipe, run_python, stop
 from conftest import HeldSync, join_all, queue_appends, run_threads, write_calls_in_fork
 
@@ -48,6 +49,23 @@ except OSError as exc:
     later = "OSError %d" % exc.errno
 print(json.dumps({"acked": acked, "errno": failure, "later": later}))
 """
+
+
+def _segment_fd(wal: walogs.Wal) -> int:
+    """The descriptor the writer appends through (the active segment's, opened for writing).
+
+    Found in /proc/self/fd: the writer does not hand its descriptor out.
+    """
+    active = os.path.join(wal.path, _segments.segment_name(wal._writer.snapshot()[0]))
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+            writable = fcntl.fcntl(int(name), fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY
+        except OSError:
+            continue  # closed meanwhile (listdir's own descriptor)
+        if target == active and writable:
+            return int(name)
+    raise AssertionError(f"no descriptor open for writing on {active}")
 
 
 def test_real_efbig_poisons_writer_and_loses_nothing(log_dir):
@@ -80,7 +98,7 @@ def test_real_failing_fdatasync_poisons_writer(log_dir, sync):
     wal = walogs.Wal.open(log_dir, walogs.WalConfig(sync=sync))
     acked = [(wal.append(b"kept %d" % i), b"kept %d" % i) for i in range(3)]
     wal.sync()
-    segment_fd = wal._writer.cursor()[0]
+    segment_fd = _segment_fd(wal)
     null = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(null, segment_fd)
@@ -256,27 +274,6 @@ def test_entries_survive_sigkill_in_every_mode(log_dir):
 # ---------------------------------------------------------------------------- group commit under failure
 
 
-class _DelayedLock:
-    """Wraps a Wal's private _sync_state lock to hold one chosen thread back before it takes it.
-
-    Thread scheduling cannot be forced from outside, so this delay stands in for a
-    descheduled leader; the lock itself stays the real one.
-    """
-
-    def __init__(self, lock, hold) -> None:
-        self._lock, self._hold = lock, hold
-        self.delay_for = None
-
-    def __enter__(self) -> None:
-        if threading.current_thread() is self.delay_for and self._hold.is_set():
-            self.delay_for = None
-            time.sleep(0.3)
-        self._lock.acquire()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._lock.release()
-
-
 def test_acknowledged_entry_survives_a_failing_rotate_sync(log_dir, monkeypatch):
     """I4 + P2: a leader whose fdatasync succeeded acknowledges its entry even when, before
     it records that, another append's rotate() fails its own fdatasync and cuts the
@@ -291,24 +288,16 @@ def test_acknowledged_entry_survives_a_failing_rotate_sync(log_dir, monkeypatch)
         if calls["n"] == 1:
             real(fd)
             leader_synced.set()
-            if delayed is None:
-                time.sleep(0.3)  # compiled writer: it records the sync when this returns
+            time.sleep(0.3)  # both writers record the sync when this returns, under their mutex
             return
         raise OSError(errno.EIO, "injected EIO")
 
     wal = walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=200))
-    # The window between a leader's successful sync and recording it: in the pure-Python
-    # writer, taking its _sync_state lock after the sync; in the compiled one, the return
-    # of the (wrapped) fdatasync, after which it takes its mutex to record the sync.
-    delayed = None
-    if hasattr(wal._writer, "_sync_state"):
-        delayed = _DelayedLock(wal._writer._sync_state, leader_synced)
-        wal._writer._sync_state = delayed
+    # The window between a leader's successful sync and recording it: the return of the
+    # (wrapped) fdatasync, after which the leader takes the writer's mutex to record the sync.
     monkeypatch.setattr(_io, "fdatasync", first_ok_then_eio)
     acked = {}
     leader = threading.Thread(target=lambda: acked.setdefault("lsn", wal.append(b"A" * 100)), daemon=True)
-    if delayed is not None:
-        delayed.delay_for = leader
     leader.start()
     assert leader_synced.wait(10)
     with pytest.raises(OSError):
@@ -327,7 +316,7 @@ def test_close_that_fails_still_wakes_waiters_and_unlocks(log_dir, monkeypatch):
     by close) and the lock is released: a new Wal opens at once."""
     real_close = _io.close
     wal = walogs.Wal.open(log_dir)
-    segment_fd = wal._writer.cursor()[0]
+    segment_fd = _segment_fd(wal)
 
     def failing_close(fd: int) -> None:
         real_close(fd)
@@ -658,14 +647,14 @@ def test_failed_construction_leaves_nothing_behind(log_dir, monkeypatch):
     descriptor and the VISIBLE mapping at once, so the same process can open the log
     again. (Mock: the writer's constructor is replaced by one that raises MemoryError;
     it cannot be made to fail for real short of exhausting memory.)"""
-    from walogs import _codec
+    from walogs import _impl
 
     walogs.Wal.open(log_dir).close()
 
     def failing_writer(*args, **kwargs):
         raise MemoryError("injected")
 
-    monkeypatch.setattr(_codec, "SegmentWriter", failing_writer)
+    monkeypatch.setattr(_impl, "SegmentWriter", failing_writer)
     with pytest.raises(MemoryError, match="injected"):
         walogs.Wal.open(log_dir)
     monkeypatch.undo()

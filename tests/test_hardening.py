@@ -22,7 +22,7 @@ import time
 
 import pytest
 from _procs import ROOT, run_python, stop
-from conftest import entry
+from conftest import HeldSync, entry, queue_appends
 
 import walogs
 from walogs import _io
@@ -141,6 +141,54 @@ def test_close_inside_a_call_is_deferred_until_it_returns(log_dir):
     assert report == {"lsn": 2, "seen": {"closed": False}, "closed": True, "late": "WalClosedError",
                       "stored": ["a" * 150, "b" * 150]}
 
+
+def test_close_interrupted_while_it_waits_still_closes(log_dir, monkeypatch):
+    """A signal handler that raises (Ctrl-C) while close() waits for a running sync does not
+    leave a writer that still writes under a released lock: close() finishes (no write
+    after it, the lock released, no waiting append left asleep) and then raises the
+    handler's exception. The compiled writer waits without the GIL, where no handler runs;
+    the pure-Python one waits in a Condition, where it does (#12: its close() keeps
+    waiting, then raises). Each waiting append returns durable, or, if the handler ran
+    inside close()'s own last sync (as it can while a test wraps _io.fdatasync), is
+    refused with WalClosedError: that sync counts as not done, so nothing it may not have
+    covered is acknowledged."""
+
+    class Interrupted(Exception):
+        pass
+
+    def on_alarm(signum, frame):
+        raise Interrupted()
+
+    wal = walogs.Wal.open(log_dir)
+    held = HeldSync(monkeypatch)
+    threads, results = queue_appends(wal, 3, held)
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    releaser = threading.Timer(0.6, held.release)  # after the alarm, from another thread
+    releaser.start()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(Interrupted):
+            wal.close()  # waits for the held sync when the alarm fires
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        releaser.join(10)
+    assert wal.closed
+    with pytest.raises(walogs.WalClosedError):
+        wal.append(b"late")
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    assert all(isinstance(r, (int, walogs.WalClosedError)) for r in results.values()), results
+    acked = {r for r in results.values() if isinstance(r, int)}
+    assert 1 in acked  # the leader's own sync was never interrupted
+    monkeypatch.undo()
+    with walogs.Wal.open(log_dir) as again:  # the lock was released
+        assert acked <= {lsn for lsn, _ in again} <= {1, 2, 3}
+
+
+ # ---------------------------------------------------------------------------
+ # 3. fork while another thread holds the Wal's mutex
 
 # ---------------------------------------------------------------------------
 # 3. fork while another thread holds the Wal's mutex
@@ -377,7 +425,7 @@ for i in range(2):
 def profile(frame, event, arg):
     # The writer has switched to the new segment and the rotation is about to list the old
     # one as completed (its first call after the switch): Ctrl-C arrives now.
-    if event == "c_call" and frame.f_code.co_name == "_rotate_paused" and arg.__name__ == "append":
+    if event == "c_call" and frame.f_code.co_name == "_segment_completed" and arg.__name__ == "append":
         sys.setprofile(None)
         signal.raise_signal(signal.SIGINT)
 

@@ -6,9 +6,7 @@ walogs module. Imports run at import time (the module's body, its classes,
 its ``if``/``try`` blocks) make the graph that must have no cycle: a cycle
 there means some module is used half-initialized, whichever is imported
 first. Imports inside functions are deferred; they must not close a cycle
-either, except through ``walogs._codec``, kept only until ``wal.py`` and
-``_writer_py.py`` stop importing it (issue #12). ``if TYPE_CHECKING:``
-blocks never run and are left out.
+either. ``if TYPE_CHECKING:`` blocks never run and are left out.
 """
 
 from __future__ import annotations
@@ -28,8 +26,8 @@ import walogs
 from walogs import _format
 
 PACKAGE = Path(walogs.__file__).parent
-TEMPORARY_SHIMS = {"walogs._codec"}
-"""Modules whose deferred imports may close a loop, until the writer files stop importing them."""
+TEMPORARY_SHIMS: set[str] = set()
+"""Modules whose deferred imports may close a loop (none now that the writer takes its names from _impl)."""
 # walogs._impl loads the compiled modules by name (importlib), which no import statement shows.
 DYNAMIC = {"walogs._impl": {"walogs._frame", "walogs._writer"}}
 _PYX_IMPORT = re.compile(r"^(?:from\s+walogs(?:\.(\w+))?\s+c?import\b(.*)|c?import\s+walogs\.(\w+))", re.M)

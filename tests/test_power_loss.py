@@ -837,7 +837,7 @@ def scratch_patch(kind: str, rec: Recorder) -> tuple[str, Callable]:
     if kind == "no_segment_fdatasync":  # I4 gone
         return "fdatasync", lambda fd: None if _segment_fd(rec, fd) else recorded_fdatasync(fd)
     if kind == "no_rotate_sync_dir":  # I15 gone: a new segment's entry is not durable before its frames
-        return "sync_dir", lambda path: None if _called_from("_rotate_paused") else recorded_sync_dir(path)
+        return "sync_dir", lambda path: None if _called_from("_new_segment") else recorded_sync_dir(path)
     if kind == "no_floor_sync":  # the LSN floor relied on (created, updated) before its bytes are durable
         return "fdatasync", lambda fd: (None if os.path.basename(rec.path_of(fd) or "") in ("LSN_FLOOR", "LSN_FLOOR.tmp")
                                         else recorded_fdatasync(fd))

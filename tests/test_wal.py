@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import inspect
 import math
 import os
 import tempfile
@@ -429,6 +430,33 @@ def _durable_appends_from_threads(wal: walogs.Wal, nthreads: int = 8, each: int 
     return acked
 
 
+def test_writer_twins_have_one_surface():
+    """The compiled writer and its Python twin offer the same members with the same
+    documentation, and nothing else public: the twin reads as the compiled one's
+    specification (#12: no return codes, no pause/cursor/switch steps for Wal to drive)."""
+    from walogs import _writer_py
+
+    compiled = pytest.importorskip("walogs._writer")
+
+    def surface(cls: type) -> list[str]:
+        return sorted(name for name in dir(cls) if not name.startswith("_"))
+
+    assert surface(compiled.SegmentWriter) == surface(_writer_py.SegmentWriter) == [
+        "append", "append_batch", "close", "drop_in_child", "durable_lsn", "next_lsn", "poison", "poison_with",
+        "rotate", "snapshot", "sync", "sync_seconds", "syncs"]
+    assert not hasattr(compiled, "FULL") and not hasattr(_writer_py, "BLOCKED")
+
+    def doc(name: str, member: object) -> str:
+        text = inspect.getdoc(member) or ""
+        first, _, rest = text.partition("\n")
+        embedded = first.startswith((f"{name}(", f"SegmentWriter.{name}"))  # the compiled signature line
+        return rest.strip() if embedded else text
+
+    for name in surface(compiled.SegmentWriter):
+        twins = (getattr(compiled.SegmentWriter, name), getattr(_writer_py.SegmentWriter, name))
+        assert doc(name, twins[0]) == doc(name, twins[1]), name
+
+
 def test_group_commit_shares_fdatasync(log_dir, monkeypatch):
     """I4 + group commit: 8 threads appending with sync="always" each get an acknowledged,
     durable LSN, with fewer fdatasync calls than appends (followers ride a leader's sync)."""
@@ -499,12 +527,14 @@ def test_close_wakes_every_group_commit_waiter(log_dir, monkeypatch):
 
 
 def test_group_commit_followers_each_woken_once(log_dir, monkeypatch):
-    """Group commit wakes no thundering herd: a sync wakes the followers it covered plus at
-    most one to lead the next, so wake-ups <= appends + syncs (a notify_all design wakes
-    every waiter per sync). Every append is durable on return (I4). This is how the
-    pure-Python writer waits (the compiled one waits on a pthread condition variable,
-    without the GIL), so it runs on that writer in both suites."""
-    from walogs import _codec, _writer_py
+    """Group commit wakes no thundering herd: a sync wakes the followers it covered, and a
+    leader gathers before it syncs, so wake-ups <= appends + syncs (a design that wakes
+    every waiter for every sync, covered or not, wakes about twice that). Every append is
+    durable on return (I4). The wake-ups are counted on the pure-Python writer's two
+    condition variables (the compiled writer runs the same algorithm on pthread condition
+    variables, without the GIL, where nothing can count them), so it runs on that writer in
+    both suites."""
+    from walogs import _impl, _writer_py
 
     wakes = {"n": 0}
     syncs = {"n": 0}
@@ -515,28 +545,32 @@ def test_group_commit_followers_each_woken_once(log_dir, monkeypatch):
         time.sleep(0.002)  # a slow disk, so appends pile up behind a sync (still a real fdatasync)
         real_fdatasync(fd)
 
-    real_allocate = _writer_py.allocate_lock
+    class CountingCondition:
+        def __init__(self, condition: threading.Condition) -> None:
+            self._condition = condition
 
-    class CountingLock:
-        def __init__(self) -> None:
-            self._lock = real_allocate()
+        def wait(self, timeout: float | None = None) -> bool:
+            try:
+                return self._condition.wait(timeout)
+            finally:
+                wakes["n"] += 1
 
-        def acquire(self) -> bool:
-            return self._lock.acquire()
+        def notify(self, n: int = 1) -> None:
+            self._condition.notify(n)
 
-        def release(self) -> None:
-            wakes["n"] += 1
-            self._lock.release()
+        def notify_all(self) -> None:
+            self._condition.notify_all()
 
-    # Counting only: the lock is a real one, so the threads still block and wake for real.
-    monkeypatch.setattr(_writer_py, "allocate_lock", CountingLock)
-    monkeypatch.setattr(_codec, "SegmentWriter", _writer_py.SegmentWriter)
+    # Counting only: the conditions are the real ones, so the threads still block and wake for real.
+    monkeypatch.setattr(_impl, "SegmentWriter", _writer_py.SegmentWriter)
     with walogs.Wal.open(log_dir) as wal:
+        writer = wal._writer
+        writer._changed, writer._gathered = CountingCondition(writer._changed), CountingCondition(writer._gathered)
         monkeypatch.setattr(_io, "fdatasync", counting_fdatasync)  # after open: recovery's sync not counted
         acked = _durable_appends_from_threads(wal)
     assert sorted(acked) == list(range(1, 201))
     assert 0 < syncs["n"] < 200
-    assert wakes["n"] <= 200 + syncs["n"]
+    assert wakes["n"] <= 200 + syncs["n"], (wakes, syncs)
 
 
 @pytest.mark.parametrize("sync", ["always", "none"])

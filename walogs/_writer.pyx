@@ -1,49 +1,72 @@
 # cython: language_level=3, embedsignature=True
 # cython: binding=True, cdivision=True, annotation_typing=False, autotestdict=False
-"""The active segment's writer in C: the compiled twin of ``_writer_py``.
+"""The active segment's writer in C; ``_writer_py`` is the same algorithm in Python.
 
-Same methods, return codes, system calls and exceptions as the readable
-twin (``tests/`` runs on each). What differs is where appends wait: a
-durable append here runs from the write to the fdatasync that covers it
-without the GIL, under one pthread mutex. That is what lets threads share
-syncs (group commit, #4): with the GIL, every thread a sync woke had to
-take the GIL back, one after another, before it could write again
-(benchmarks/README.md, "where the time goes").
+A :class:`SegmentWriter` owns what every append touches: the descriptor of
+the active segment, its end offset and LSNs, the durable point, group
+commit, rotation to the next segment, publishing the visible end to readers,
+and closing. Its whole surface is ``append``, ``append_batch``, ``sync``,
+``rotate``, ``close``, ``drop_in_child``, ``poison_with``, ``snapshot`` and
+five read-only counters. A refused call raises. The host (``Wal``) gives it
+three callbacks:
+
+* ``new_segment(seq) -> fd``: create segment file ``seq`` so that it exists
+  durably, and return its descriptor;
+* ``completed(fd, seq, end, first_lsn, last_lsn)``: segment ``seq`` is
+  complete (synced, its successor active): close ``fd``, list it, record
+  how far the log has come;
+* ``refusal() -> exception``: the error for a call the writer refuses
+  (closed, poisoned, or in a forked child), built in that one place.
 
 How a durable append goes (``sync="always"``):
 
 1. With the GIL: check the entry (the codec's TypeError and
-   EntryTooLargeError, I7) and pin its buffer.
-2. Without it, under the mutex: wait while paused (rotation, close); take
-   the next LSN, build the frame with ``_frame.build_frame`` and ``pwrite``
-   it (P7: one write, nothing kept in user space).
-3. Wait until an fdatasync covers it (I4). The first thread to find no sync
+   EntryTooLargeError) and pin its buffer.
+2. Without it, under the mutex: wait while a rotation or close holds the
+   writer; rotate if the frame does not fit a non-empty segment (below);
+   take the next LSN, build the frame and ``pwrite`` it: one write, nothing
+   kept in user space.
+3. Wait until an fdatasync covers it. The first thread to find no sync
    running leads one; if the last sync covered several appends, the leader
    first *gathers*: it waits until as many appends are written again, or at
    most as long as the last sync took (capped at 1 ms), so one sync covers
    every thread instead of the threads splitting into two cohorts that
    alternate. With one thread the last sync covered one append, so nothing
    waits. The sync runs with the mutex released; when it ends the leader
-   records it, publishes the new visible end (P4) and wakes every waiter.
+   records it, publishes the new visible end and wakes every waiter.
 
-Failures (P2): a failed ``pwrite`` or fdatasync poisons the writer, cuts
-what was not synced and wakes every waiter; the failing call raises the
-OSError, the others return BLOCKED and ``Wal`` raises WalError.
+Rotation, by size or by ``rotate()``, keeps the mutex from start to end
+(except while it waits for a running sync to end, with the writer marked
+paused so that nothing else writes or syncs), so no other append can take
+the fresh segment before the append that needed it: it fdatasyncs the old
+segment (a failure poisons the writer), calls ``new_segment``, switches to
+the new descriptor, calls ``completed``, and the append then writes its
+entry. An OSError from a callback poisons the writer like a failed system
+call of its own; any other exception (Ctrl-C's KeyboardInterrupt) only
+propagates: before the switch the old segment stays active, after it the
+rotation is complete, and the next append works.
+
+Failures: a failed ``pwrite`` or fdatasync poisons the writer: no later
+append is acknowledged until the log is opened again, and a failed sync is
+never retried. The writer cuts what was not synced and wakes every waiter;
+the failing call raises the OSError, the others raise ``refusal()``.
 
 The fault seam: while a test has wrapped ``walogs._io.pwrite_all``,
 ``fdatasync`` or ``ftruncate`` (crash images, injected EIO), this writer
 makes those calls through ``walogs._io`` with the GIL, so the crash and
 fault suites drive this code too. Otherwise it calls libc directly.
 
-Lock order: the mutex is only ever taken without the GIL. A thread holding
-the mutex may take the GIL (the wrapped calls above, building a batch, error
-objects); a thread holding the GIL never waits for the mutex. So the two
-cannot deadlock.
+Lock order: the mutex is only ever waited for without the GIL. A thread
+holding the mutex may take the GIL (the callbacks, the wrapped calls above,
+building a batch, error objects); a thread holding the GIL never waits for
+the mutex. So the two cannot deadlock. ``refusal()`` is called with the
+mutex released; ``new_segment`` and ``completed`` with it held, so they must
+not call this writer, and whatever lock they take must never be held by a
+thread waiting for this mutex.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.errno cimport EINTR, EIO, errno
 from libc.stdint cimport UINT64_MAX, int64_t, uint32_t, uint64_t
@@ -54,11 +77,13 @@ from posix.types cimport off_t
 
 from walogs._frame cimport build_frame, build_in_flight, build_visible, entry_view
 
-import os
-
 from walogs import _frame, _io
-from walogs._visible import FILE_SIZE, IN_FLIGHT_OFFSET, PUBLISHED
-from walogs.errors import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE, EntryTooLargeError, as_batch
+from walogs._format import FRAME_HEADER_SIZE, IN_FLIGHT_OFFSET, MAX_ENTRY_SIZE
+from walogs._format import VISIBLE_FILE_SIZE as FILE_SIZE
+from walogs._format import VISIBLE_PUBLISHED as PUBLISHED
+from walogs._types import as_batch
+from walogs.config import SYNC_MODES as MODES
+from walogs.errors import EntryTooLargeError
 
 cdef extern from "unistd.h" nogil:
     ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset)
@@ -86,12 +111,6 @@ cdef extern from "pthread.h" nogil:
     int pthread_cond_signal(pthread_cond_t *c)
     int pthread_cond_broadcast(pthread_cond_t *c)
 
-FULL = 0
-"""The frames do not fit in the active segment: rotate and retry."""
-BLOCKED = -1
-"""Nothing was written: the writer is closed, poisoned or in a forked child."""
-
-MODES = ("always", "interval", "none")
 
 cdef enum:
     _HDR = 16
@@ -103,10 +122,9 @@ cdef enum:
     _MODE_ALWAYS = 0
     _MODE_INTERVAL = 1
     _MODE_NONE = 2
-    # Outcomes of the C steps (mutex held): an LSN > 0 for writes, or one of these.
-    _OK = 1
-    _R_FULL = 0
-    _R_BLOCKED = -1
+    # Outcomes of the C steps (mutex held); the public methods turn them into a result or a raise.
+    _OK = 0
+    _R_REFUSED = -1                 # closed, poisoned or forked: raise refusal()
     _R_FAILED = -2                  # the call's _Call.exc holds the exception to raise
 
 cdef int64_t _GATHER_MAX_NS = 1000000    # a gathering leader waits at most 1 ms
@@ -156,21 +174,19 @@ cdef void _drop_kept(_Call *call) noexcept nogil:
         call.exc = NULL
 
 
-cdef int _raise_kept(_Call *call, int rc) except -1:
+cdef int _raise_kept(_Call *call) except -1:
     # GIL held: raise the exception a failed call kept (and release the reference).
     cdef object exc
-    if call.exc != NULL:
-        exc = <object>call.exc
-        Py_XDECREF(call.exc)
-        call.exc = NULL
-        raise exc
-    if rc == _R_FAILED:
+    if call.exc == NULL:
         raise SystemError("walogs._writer: a failed step kept no exception")
-    return 0
+    exc = <object>call.exc
+    Py_XDECREF(call.exc)
+    call.exc = NULL
+    raise exc
 
 
 cdef int _call_io(_Call *call, object function, tuple args) noexcept:
-    # GIL held: a wrapped walogs._io function (the test seam).
+    # GIL held: a wrapped walogs._io function (the test seam), or a host callback.
     try:
         function(*args)
     except BaseException as exc:
@@ -196,19 +212,25 @@ cdef inline bint _io_wrapped():
 
 
 cdef class SegmentWriter:
-    """Appends frames to the active segment and makes them durable (I4, P2, P4, P7)."""
+    """Appends frames to the active segment, makes them durable, rotates and closes it.
+
+    Thread-safe. Every call that cannot be done raises: ``refusal()`` once the
+    writer is closed, poisoned or in a forked child; the OSError of a failed
+    write or sync (which poisons it); the codec's errors for a bad entry.
+    """
 
     cdef pthread_mutex_t _mu
     cdef pthread_cond_t _changed    # broadcast: a sync ended, a pause ended, closed or poisoned
     cdef pthread_cond_t _gathered   # signalled: a gathering leader has the appends it waits for
     cdef bint _locks_ready
-    cdef int _fd
+    cdef int _fd                    # -1 once close() closed it
     cdef uint64_t _seq, _end, _first, _last, _durable, _limit
     cdef uint64_t _written        # the last LSN written (next - 1): 2**64-1 means no LSN is left (I9)
     cdef uint64_t _synced_lsn, _synced_seq, _synced_end   # the last successful fdatasync (P2 cut)
     cdef int _mode
-    cdef bint _syncing, _paused, _closed, _poisoned, _gathering, _wrapped
-    cdef long _paused_by            # the thread that paused the writer (while _paused)
+    cdef bint _syncing              # a leader's fdatasync runs (the mutex released around it)
+    cdef bint _paused               # a rotation or close waits for that sync to end: no write, no new leader
+    cdef bint _closed, _poisoned, _gathering, _wrapped
     cdef uint64_t _unsynced_calls   # appends written since the running/last sync took its target
     cdef uint64_t _last_batch       # appends the last group-commit sync covered
     cdef uint64_t _want             # appends a gathering leader waits for
@@ -219,8 +241,10 @@ cdef class SegmentWriter:
     cdef bint _has_visible
     cdef unsigned char _boot[_BOOT_ID]   # this boot's id, in every in-flight record
     cdef object _poison
+    cdef object _new_segment, _completed, _refusal
 
     def __cinit__(self):
+        self._fd = -1
         self._init_locks()
         self._locks_ready = True
 
@@ -234,8 +258,9 @@ cdef class SegmentWriter:
         pthread_condattr_destroy(&attr)
 
     def __init__(self, fd: int, seq: int, end: int, first_lsn: int, last_lsn: int, next_lsn: int,
-                 limit: int, mode: str, publisher: object) -> None:
-        """Take over a segment recovery left synced up to ``end`` (P11)."""
+                 limit: int, mode: str, publisher: object, *, new_segment: object, completed: object,
+                 refusal: object) -> None:
+        """Take over segment ``seq`` (descriptor ``fd``), which recovery left synced up to ``end``."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self._mode = MODES.index(mode)
@@ -246,6 +271,7 @@ cdef class SegmentWriter:
         self._limit = min(limit, (1 << 64) - 1)
         self._synced_lsn, self._synced_seq, self._synced_end = self._durable, seq, end
         self._last_batch = 1
+        self._new_segment, self._completed, self._refusal = new_segment, completed, refusal
         boot = bytes(publisher.boot_id)
         if len(boot) != _BOOT_ID:
             raise ValueError(f"a boot id has {_BOOT_ID} bytes, not {len(boot)}")
@@ -280,7 +306,7 @@ cdef class SegmentWriter:
 
     @property
     def poison(self):
-        """The error that poisoned the writer (P2), or None."""
+        """The error that poisoned the writer, or None."""
         return self._poison
 
     @property
@@ -293,22 +319,31 @@ cdef class SegmentWriter:
         """Wall time spent in those fdatasync calls."""
         return self._sync_ns * 1e-9
 
+    def snapshot(self) -> tuple:
+        """(seq, end, first_lsn, last_lsn, next_lsn) of the active segment, taken at one instant."""
+        cdef uint64_t seq, end, first, last, written
+        with nogil:
+            pthread_mutex_lock(&self._mu)
+            seq, end, first, last, written = self._seq, self._end, self._first, self._last, self._written
+            pthread_mutex_unlock(&self._mu)
+        return seq, end, first, last, (<object>written) + 1
+
+    cdef object _result(self, _Call *call, int rc):
+        # GIL held, mutex released: what a call returns (the LSN it wrote), or what it raises.
+        if rc == _R_REFUSED:
+            raise self._refusal()
+        if rc != _OK:
+            _raise_kept(call)
+        return call.lsn
+
     # ------------------------------------------------------------------ writing
 
     def append(self, data: object) -> int:
-        """Write one entry; under ``"always"`` return once it is durable. LSN, FULL or BLOCKED."""
-        return self._append(data, False)
+        """Write one entry and return its LSN; under ``"always"`` once it is durable.
 
-    def append_paused(self, data: object) -> int:
-        """While this thread has the writer paused: write one entry now; LSN or BLOCKED.
-
-        Not FULL-checked (the caller made room) and not yet durable: the
-        caller syncs with :meth:`sync_paused`. An append that had to rotate
-        writes this way, so other appends cannot take the fresh segment first.
+        Rotates first if its frame does not fit the active segment and that
+        segment is not empty.
         """
-        return self._append(data, True)
-
-    cdef object _append(self, object data, bint as_pauser):
         cdef object view
         cdef Py_buffer buf
         cdef unsigned char stack[_STACK_FRAME]
@@ -317,7 +352,7 @@ cdef class SegmentWriter:
         cdef int rc
         cdef _Call call
         if self._closed or self._poisoned:
-            return BLOCKED   # before looking at the entry, as the twin does
+            raise self._refusal()   # before looking at the entry, as the twin does
         view = entry_view(data)     # the codec's TypeError
         PyObject_GetBuffer(view, &buf, PyBUF_SIMPLE)
         try:
@@ -332,49 +367,54 @@ cdef class SegmentWriter:
             _new_call(&call)
             with nogil:
                 pthread_mutex_lock(&self._mu)
-                rc = self._write_one(&call, frame, <const unsigned char *>buf.buf, <size_t>buf.len, n, as_pauser)
+                rc = self._append_locked(&call, frame, <const unsigned char *>buf.buf, <size_t>buf.len, n)
                 pthread_mutex_unlock(&self._mu)
         finally:
             if frame != stack:
                 free(frame)
             PyBuffer_Release(&buf)
-        _raise_kept(&call, rc)
-        return call.lsn if rc == _OK else rc
+        return self._result(&call, rc)
 
-    cdef int _write_one(self, _Call *call, unsigned char *frame, const unsigned char *src, size_t size,
-                        size_t n, bint as_pauser) noexcept nogil:
-        # Mutex held. _OK (call.lsn written, and durable under "always" unless
-        # as_pauser), _R_FULL, _R_BLOCKED or _R_FAILED (call.exc is the exception to raise).
+    cdef int _append_locked(self, _Call *call, unsigned char *frame, const unsigned char *src, size_t size,
+                            size_t n) noexcept nogil:
+        # Mutex held. _OK (call.lsn written, and durable under "always"), _R_REFUSED or _R_FAILED.
         cdef uint64_t lsn
-        cdef int rc = self._wait_writable(as_pauser)
-        if rc != _OK:
-            return rc
-        if not as_pauser and self._end > 0 and self._end + n > self._limit:
-            return _R_FULL
+        cdef int rc
+        if not self._wait_writable():
+            return _R_REFUSED
         if self._written == UINT64_MAX:
-            with gil:   # the codec's error for an LSN past 2**64-1, as the twin raises it
-                _keep(call, ValueError(f"LSN {(<object>self._written) + 1} is out of range: "
-                                       "LSNs run from 1 to 2**64-1 (I9)"))
-            return _R_FAILED
+            return self._lsns_exhausted(call)
+        if self._end > 0 and self._end + n > self._limit:
+            rc = self._rotate(call)
+            if rc != _OK:
+                return rc
         lsn = self._written + 1
         build_frame(frame, src, size, lsn)
         rc = self._write(call, frame, n, lsn, lsn)
         if rc != _OK:
             return rc
         call.lsn = lsn
-        if self._mode == _MODE_ALWAYS and not as_pauser:
+        if self._mode == _MODE_ALWAYS:
             return self._wait_durable(call, lsn, True)
         return _OK
 
-    def append_batch(self, items: list) -> int:
-        """Write ``items`` with one write; the first LSN, FULL or BLOCKED. Validates all first (I7)."""
-        return self._append_batch(as_batch(items), False)
+    cdef int _lsns_exhausted(self, _Call *call) noexcept nogil:
+        # I9: no LSN is left; the codec says so, as it does for the twin.
+        with gil:
+            try:
+                _frame.encode((<object>self._written) + 1, b"")
+                _keep(call, SystemError(f"the codec accepted LSN {(<object>self._written) + 1}"))
+            except BaseException as exc:
+                _keep(call, exc)
+        return _R_FAILED
 
-    def append_batch_paused(self, items: list) -> int:
-        """:meth:`append_paused` for a batch; the first LSN or BLOCKED."""
-        return self._append_batch(as_batch(items), True)
+    def append_batch(self, items: object) -> int:
+        """Write every item with one write (a batch never spans two segments); the first LSN.
 
-    cdef object _append_batch(self, list items, bint as_pauser):
+        Under ``"always"`` returns once they are durable. Checks every item
+        before writing any; an empty batch writes nothing and returns the
+        next LSN.
+        """
         cdef int rc
         cdef uint64_t first = 0, last = 0
         cdef object frames = None
@@ -382,13 +422,14 @@ cdef class SegmentWriter:
         cdef const unsigned char *p = NULL
         cdef size_t n = 0
         cdef _Call call
+        items = as_batch(items)
         if self._closed or self._poisoned:
-            return BLOCKED
+            raise self._refusal()
         self._wrapped = _io_wrapped()
         _new_call(&call)
         with nogil:
             pthread_mutex_lock(&self._mu)
-            rc = self._wait_writable(as_pauser)
+            rc = _OK if self._wait_writable() else _R_REFUSED
             if rc == _OK:
                 with gil:   # the codec checks every item (I7) and builds the frames with these LSNs
                     try:
@@ -402,21 +443,19 @@ cdef class SegmentWriter:
                     except BaseException as exc:
                         _keep(&call, exc)
                         rc = _R_FAILED
-            if rc == _OK:
-                if n == 0:
-                    pass
-                elif not as_pauser and self._end > 0 and self._end + n > self._limit:
-                    rc = _R_FULL
-                else:
+            if rc == _OK and n:
+                if self._end > 0 and self._end + n > self._limit:
+                    rc = self._rotate(&call)
+                if rc == _OK:
                     rc = self._write(&call, p, n, first, last)
-                    if rc == _OK and self._mode == _MODE_ALWAYS and not as_pauser:
-                        rc = self._wait_durable(&call, last, True)
+                if rc == _OK and self._mode == _MODE_ALWAYS:
+                    rc = self._wait_durable(&call, last, True)
             pthread_mutex_unlock(&self._mu)
-        _raise_kept(&call, rc)
-        return first_lsn if rc == _OK else rc
+        self._result(&call, rc)
+        return first_lsn
 
-    def sync(self) -> bool:
-        """Make every written entry durable, leading or joining a group commit; False if BLOCKED."""
+    def sync(self) -> None:
+        """Make every written entry durable, leading or joining a group commit."""
         cdef int rc
         cdef _Call call
         self._wrapped = _io_wrapped()
@@ -424,21 +463,18 @@ cdef class SegmentWriter:
         with nogil:
             pthread_mutex_lock(&self._mu)
             if self._closed or self._poisoned:
-                rc = _R_BLOCKED
+                rc = _R_REFUSED
             else:
                 rc = self._wait_durable(&call, self._written, False)
             pthread_mutex_unlock(&self._mu)
-        _raise_kept(&call, rc)
-        return rc == _OK
+        self._result(&call, rc)
 
-    cdef int _wait_writable(self, bint as_pauser) noexcept nogil:
-        # Mutex held: wait out a pause (unless this is the pausing thread writing);
-        # _OK, or _R_BLOCKED once closed or poisoned.
-        while self._paused and not as_pauser and not (self._closed or self._poisoned):
+    cdef bint _wait_writable(self) noexcept nogil:
+        # Mutex held: wait out a pause (a rotation or close waiting for a sync);
+        # False once closed or poisoned.
+        while self._paused and not (self._closed or self._poisoned):
             pthread_cond_wait(&self._changed, &self._mu)
-        if self._closed or self._poisoned:
-            return _R_BLOCKED
-        return _OK
+        return not (self._closed or self._poisoned)
 
     cdef int _write(self, _Call *call, const unsigned char *p, size_t n, uint64_t first,
                     uint64_t last) noexcept nogil:
@@ -468,13 +504,13 @@ cdef class SegmentWriter:
     # ------------------------------------------------------------------ group commit
 
     cdef int _wait_durable(self, _Call *call, uint64_t lsn, bint gather) noexcept nogil:
-        # Mutex held. _OK once lsn is durable; _R_BLOCKED if the writer was poisoned,
+        # Mutex held. _OK once lsn is durable; _R_REFUSED if the writer was poisoned,
         # or closed before lsn was synced; _R_FAILED if the sync this thread led failed.
         cdef int rc
         cdef uint64_t synced = 0
         while self._durable < lsn:
             if self._poisoned or self._closed:
-                return _R_BLOCKED
+                return _R_REFUSED
             if self._syncing or self._paused:   # a leader's sync covers lsn, or fails; or a pause ends
                 pthread_cond_wait(&self._changed, &self._mu)
                 continue
@@ -521,7 +557,7 @@ cdef class SegmentWriter:
             self._syncs += 1
             self._last_sync_ns = _now_ns() - started
             self._sync_ns += self._last_sync_ns
-            # Recorded at once: a failing rotate() sync next must not cut these frames.
+            # Recorded at once: a failing rotation's sync next must not cut these frames.
             self._synced_lsn, self._synced_seq, self._synced_end = lsn, seq, end
             synced[0] = lsn
             if lsn > self._durable and not self._poisoned:
@@ -532,6 +568,20 @@ cdef class SegmentWriter:
             self._truncate_to_synced()
         pthread_cond_broadcast(&self._changed)
         return _OK if rc == _OK else _R_FAILED
+
+    cdef int _sync_locked(self, _Call *call) noexcept nogil:
+        # Mutex held, paused, no sync running (rotation, close): fdatasync everything
+        # written, mark it durable and wake its waiters. _OK or _R_FAILED (poisoned and cut).
+        cdef int rc = self._fdatasync(call, self._fd)
+        if rc != _OK:
+            if self._fail(call, rc):
+                self._truncate_to_synced()
+            return _R_FAILED
+        self._synced_lsn, self._synced_seq, self._synced_end = self._written, self._seq, self._end
+        if self._written > self._durable:
+            self._mark_durable(self._written, self._seq, self._end)
+        pthread_cond_broadcast(&self._changed)
+        return _OK
 
     cdef void _mark_durable(self, uint64_t lsn, uint64_t seq, uint64_t end) noexcept nogil:
         # Mutex held. Under "none" the written end is already published.
@@ -549,11 +599,72 @@ cdef class SegmentWriter:
         if self._has_visible:
             build_in_flight(<unsigned char *>self._visible.buf + _IN_FLIGHT_AT, self._boot, seq, start, end)
 
+    # ------------------------------------------------------------------ rotation
+
+    def rotate(self) -> None:
+        """Finish the active segment and continue in a new one; nothing to do when it is empty."""
+        cdef int rc
+        cdef _Call call
+        self._wrapped = _io_wrapped()
+        _new_call(&call)
+        with nogil:
+            pthread_mutex_lock(&self._mu)
+            rc = self._rotate(&call) if self._wait_writable() else _R_REFUSED
+            pthread_mutex_unlock(&self._mu)
+        self._result(&call, rc)
+
+    cdef int _rotate(self, _Call *call) noexcept nogil:
+        # Mutex held, writable. Paused while a running sync ends (its descriptor must stay
+        # open, and nothing may write meanwhile); from then on the mutex is held to the end,
+        # so the caller writes into the fresh segment before any other append can.
+        cdef int rc
+        self._paused = True
+        pthread_cond_signal(&self._gathered)   # a gathering leader syncs now
+        while self._syncing:
+            pthread_cond_wait(&self._changed, &self._mu)
+        rc = self._rotate_paused(call)
+        self._paused = False
+        pthread_cond_broadcast(&self._changed)
+        return rc
+
+    cdef int _rotate_paused(self, _Call *call) noexcept nogil:
+        # Mutex held, paused, no sync running. An exception at any step (Ctrl-C, a signal
+        # handler's) leaves a writer the next call can use: before the switch the old
+        # segment stays active (the host removed what it created), after it the rotation
+        # is complete. Only an OSError poisons (P2): an interrupt lost nothing.
+        cdef int rc, new_fd = -1
+        cdef int old_fd
+        cdef uint64_t old_seq, old_end, old_first, old_last
+        if self._closed or self._poisoned:
+            return _R_REFUSED   # the sync it waited for failed: never sync again (P2)
+        if self._end == 0:
+            return _OK
+        rc = self._sync_locked(call)   # P2 if it fails; else the old segment's entries are durable
+        if rc != _OK:
+            return rc
+        with gil:   # I15: the host creates the next segment durably before its first frame
+            try:
+                new_fd = self._new_segment((<object>self._seq) + 1)
+            except BaseException as exc:
+                _keep(call, exc)
+        if new_fd < 0:
+            self._fail(call, _R_FAILED)
+            return _R_FAILED
+        old_fd, old_seq, old_end, old_first, old_last = self._fd, self._seq, self._end, self._first, self._last
+        self._fd, self._seq, self._end, self._first, self._last = new_fd, old_seq + 1, 0, 0, 0
+        self._synced_lsn, self._synced_seq, self._synced_end = self._written, old_seq + 1, 0
+        with gil:
+            rc = _call_io(call, self._completed, (old_fd, old_seq, old_end, old_first, old_last))
+        if rc != _OK:
+            self._fail(call, rc)
+        return rc
+
+    # ------------------------------------------------------------------ failures
+
     cdef bint _fail(self, _Call *call, int rc) noexcept nogil:
-        # Mutex held, after a system call returned rc != _OK: call.exc is its
-        # exception (made here from an errno). An OSError poisons the writer (P2:
-        # True, the caller cuts); anything else a wrapped _io raised only
-        # propagates, as it does in the twin.
+        # Mutex held, after a system call or callback returned rc != _OK: call.exc is its
+        # exception (made here from an errno). An OSError poisons the writer (P2: True,
+        # the caller cuts a write's or sync's tail); anything else only propagates.
         cdef bint poisons = rc > 0   # a system call failed: poisoned even if no error object can be made
         with gil:
             try:
@@ -595,6 +706,17 @@ cdef class SegmentWriter:
         _drop_kept(&scratch)
         return done
 
+    def poison_with(self, exc: BaseException) -> None:
+        """Refuse every later write (the host's own I/O failed); wake every waiter."""
+        if self._poison is None:
+            self._poison = exc
+        with nogil:
+            pthread_mutex_lock(&self._mu)
+            self._poisoned = True
+            pthread_cond_broadcast(&self._changed)
+            pthread_cond_signal(&self._gathered)
+            pthread_mutex_unlock(&self._mu)
+
     # ------------------------------------------------------------------ system calls
     # Each returns _OK, an errno (> 0), or _R_FAILED with the exception a wrapped
     # _io function raised kept in call.exc.
@@ -635,121 +757,67 @@ cdef class SegmentWriter:
                 return errno
         return _OK
 
-    # ------------------------------------------------------------------ exclusive access
+    # ------------------------------------------------------------------ closing
 
-    def poison_with(self, exc: BaseException) -> None:
-        """P2: after a failed write or sync nothing is acknowledged until reopen; wake every waiter."""
-        if self._poison is None:
-            self._poison = exc
-        with nogil:
-            pthread_mutex_lock(&self._mu)
-            self._poisoned = True
-            pthread_cond_broadcast(&self._changed)
-            pthread_cond_signal(&self._gathered)
-            pthread_mutex_unlock(&self._mu)
+    def close(self) -> None:
+        """Sync what waits, refuse every later call, wake every waiter, close the descriptor.
 
-    def pause(self) -> None:
-        """Wait until no write or sync runs, then hold both off until :meth:`resume`.
-
-        For rotation and close: the caller may then sync, swap or close the
-        descriptor. Appends that arrive meanwhile wait.
-        """
-        cdef long me = PyThread_get_thread_ident()
-        with nogil:
-            pthread_mutex_lock(&self._mu)
-            while self._paused:
-                pthread_cond_wait(&self._changed, &self._mu)
-            self._paused = True
-            self._paused_by = me
-            pthread_cond_signal(&self._gathered)   # a gathering leader syncs now
-            while self._syncing:
-                pthread_cond_wait(&self._changed, &self._mu)
-            pthread_mutex_unlock(&self._mu)
-
-    def resume(self) -> None:
-        """Let writes and syncs run again; nothing to do unless this thread paused the writer."""
-        cdef long me = PyThread_get_thread_ident()
-        with nogil:
-            pthread_mutex_lock(&self._mu)
-            if self._paused and self._paused_by == me:   # else the pause never happened: keep others'
-                self._paused = False
-                pthread_cond_broadcast(&self._changed)
-            pthread_mutex_unlock(&self._mu)
-
-    def cursor(self) -> tuple:
-        """(fd, seq, end, first_lsn, last_lsn, next_lsn) of the active segment, consistent."""
-        cdef int fd
-        cdef uint64_t seq, end, first, last, written
-        with nogil:
-            pthread_mutex_lock(&self._mu)
-            fd, seq, end, first, last, written = self._fd, self._seq, self._end, self._first, self._last, self._written
-            pthread_mutex_unlock(&self._mu)
-        return fd, seq, end, first, last, (<object>written) + 1
-
-    def sync_paused(self) -> bool:
-        """While paused: fdatasync everything written, mark it durable and wake its waiters.
-
-        False, doing nothing, once poisoned or closed: a failed sync is never
-        retried (P2; Linux reports a writeback error once, so a retry would
-        "succeed" over lost pages). A failure poisons the writer, cuts the
-        unsynced tail and raises (P2).
+        Waits for a running rotation or sync to end first. Appends waiting
+        for a group commit return durable, unless the writer is poisoned (a
+        poisoned writer is never synced again). If that last sync fails it
+        raises, after everything else is done. In a forked child it only
+        closes the descriptor. Idempotent.
         """
         cdef int rc = _OK
         cdef int fd
+        cdef bint had_visible = False
         cdef _Call call
         self._wrapped = _io_wrapped()
         _new_call(&call)
         with nogil:
             pthread_mutex_lock(&self._mu)
-            if self._poisoned or self._closed:
-                rc = _R_BLOCKED
-            fd = self._fd
-            pthread_mutex_unlock(&self._mu)
-            if rc == _OK:
-                rc = self._fdatasync(&call, fd)
-                pthread_mutex_lock(&self._mu)
-                if rc == _OK:
-                    self._synced_lsn, self._synced_seq, self._synced_end = self._written, self._seq, self._end
-                    if self._written > self._durable:
-                        self._mark_durable(self._written, self._seq, self._end)
-                    pthread_cond_broadcast(&self._changed)
-                else:
-                    if self._fail(&call, rc):
-                        self._truncate_to_synced()
-                    rc = _R_FAILED
-                pthread_mutex_unlock(&self._mu)
-        _raise_kept(&call, rc)
-        return rc == _OK
-
-    def switch(self, fd: int, seq: int) -> None:
-        """While paused, after :meth:`sync_paused`: continue in a new, empty segment ``seq``."""
-        cdef int new_fd = fd
-        cdef uint64_t new_seq = seq
-        with nogil:
-            pthread_mutex_lock(&self._mu)
-            self._fd, self._seq, self._end, self._first, self._last = new_fd, new_seq, 0, 0, 0
-            self._synced_lsn, self._synced_seq, self._synced_end = self._written, new_seq, 0
-            pthread_mutex_unlock(&self._mu)
-
-    def finish_close(self) -> None:
-        """While paused: no write or sync ever again; wake every waiter (to return or fail); resume."""
-        cdef bint had_visible
-        with nogil:
-            pthread_mutex_lock(&self._mu)
-            self._closed = True
-            self._paused = False
-            had_visible, self._has_visible = self._has_visible, False   # nothing publishes once closed
-            pthread_cond_broadcast(&self._changed)
-            pthread_cond_signal(&self._gathered)
+            rc = self._close_locked(&call, &fd, &had_visible)
             pthread_mutex_unlock(&self._mu)
         if had_visible:
             PyBuffer_Release(&self._visible)   # Publisher.close() may now unmap it
+        try:
+            if fd >= 0:
+                _io.close(fd)
+        finally:
+            if rc != _OK:
+                _raise_kept(&call)   # the failed sync, before a failed close
+
+    cdef int _close_locked(self, _Call *call, int *fd, bint *had_visible) noexcept nogil:
+        # Mutex held. Stops the writer for good and hands back its descriptor (*fd; -1:
+        # closed already) and whether it still held the VISIBLE mapping. _OK, or
+        # _R_FAILED if the last sync failed.
+        cdef int rc = _OK
+        if self._fd >= 0 and not self._closed:
+            while self._paused:   # a rotation waits for a sync: let it finish
+                pthread_cond_wait(&self._changed, &self._mu)
+            self._paused = True
+            pthread_cond_signal(&self._gathered)
+            while self._syncing:
+                pthread_cond_wait(&self._changed, &self._mu)
+            if not self._poisoned and self._durable < self._written:
+                rc = self._sync_locked(call)   # appends waiting on a group commit return durable
+            self._closed = True   # waiters wake to return or raise; no write or sync after this
+            self._paused = False
+            pthread_cond_broadcast(&self._changed)
+            pthread_cond_signal(&self._gathered)
+        fd[0], self._fd = self._fd, -1
+        had_visible[0], self._has_visible = self._has_visible, False   # nothing publishes once closed
+        return rc
 
     def drop_in_child(self) -> None:
-        """In a process forked after open: lock-free; block writes, touch nothing shared (P6)."""
-        # A parent thread may have held the mutex at fork; only this thread runs here.
+        """In a process forked after open: refuse every call, touch nothing shared.
+
+        The parent's threads may have held the writer's locks at the fork:
+        this process gets fresh ones. ``close()`` then only closes this
+        process's copy of the descriptor.
+        """
         self._closed = True
-        self._init_locks()
+        self._init_locks()   # only this thread runs here
         if self._has_visible:
             self._has_visible = False
             PyBuffer_Release(&self._visible)

@@ -1,399 +1,492 @@
-"""The active segment's writer in pure Python: the readable twin of ``_writer``.
+"""The active segment's writer in Python: ``_writer.pyx``'s algorithm, step for step.
 
 A :class:`SegmentWriter` owns what every append touches: the descriptor of
-the active segment, its end offset and LSNs, the durable point, the group
-commit of ``sync="always"`` and publishing the visible end (P4). ``Wal``
-keeps the rest (the lock, completed segments, rotation, checkpoint, close)
-and reaches this state only through the methods below, so the compiled
-twin can run appends without the GIL. Both twins behave the same way, make
-the same system calls through ``walogs._io`` and give the same results and
-exceptions; the suite runs on each.
+the active segment, its end offset and LSNs, the durable point, group
+commit, rotation to the next segment, publishing the visible end to readers,
+and closing. ``_writer.pyx`` is the same algorithm in C; this file reads as
+its specification: the same state, the same steps under the same names, in
+the same order, one mutex (a ``threading.Lock``) and two condition
+variables on it (``_changed``, ``_gathered``). The module docstring of
+``_writer.pyx`` describes the algorithm; the host callbacks
+(``new_segment``, ``completed``, ``refusal``) and the surface are the same.
+Both make the same system calls through ``walogs._io`` and give the same
+results and exceptions; the suite runs on each.
 
-Return codes of the write calls: an LSN (> 0), :data:`FULL` (the frame
-does not fit the segment: rotate, then call again) or :data:`BLOCKED`
-(closed, poisoned or forked: ``Wal`` raises the error that says which).
+What differs, and why:
+
+* Where a thread waits. The compiled writer runs a durable append from the
+  write to the fdatasync that covers it without the GIL. Here every thread
+  a sync wakes must take the GIL back, one after another, before it can
+  return and write again; so 8 threads share syncs (group commit holds) but
+  reach a smaller multiple of one thread's rate than the compiled writer's
+  (benchmarks/README.md, "where the time goes").
+* Exceptions during a wait. A signal handler (Ctrl-C) can raise inside a
+  ``Condition.wait`` here; in C no handler runs until the call returns. A
+  follower or a writer waiting for a pause to end just leaves (nothing was
+  changed for it); a gathering leader, a rotation and a close undo or finish
+  what they started (``try``/``finally``). ``close()`` waits on and raises
+  such an exception once it is done, as the compiled ``close()`` would.
+* The steps done under the mutex return their result (an LSN, True) or a
+  false value when the writer refuses, and raise on failure; the C steps
+  return codes and keep the exception in a per-call record.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from _thread import LockType, allocate_lock, get_ident
+from collections.abc import Callable
 from typing import Optional
 
-from walogs import _codec, _io
-from walogs._visible import PUBLISHED, Publisher
-from walogs.errors import as_batch
+from walogs import _frame_py, _io
+from walogs._format import VISIBLE_PUBLISHED as PUBLISHED
+from walogs._types import as_batch
+from walogs._visible import Publisher
+from walogs.config import SYNC_MODES as MODES
 
-FULL = 0
-"""The frames do not fit in the active segment: rotate and retry."""
-BLOCKED = -1
-"""Nothing was written: the writer is closed, poisoned or in a forked child."""
-
-MODES = ("always", "interval", "none")
+_MODE_ALWAYS, _MODE_INTERVAL, _MODE_NONE = range(3)
+_GATHER_MAX_NS = 1_000_000  # a gathering leader waits at most 1 ms
 
 
 class SegmentWriter:
-    """Appends frames to the active segment and makes them durable (I4, P2, P4, P7)."""
+    """Appends frames to the active segment, makes them durable, rotates and closes it.
+
+    Thread-safe. Every call that cannot be done raises: ``refusal()`` once the
+    writer is closed, poisoned or in a forked child; the OSError of a failed
+    write or sync (which poisons it); the codec's errors for a bad entry.
+    """
 
     def __init__(self, fd: int, seq: int, end: int, first_lsn: int, last_lsn: int, next_lsn: int,
-                 limit: int, mode: str, publisher: Publisher) -> None:
-        """Take over a segment recovery left synced up to ``end`` (P11)."""
+                 limit: int, mode: str, publisher: Publisher, *, new_segment: Callable[[int], int],
+                 completed: Callable[[int, int, int, int, int], None],
+                 refusal: Callable[[], BaseException]) -> None:
+        """Take over segment ``seq`` (descriptor ``fd``), which recovery left synced up to ``end``."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        self._fd, self._seq, self._end = fd, seq, end
-        self._first_lsn, self._last_lsn = first_lsn, last_lsn
-        self.next_lsn = next_lsn
-        self.durable_lsn = next_lsn - 1
-        self.poison: Optional[BaseException] = None
+        self._mode = MODES.index(mode)
+        self._init_locks()
+        self._fd = fd  # -1 once close() closed it
+        self._seq, self._end, self._first, self._last = seq, end, first_lsn, last_lsn
+        self._written = next_lsn - 1  # the last LSN written (next - 1)
+        self._durable = next_lsn - 1
         self._limit = limit
-        self._always = mode == "always"
+        # The last successful fdatasync: what a failed one cuts back to (P2).
+        self._synced_lsn, self._synced_seq, self._synced_end = self._durable, seq, end
+        self._syncing = False  # a leader's fdatasync runs (the mutex released around it)
+        self._paused = False  # a rotation or close waits for that sync to end: no write, no new leader
+        self._closed = self._poisoned = self._gathering = False
+        self._unsynced_calls = 0  # appends written since the running/last sync took its target
+        self._last_batch = 1  # appends the last group-commit sync covered
+        self._want = 0  # appends a gathering leader waits for
+        self._last_sync_ns = 0
+        self._syncs = 0
+        self._sync_ns = 0
+        self._poison: Optional[BaseException] = None
+        self._new_segment, self._completed, self._refusal = new_segment, completed, refusal
         self._publisher = publisher
-        self._publish_written = publisher.publish if mode == "none" else None
-        self._mark_in_flight = publisher.mark_in_flight
+        self._has_visible = True
+        self._publish(self._durable, seq, end)
         self._mark_in_flight(seq, end, end)
-        # _mutex guards the cursor (one write at a time); _sync_mutex is held
-        # around an fdatasync and while paused, so no descriptor is swapped or
-        # closed under a leader; _sync_state guards _syncing, durable_lsn,
-        # _waiters and publishing.
+
+    def _init_locks(self) -> None:
         self._mutex = threading.Lock()
-        self._sync_mutex = threading.Lock()
-        self._sync_state = threading.Lock()
-        self._paused_by: Optional[int] = None
-        self._closed = False
-        self._cut_pending = False  # a failed sync's unsynced tail is still to be cut (P2)
-        self._syncing = False
-        self._waiters: list[tuple[int, LockType]] = []  # (lsn, held lock) of threads awaiting a sync
-        # What the next fdatasync covers, and the last end one succeeded for: (fd, lsn, seq, end).
-        self._sync_target = (fd, self.durable_lsn, seq, end)
-        self._synced = self._sync_target
-        self._publish(self._sync_target)
-        self.syncs = 0  # fdatasync calls the group commit made (appends' and sync()'s; benchmarks report it)
-        self.sync_seconds = 0.0  # wall time spent in them
+        self._changed = threading.Condition(self._mutex)  # notify_all: a sync ended, a pause ended, closed or poisoned
+        self._gathered = threading.Condition(self._mutex)  # notify: a gathering leader has the appends it waits for
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def next_lsn(self) -> int:
+        """The LSN the next append gets."""
+        return self._written + 1
+
+    @property
+    def durable_lsn(self) -> int:
+        """The highest LSN an fdatasync made durable."""
+        return self._durable
+
+    @property
+    def poison(self) -> Optional[BaseException]:
+        """The error that poisoned the writer, or None."""
+        return self._poison
+
+    @property
+    def syncs(self) -> int:
+        """fdatasync calls the group commit made (appends' and sync()'s; benchmarks report it)."""
+        return self._syncs
+
+    @property
+    def sync_seconds(self) -> float:
+        """Wall time spent in those fdatasync calls."""
+        return self._sync_ns * 1e-9
+
+    def snapshot(self) -> tuple[int, int, int, int, int]:
+        """(seq, end, first_lsn, last_lsn, next_lsn) of the active segment, taken at one instant."""
+        with self._mutex:
+            return self._seq, self._end, self._first, self._last, self._written + 1
 
     # ------------------------------------------------------------------ writing
 
     def append(self, data: object) -> int:
-        """Write one entry; under ``"always"`` return once it is durable. LSN, FULL or BLOCKED."""
-        mutex = self._mutex
-        mutex.acquire()  # not `with`: this is the hot path, and acquire/release is cheaper
-        try:
-            if self._closed or self.poison is not None:
-                return BLOCKED
-            lsn = self.next_lsn
-            frame = _codec.encode(lsn, data)
-            if self._end + len(frame) > self._limit and self._end > 0:
-                return FULL
-            self._write(frame, lsn, lsn)
-        finally:
-            mutex.release()
-        if self._always:
-            return lsn if self._wait_durable(lsn) else BLOCKED
+        """Write one entry and return its LSN; under ``"always"`` once it is durable.
+
+        Rotates first if its frame does not fit the active segment and that
+        segment is not empty.
+        """
+        if self._closed or self._poisoned:
+            raise self._refusal()  # before looking at the entry
+        with self._mutex:
+            lsn = self._append_locked(data)
+        if not lsn:
+            raise self._refusal()
         return lsn
 
-    def append_batch(self, items: list[object]) -> int:
-        """Write ``items`` with one write; the first LSN, FULL or BLOCKED. Validates all first (I7)."""
+    def _append_locked(self, data: object) -> int:
+        # Mutex held. The LSN (written, and durable under "always"), or 0: refused.
+        if not self._wait_writable():
+            return 0
+        lsn = self._written + 1
+        frame = _frame_py.encode(lsn, data)  # TypeError, EntryTooLargeError (I7), no LSN left (I9): nothing written
+        if self._end > 0 and self._end + len(frame) > self._limit and not self._rotate():
+            return 0
+        self._write(frame, lsn, lsn)
+        if self._mode == _MODE_ALWAYS and not self._wait_durable(lsn, True):
+            return 0
+        return lsn
+
+    def append_batch(self, items: object) -> int:
+        """Write every item with one write (a batch never spans two segments); the first LSN.
+
+        Under ``"always"`` returns once they are durable. Checks every item
+        before writing any; an empty batch writes nothing and returns the
+        next LSN.
+        """
         items = as_batch(items)
+        if self._closed or self._poisoned:
+            raise self._refusal()
         with self._mutex:
-            if self._closed or self.poison is not None:
-                return BLOCKED
-            first = self.next_lsn
-            frames = _codec.encode_batch(first, items)
-            if not items:
-                return first
-            if self._end + len(frames) > self._limit and self._end > 0:
-                return FULL
-            last = first + len(items) - 1
-            self._write(frames, first, last)
-        if self._always and not self._wait_durable(last):
-            return BLOCKED
+            first = self._append_batch_locked(items)
+        if not first:
+            raise self._refusal()
         return first
 
+    def _append_batch_locked(self, items: list[object]) -> int:
+        # Mutex held. The first LSN (written, and durable under "always"), or 0: refused.
+        if not self._wait_writable():
+            return 0
+        first = self._written + 1
+        frames = _frame_py.encode_batch(first, items)  # checks every item (I7) and builds the frames
+        if not frames:
+            return first
+        if self._end > 0 and self._end + len(frames) > self._limit and not self._rotate():
+            return 0
+        last = first + len(items) - 1
+        self._write(frames, first, last)
+        if self._mode == _MODE_ALWAYS and not self._wait_durable(last, True):
+            return 0
+        return first
+
+    def sync(self) -> None:
+        """Make every written entry durable, leading or joining a group commit."""
+        with self._mutex:
+            done = not (self._closed or self._poisoned) and self._wait_durable(self._written, False)
+        if not done:
+            raise self._refusal()
+
+    def _wait_writable(self) -> bool:
+        # Mutex held: wait out a pause (a rotation or close waiting for a sync);
+        # False once closed or poisoned.
+        while self._paused and not (self._closed or self._poisoned):
+            self._changed.wait()
+        return not (self._closed or self._poisoned)
+
     def _write(self, frames: bytes, first: int, last: int) -> None:
-        # Caller holds _mutex. P7: one write per append or batch, nothing kept in user space.
+        # Mutex held. P7: one write per append or batch, nothing kept in user space.
         # Before the write: if a kill cuts it short, recovery cuts all of it (_visible.in_flight_cut).
         self._mark_in_flight(self._seq, self._end, self._end + len(frames))
         try:
             _io.pwrite_all(self._fd, frames, self._end)
-        except OSError as exc:
-            self.poison_with(exc)
-            # Whole frames of a failed batch that reached the file were never acknowledged:
-            # cut them, so a reopen cannot keep half a batch that the caller will retry.
-            try:
-                _io.ftruncate(self._fd, self._end)
-            except OSError:
-                pass
+        except BaseException as exc:
+            if self._fail(exc):
+                # Whole frames of a failed batch that reached the file were never
+                # acknowledged: cut them, so a reopen cannot keep half a batch.
+                self._cut_to(self._end)
             raise
         self._end += len(frames)
-        if not self._first_lsn:
-            self._first_lsn = first
-        self._last_lsn = last
-        self.next_lsn = last + 1
-        if self._always:  # otherwise only sync() needs a target, and it sets one
-            self._sync_target = (self._fd, last, self._seq, self._end)
-        elif self._publish_written is not None:
-            self._publish_written(PUBLISHED, self._seq, last, self._end)
-
-    def append_paused(self, data: object) -> int:
-        """While this thread has the writer paused: write one entry now; LSN or BLOCKED.
-
-        Not FULL-checked (the caller made room) and not yet durable: the
-        caller syncs with :meth:`sync_paused`. An append that had to rotate
-        writes this way, so other appends cannot take the fresh segment first.
-        """
-        if self._closed or self.poison is not None:
-            return BLOCKED
-        lsn = self.next_lsn
-        self._write(_codec.encode(lsn, data), lsn, lsn)
-        return lsn
-
-    def append_batch_paused(self, items: list[object]) -> int:
-        """:meth:`append_paused` for a batch; the first LSN or BLOCKED."""
-        items = as_batch(items)
-        if self._closed or self.poison is not None:
-            return BLOCKED
-        first = self.next_lsn
-        frames = _codec.encode_batch(first, items)
-        if frames:
-            self._write(frames, first, first + len(items) - 1)
-        return first
-
-    def sync(self) -> bool:
-        """Make every written entry durable, leading or joining a group commit; False if BLOCKED."""
-        with self._mutex:
-            if self._closed or self.poison is not None:
-                return False
-            written = self.next_lsn - 1
-            self._sync_target = (self._fd, written, self._seq, self._end)
-        return self._wait_durable(written)
+        if not self._first:
+            self._first = first
+        self._last = last
+        self._written = last
+        if self._mode == _MODE_NONE:
+            self._publish(last, self._seq, self._end)
+        else:
+            self._unsynced_calls += 1
+            if self._gathering and self._unsynced_calls >= self._want:
+                self._gathered.notify()
 
     # ------------------------------------------------------------------ group commit
 
-    def _wait_durable(self, lsn: int) -> bool:
-        """True once ``lsn`` is fdatasync'd, leading a sync or following one (group commit).
-
-        False when the writer was poisoned, or closed before ``lsn`` was
-        synced. Raises the OSError of a failed sync this thread led.
-
-        A follower waits on a lock of its own and is woken exactly once per
-        sync it waited for: when its LSN is durable, when it is the first not
-        covered (it leads the next sync), or when the writer fails or has
-        closed. Measured against one threading.Condition with notify_all:
-        every woken thread then queued for the condition's lock and the GIL in
-        turn, and 8 threads reached 15k appends/s against 18k/s here.
-        Gathering more frames per sync before leading does not pay off with
-        the GIL (benchmarks/README.md); the compiled twin gathers.
-        """
-        state = self._sync_state
-        while True:
-            with state:
-                if self.durable_lsn >= lsn:
-                    return True
-                if self.poison is not None or self._closed:
-                    return False
-                if self._syncing:  # a leader's sync covers lsn, or fails
-                    waiter = allocate_lock()
-                    waiter.acquire()
-                    self._waiters.append((lsn, waiter))
-                else:
-                    self._syncing = True
-                    waiter = None
-            if waiter is not None:
-                try:
-                    waiter.acquire()  # released by _wake_waiters; then look again
-                except BaseException:
-                    self._abandon_wait(waiter)
-                    raise
+    def _wait_durable(self, lsn: int, gather: bool) -> bool:
+        # Mutex held. True once lsn is durable; False if the writer was poisoned, or
+        # closed before lsn was synced. Raises if the sync this thread led failed.
+        while self._durable < lsn:
+            if self._poisoned or self._closed:
+                return False
+            if self._syncing or self._paused:  # a leader's sync covers lsn, or fails; or a pause ends
+                self._changed.wait()
                 continue
-            synced = None
-            try:
-                with self._sync_mutex:  # held by a pause (rotate, close): wait it out
-                    if not self._closed:  # else close() synced, and closed the descriptor
-                        target = self._sync_target
-                        started = time.perf_counter()
-                        try:
-                            _io.fdatasync(target[0])
-                        except OSError as exc:
-                            # Poisoned before a pause can take _sync_mutex: rotate/close must
-                            # not sync again after a failed sync (P2), and close() cuts the
-                            # tail if it gets there before _cut_unsynced.
-                            self._cut_pending = True
-                            self.poison_with(exc)
-                            raise
-                        self.sync_seconds += time.perf_counter() - started
-                        self.syncs += 1
-                        # Recorded at once: a failing rotate() sync next must not cut these frames.
-                        synced = self._synced = target
-            except OSError:
-                self._cut_unsynced()
-                raise
-            finally:
-                with state:
-                    self._syncing = False
-                    if synced is not None and synced[1] > self.durable_lsn and self.poison is None:
-                        self._mark_durable(synced)
-                    self._wake_waiters()
-            if synced is not None and synced[1] >= lsn:
-                return True  # durable even if another call failed since: its cut stops at _synced
-
-    def _mark_durable(self, synced: tuple[int, int, int, int]) -> None:
-        # Caller holds _sync_state. Under "none" the written end is already published;
-        # once closed, Wal.close() unmaps the record.
-        self.durable_lsn = synced[1]
-        if self._publish_written is None and not self._closed:
-            self._publish(synced)
-
-    def _publish(self, target: tuple[int, int, int, int]) -> None:
-        # P4: readers may read up to here; callers pass only synced (or, under "none", written) ends.
-        _, lsn, seq, offset = target
-        self._publisher.publish(PUBLISHED, seq, lsn, offset)
-
-    def _wake_waiters(self) -> None:
-        """Wake the waiters a sync covered, and the first it did not so that it leads the next.
-
-        Caller holds _sync_state. After a failure, or once closed, every
-        waiter is woken (to return or fail). A waiter is only added while a
-        sync runs, and each sync calls this when it ends, so none is left
-        asleep.
-        """
-        if not self._waiters:
-            return
-        durable = self.durable_lsn
-        wake_all = self.poison is not None or self._closed
-        still: list[tuple[int, LockType]] = []
-        for lsn, waiter in self._waiters:
-            if wake_all or lsn <= durable:
-                waiter.release()
-            else:
-                still.append((lsn, waiter))
-        if still and not self._syncing:
-            still.pop(0)[1].release()
-        self._waiters = still
-
-    def _abandon_wait(self, waiter: LockType) -> None:
-        # A follower left its wait by an exception (a signal handler, KeyboardInterrupt).
-        with self._sync_state:
-            kept = [w for w in self._waiters if w[1] is not waiter]
-            if len(kept) < len(self._waiters):
-                self._waiters = kept
-            else:
-                self._wake_waiters()  # it was woken, maybe to lead: pass that on
-
-    def _cut_unsynced(self) -> None:
-        # After a failed fdatasync (P2); the writer is poisoned, so no write can start.
-        with self._mutex:
-            if self._cut_pending and not self._closed:  # else finish_close() cut it
-                self._truncate_to_synced()
-
-    def _truncate_to_synced(self) -> None:
-        """Cut the active segment back to its last successful sync (P2); caller holds _mutex.
-
-        Linux marks the pages of a failed writeback clean: what they held may
-        be on no disk, yet reads still return it, so a reopen would keep those
-        frames and call them durable. They were never acknowledged as durable,
-        so they go now. Not synced again: a failed sync is never retried.
-        """
-        self._cut_pending = False
-        _, synced_lsn, synced_seq, synced_end = self._synced
-        end = synced_end if synced_seq == self._seq else 0
-        try:
-            _io.ftruncate(self._fd, end)
-        except OSError:
-            return  # poisoned either way; recovery at reopen judges what is left
-        self._end = end
-        self._last_lsn = synced_lsn if end else 0
-        self._first_lsn = self._first_lsn if end else 0
-        if self._publish_written is not None:  # "none" published the written end: readers must not read past the cut
-            self._publish_written(PUBLISHED, self._seq, synced_lsn, end)
-
-    def poison_with(self, exc: BaseException) -> None:
-        """P2: after a failed write or sync nothing is acknowledged until reopen; wake every waiter."""
-        if self.poison is None:
-            self.poison = exc
-        with self._sync_state:
-            self._wake_waiters()
-
-    # ------------------------------------------------------------------ exclusive access
-
-    def pause(self) -> None:
-        """Wait until no write or sync runs, then hold both off until :meth:`resume`.
-
-        For rotation and close: the caller may then sync, swap or close the
-        descriptor. Appends that arrive meanwhile wait.
-        """
-        self._mutex.acquire()
-        try:
-            self._sync_mutex.acquire()
-        except BaseException:
-            self._mutex.release()
-            raise
-        self._paused_by = get_ident()
-
-    def resume(self) -> None:
-        """Let writes and syncs run again; nothing to do unless this thread paused the writer."""
-        if self._paused_by != get_ident():
-            return  # the pause never happened (an exception as it began): release nothing
-        self._paused_by = None
-        self._sync_mutex.release()
-        self._mutex.release()
-
-    def cursor(self) -> tuple[int, int, int, int, int, int]:
-        """(fd, seq, end, first_lsn, last_lsn, next_lsn) of the active segment, consistent."""
-        if self._paused_by == get_ident():
-            return self._cursor()
-        with self._mutex:
-            return self._cursor()
-
-    def _cursor(self) -> tuple[int, int, int, int, int, int]:
-        return self._fd, self._seq, self._end, self._first_lsn, self._last_lsn, self.next_lsn
-
-    def sync_paused(self) -> bool:
-        """While paused: fdatasync everything written, mark it durable and wake its waiters.
-
-        False, doing nothing, once poisoned or closed: a failed sync is never
-        retried (P2; Linux reports a writeback error once, so a retry would
-        "succeed" over lost pages). A failure poisons the writer, cuts the
-        unsynced tail and raises (P2).
-        """
-        if self.poison is not None or self._closed:
-            return False
-        target = (self._fd, self.next_lsn - 1, self._seq, self._end)
-        try:
-            _io.fdatasync(self._fd)
-        except OSError as exc:
-            self.poison_with(exc)
-            self._truncate_to_synced()
-            raise
-        self._synced = target
-        with self._sync_state:
-            if target[1] > self.durable_lsn:
-                self._mark_durable(target)
-            self._wake_waiters()
+            if self._lead(gather) >= lsn:
+                return True  # its own sync covered it, even if another call poisoned the writer since
         return True
 
-    def switch(self, fd: int, seq: int) -> None:
-        """While paused, after :meth:`sync_paused`: continue in a new, empty segment ``seq``."""
-        target = (fd, self.next_lsn - 1, seq, 0)
-        # One statement: an exception (Ctrl-C) between two would leave the writer half switched.
-        self._fd, self._seq, self._end, self._first_lsn, self._last_lsn, self._sync_target, self._synced = (
-            fd, seq, 0, 0, 0, target, target)
-
-    def finish_close(self) -> None:
-        """While paused: no write or sync ever again; wake every waiter (to return or fail); resume."""
+    def _gather(self) -> None:
+        # Mutex held, _syncing set. Wait until as many appends as the last sync covered
+        # are written (or as long as that sync took, at most 1 ms).
+        deadline = time.monotonic_ns() + min(self._last_sync_ns, _GATHER_MAX_NS)
+        self._want = self._last_batch
+        self._gathering = True
         try:
-            if self._cut_pending:  # a leader's sync failed just before the pause: cut its tail now
-                self._truncate_to_synced()
-            with self._sync_state:  # leaders publish under it: none does once this is set
-                self._closed = True
-                self._wake_waiters()
+            while (self._unsynced_calls < self._want and not (self._paused or self._closed or self._poisoned)
+                   and time.monotonic_ns() < deadline):
+                self._gathered.wait((deadline - time.monotonic_ns()) * 1e-9)
         finally:
-            self.resume()
+            self._gathering = False
+
+    def _lead(self, gather: bool) -> int:
+        # Mutex held: one fdatasync for everything written so far, the mutex released
+        # around it. The LSN it made durable; raises if it failed (poisoned if an OSError;
+        # a wrapped _io's other exceptions, an interrupted gather, only propagate).
+        self._syncing = True
+        try:
+            if gather and self._last_batch > 1:
+                self._gather()
+            fd, lsn, seq, end = self._fd, self._written, self._seq, self._end
+            calls, self._unsynced_calls = self._unsynced_calls, 0
+            try:
+                self._mutex.release()
+                started = time.monotonic_ns()
+                _io.fdatasync(fd)
+            finally:
+                self._mutex.acquire()
+        except BaseException as exc:
+            self._syncing = False
+            if self._fail(exc):
+                self._truncate_to_synced()
+            self._changed.notify_all()
+            raise
+        self._syncing = False
+        self._syncs += 1
+        self._last_sync_ns = time.monotonic_ns() - started
+        self._sync_ns += self._last_sync_ns
+        # Recorded at once: a failing rotation's sync next must not cut these frames.
+        self._synced_lsn, self._synced_seq, self._synced_end = lsn, seq, end
+        if lsn > self._durable and not self._poisoned:
+            self._mark_durable(lsn, seq, end)
+            if gather:
+                self._last_batch = calls if calls else 1
+        self._changed.notify_all()
+        return lsn
+
+    def _sync_locked(self) -> None:
+        # Mutex held, paused, no sync running (rotation, close): fdatasync everything
+        # written, mark it durable and wake its waiters. Raises if it failed (poisoned and cut).
+        try:
+            _io.fdatasync(self._fd)
+        except BaseException as exc:
+            if self._fail(exc):
+                self._truncate_to_synced()
+            raise
+        self._synced_lsn, self._synced_seq, self._synced_end = self._written, self._seq, self._end
+        if self._written > self._durable:
+            self._mark_durable(self._written, self._seq, self._end)
+        self._changed.notify_all()
+
+    def _mark_durable(self, lsn: int, seq: int, end: int) -> None:
+        # Mutex held. Under "none" the written end is already published.
+        self._durable = lsn
+        if self._mode != _MODE_NONE:
+            self._publish(lsn, seq, end)
+
+    def _publish(self, lsn: int, seq: int, end: int) -> None:
+        # P4: readers may read up to here (a synced end, or under "none" a written one).
+        if self._has_visible:
+            self._publisher.publish(PUBLISHED, seq, lsn, end)
+
+    def _mark_in_flight(self, seq: int, start: int, end: int) -> None:
+        # A memory store into the page cache, no system call: it survives a kill of this process.
+        if self._has_visible:
+            self._publisher.mark_in_flight(seq, start, end)
+
+    # ------------------------------------------------------------------ rotation
+
+    def rotate(self) -> None:
+        """Finish the active segment and continue in a new one; nothing to do when it is empty."""
+        with self._mutex:
+            done = self._wait_writable() and self._rotate()
+        if not done:
+            raise self._refusal()
+
+    def _rotate(self) -> bool:
+        # Mutex held, writable. Paused while a running sync ends (its descriptor must stay
+        # open, and nothing may write meanwhile); from then on the mutex is held to the end,
+        # so the caller writes into the fresh segment before any other append can.
+        self._paused = True
+        self._gathered.notify()  # a gathering leader syncs now
+        try:
+            while self._syncing:
+                self._changed.wait()
+            return self._rotate_paused()
+        finally:
+            self._paused = False
+            self._changed.notify_all()
+
+    def _rotate_paused(self) -> bool:
+        # Mutex held, paused, no sync running. An exception at any step (Ctrl-C, a signal
+        # handler's) leaves a writer the next call can use: before the switch the old
+        # segment stays active (the host removed what it created), after it the rotation
+        # is complete. Only an OSError poisons (P2): an interrupt lost nothing.
+        if self._closed or self._poisoned:
+            return False  # the sync it waited for failed: never sync again (P2)
+        if self._end == 0:
+            return True
+        self._sync_locked()  # P2 if it fails; else the old segment's entries are durable
+        try:
+            new_fd = self._new_segment(self._seq + 1)  # I15: created durably before its first frame
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        old = (self._fd, self._seq, self._end, self._first, self._last)
+        # One statement: an exception (Ctrl-C) between two would leave the writer half switched.
+        (self._fd, self._seq, self._end, self._first, self._last,
+         self._synced_lsn, self._synced_seq, self._synced_end) = (
+            new_fd, old[1] + 1, 0, 0, 0, self._written, old[1] + 1, 0)
+        try:
+            self._completed(*old)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        return True
+
+    # ------------------------------------------------------------------ failures
+
+    def _fail(self, exc: BaseException) -> bool:
+        # Mutex held, after a system call or callback raised exc. An OSError poisons the
+        # writer (P2: True, the caller cuts a write's or sync's tail); anything else only
+        # propagates.
+        poisons = isinstance(exc, OSError)
+        if poisons:
+            if self._poison is None:
+                self._poison = exc
+            self._poisoned = True
+            self._changed.notify_all()
+            self._gathered.notify()
+        return poisons
+
+    def _truncate_to_synced(self) -> None:
+        # Mutex held. Cut the active segment back to its last successful sync (P2):
+        # Linux marks the pages of a failed writeback clean, so what they held may
+        # be on no disk while reads still return it; a reopen would call those
+        # frames durable. They were never acknowledged. Not synced again.
+        end = self._synced_end if self._synced_seq == self._seq else 0
+        if not self._cut_to(end):
+            return  # poisoned either way; recovery at reopen judges what is left
+        self._end = end
+        self._last = self._synced_lsn if end else 0
+        if not end:
+            self._first = 0
+        if self._mode == _MODE_NONE:  # it published the written end: readers must not read past the cut
+            self._publish(self._synced_lsn, self._seq, end)
+
+    def _cut_to(self, length: int) -> bool:
+        # Clean-up after a failure: its own error is dropped, the first one is what raises.
+        try:
+            _io.ftruncate(self._fd, length)
+        except BaseException:
+            return False
+        return True
+
+    def poison_with(self, exc: BaseException) -> None:
+        """Refuse every later write (the host's own I/O failed); wake every waiter."""
+        if self._poison is None:
+            self._poison = exc
+        with self._mutex:
+            self._poisoned = True
+            self._changed.notify_all()
+            self._gathered.notify()
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Sync what waits, refuse every later call, wake every waiter, close the descriptor.
+
+        Waits for a running rotation or sync to end first. Appends waiting
+        for a group commit return durable, unless the writer is poisoned (a
+        poisoned writer is never synced again). If that last sync fails it
+        raises, after everything else is done. In a forked child it only
+        closes the descriptor. Idempotent.
+        """
+        failed: Optional[BaseException] = None
+        locked = False
+        while not locked:  # a signal handler that raises while this waits for the mutex: wait again
+            try:
+                with self._mutex:
+                    locked = True
+                    fd, failed = self._close_locked(failed)
+            except BaseException as exc:
+                if locked:
+                    raise
+                failed = failed or exc
+        try:
+            if fd >= 0:
+                _io.close(fd)
+        finally:
+            if failed is not None:
+                raise failed  # the failed sync (or an interrupt while it waited), before a failed close
+
+    def _close_locked(self, failed: Optional[BaseException]) -> tuple[int, Optional[BaseException]]:
+        # Mutex held. Stops the writer for good and hands back its descriptor (-1: closed
+        # already) with what close() raises: the failed last sync, else ``failed``.
+        if self._fd >= 0 and not self._closed:
+            while self._paused:  # a rotation waits for a sync: let it finish
+                failed = _wait_through(self._changed, failed)
+            self._paused = True
+            self._gathered.notify()
+            while self._syncing:
+                failed = _wait_through(self._changed, failed)
+            try:
+                if not self._poisoned and self._durable < self._written:
+                    self._sync_locked()  # appends waiting on a group commit return durable
+            except BaseException as exc:
+                failed = exc
+            self._closed = True  # waiters wake to return or raise; no write or sync after this
+            self._paused = False
+            self._changed.notify_all()
+            self._gathered.notify()
+        fd, self._fd = self._fd, -1
+        self._has_visible = False  # nothing publishes once closed
+        return fd, failed
 
     def drop_in_child(self) -> None:
-        """In a process forked after open: lock-free; block writes, touch nothing shared (P6)."""
+        """In a process forked after open: refuse every call, touch nothing shared.
+
+        The parent's threads may have held the writer's locks at the fork:
+        this process gets fresh ones. ``close()`` then only closes this
+        process's copy of the descriptor.
+        """
         self._closed = True
-        # The parent's threads may have held these at fork: fresh ones for anything left here.
-        self._mutex = threading.Lock()
-        self._sync_mutex = threading.Lock()
-        self._sync_state = threading.Lock()
-        self._waiters = []
+        self._init_locks()  # only this thread runs here
+        self._has_visible = False
+
+
+def _wait_through(condition: threading.Condition, interrupted: Optional[BaseException]) -> Optional[BaseException]:
+    """Wait on ``condition``; an exception a signal handler raises meanwhile is returned, not raised.
+
+    For ``close()``, which must not stop half way (the compiled writer waits
+    without the GIL, where no handler runs): it raises it once done, so a
+    Ctrl-C never leaves a writer that still writes under a released lock.
+    """
+    try:
+        condition.wait()
+    except BaseException as exc:
+        return interrupted or exc
+    return interrupted

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import ClassVar, Literal, Optional, get_args
 
 DEFAULT_MAX_SEGMENT_SIZE = 64 * 1024 * 1024
 """Default size at which the writer starts a new segment."""
 
-SYNC_MODES = ("always", "interval", "none")
+SyncMode = Literal["always", "interval", "none"]
+"""The type of ``WalConfig.sync``: a type checker flags any other string."""
+SYNC_MODES: tuple[SyncMode, ...] = get_args(SyncMode)
 """The values of ``WalConfig.sync``."""
 
 MIN_SYNC_INTERVAL = 0.001
@@ -31,7 +33,7 @@ class WalConfig:
     """
 
     max_segment_size: Optional[int] = DEFAULT_MAX_SEGMENT_SIZE
-    sync: str = "always"
+    sync: SyncMode = "always"
     sync_interval: float = 0.05
 
     def __post_init__(self) -> None:

@@ -12,15 +12,26 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Optional, TypeVar, Union
+from types import FrameType
+from typing import Optional, TypeVar
 
-from walogs import _codec, _floor, _io, _lock, _recovery, _segments, _visible
+from walogs import _floor, _impl, _io, _lock, _recovery, _segments, _visible
 from walogs._recovery import SegmentInfo
-from walogs._writer_py import BLOCKED, FULL
 from walogs.config import TailState, WalConfig
-from walogs.errors import LsnOutOfRangeError, WalClosedError, WalError, as_batch
+from walogs._types import PathLike, as_batch
+from walogs.errors import LsnOutOfRangeError, WalClosedError, WalError
 
-PathLike = Union[str, "os.PathLike[str]"]
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:
+    from typing import Protocol
+
+    class Buffer(Protocol):
+        """A bytes-like object (``collections.abc.Buffer`` from Python 3.12 on)."""
+
+        def __buffer__(self, flags: int, /) -> memoryview: ...
+
+
 _NO_LIMIT = 1 << 64  # max_segment_size=None: larger than any segment can grow
 _log = logging.getLogger("walogs")
 _Method = TypeVar("_Method", bound=Callable[..., object])
@@ -40,16 +51,33 @@ def _closes_when_done(method: _Method) -> _Method:
     return call  # type: ignore[return-value]
 
 
+def _weakly(method: _Method) -> _Method:
+    """``method`` of a Wal, called through a weak reference: the writer's callbacks keep no Wal alive.
+
+    A Wal dropped without close() is then freed, and closed, at once.
+    """
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: object) -> object:
+        return ref()(*args)  # type: ignore[misc]  # only a live Wal calls its writer
+
+    return call  # type: ignore[return-value]
+
+
 class Wal:
-    """The single writer of a log directory (I6). Create it with :meth:`Wal.open`.
+    """The single writer of a log directory. Create it with :meth:`Wal.open`.
 
     Methods are thread-safe. With ``sync="always"`` appends from several
     threads share fdatasync calls (group commit).
     """
 
-    def __init__(self, directory: str, config: WalConfig, lock: _lock.WriterLock,
-                 layout: _recovery.LogLayout, fd: int, publisher: _visible.Publisher) -> None:
-        """Internal: use :meth:`Wal.open`."""
+    def __init__(self):  # type: ignore[no-untyped-def]  # unannotated: help(Wal) then shows no constructor
+        """Not for use: open a log with :meth:`Wal.open`."""
+        raise TypeError("a Wal is made by Wal.open(path, config), not by calling Wal()")
+
+    def _start(self, directory: str, config: WalConfig, lock: _lock.WriterLock, layout: _recovery.LogLayout,
+               fd: int, publisher: _visible.Publisher) -> None:
+        # Wal.open's second half: take over what recovery left (P11: synced, so durable and published).
         self._dir = directory
         self._path = pathlib.Path(directory)
         self._config = config
@@ -64,16 +92,18 @@ class Wal:
         self._closed = True
         self._close_deferred = False  # close() was called inside a call on this thread: close when it ends
         self._unreported: Optional[WalError] = None  # a background sync's failure no call has raised yet
-        # True once closed, poisoned or in a forked child: the hot paths test only this.
-        self._blocked = False
-        # Guards rotation, checkpoint and close (the segment list); appends take only the writer's.
+        # Guards checkpoint, close and consistent segment lists; appends and rotations take only
+        # the writer's. Lock order: this one, then the writer's; never the other way round.
         self._mutex = threading.Lock()
-        self._segment_limit = config.max_segment_size or _NO_LIMIT
+        # Guards LSN_FLOOR, which rotation (under the writer's mutex) and checkpoint (under this
+        # _mutex) both advance; its holder takes no other lock.
+        self._floor_lock = threading.Lock()
         self._publisher = publisher
-        # P11: recovery synced what it kept, so the writer starts with it durable and published.
-        self._writer = _codec.SegmentWriter(
+        self._writer = _impl.SegmentWriter(
             fd, active.seq, active.end, active.first_lsn, active.last_lsn, layout.next_lsn,
-            self._segment_limit, config.sync, publisher,
+            config.max_segment_size or _NO_LIMIT, config.sync, publisher,
+            new_segment=_weakly(self._new_segment), completed=_weakly(self._segment_completed),
+            refusal=_weakly(self._refusal),
         )
         _lock.watch_forks(self)
         self._stop_interval = threading.Event()
@@ -92,8 +122,9 @@ class Wal:
         """Open or create the log directory ``path`` as its single writer.
 
         Takes the writer lock (waiting up to ``lock_timeout`` seconds, None:
-        forever, else WalLockedError), then runs recovery: a torn tail is cut
-        (I2), damage that is not a torn tail raises WalCorruptError (P10).
+        forever, else WalLockedError), then runs recovery: a torn tail is cut,
+        damage that is not a torn tail raises WalCorruptError and nothing is
+        cut.
 
         ``create`` says where a new log may be made. ``None`` (the default):
         in a missing directory (parents too) or an empty one; a directory
@@ -130,7 +161,9 @@ class Wal:
             # P11: published only now that recovery made the kept entries durable.
             publisher = _visible.Publisher(directory)
             lock.record_owner()
-            return cls(directory, config, lock, layout, fd, publisher)
+            wal = cls.__new__(cls)
+            wal._start(directory, config, lock, layout, fd, publisher)
+            return wal
         except BaseException as exc:
             # Nothing may outlive a failed open: descriptor, mapping, lock; nor, when there was no
             # space to make it, a new log's files. (After a failed sync nothing more is done, P2.)
@@ -151,78 +184,71 @@ class Wal:
 
     # ------------------------------------------------------------------ guards
 
-    @property
-    def _poison(self) -> Optional[BaseException]:
-        return self._writer.poison
+    def _refusal(self) -> WalError:
+        """The error for a call this Wal refuses, saying why and what to do: the one place that says it.
 
-    def _check_open(self) -> None:
+        The writer calls it for every write it refuses. Closed; opened before
+        a fork of this process; or poisoned by an I/O error (a background
+        sync's failure that no call has raised yet is raised once, first).
+        """
         if self._closed:
-            raise WalClosedError(f"{self._dir}: this Wal is closed; open a new one with Wal.open")
-
-    def _check_writable(self) -> None:
-        self._check_open()
+            return WalClosedError(f"{self._dir}: this Wal is closed; open a new one with Wal.open")
         if self._generation != _lock.fork_generation():
             # P6: the parent owns the lock and the file offsets; the child must not write.
-            raise WalError(
+            return WalError(
                 f"{self._dir}: this Wal was opened in process {self._opened_by} before a fork; "
                 "a forked child cannot write through it: close it and open a new handle "
                 "(or use WalReader to read)"
             )
-        if self._poison is not None:
-            unreported, self._unreported = self._unreported, None
-            if unreported is not None:
-                raise unreported
-            raise WalError(
-                f"{self._dir}: writer is poisoned by an earlier I/O error ({self._poison}); "
-                "no append can be acknowledged: close it and open the log again to recover"
-            ) from self._poison
+        unreported, self._unreported = self._unreported, None
+        if unreported is not None:
+            return unreported
+        poison = self._writer.poison
+        if poison is None:  # not refused after all (a race with nothing to report): say what to do anyway
+            return WalError(f"{self._dir}: the writer refused the write; close it and open the log again")
+        # P2: after a failed write or sync nothing may be acknowledged until reopen.
+        error = WalError(
+            f"{self._dir}: writer is poisoned by an earlier I/O error ({poison}); "
+            "no append can be acknowledged: close it and open the log again to recover"
+        )
+        error.__cause__ = poison
+        return error
 
-    def _refused(self) -> WalError:
-        """The error for a write the writer refused (BLOCKED): closed, forked or poisoned."""
-        self._blocked = True
-        self._check_writable()  # raises the one that applies
-        return WalError(f"{self._dir}: the writer refused the write; close it and open the log again")
+    def _check_open(self) -> None:
+        if self._closed:
+            raise self._refusal()
+
+    def _check_writable(self) -> None:
+        if self._closed or self._generation != _lock.fork_generation() or self._writer.poison is not None:
+            raise self._refusal()
 
     def _in_forked_child(self) -> None:
-        # Called by _lock in a child forked after open (P6); _check_writable says why.
-        self._blocked = True
+        # Called by _lock in a child forked after open (P6); _refusal says why writes fail.
         # A parent thread may have held these at the fork (a rotation, a checkpoint, the sync
         # thread's wait); only the forking thread runs here, so close() gets fresh ones.
         self._mutex = threading.Lock()
+        self._floor_lock = threading.Lock()
         self._stop_interval = threading.Event()
         self._interval_thread = None
         self._writer.drop_in_child()
 
-    def _poison_with(self, exc: BaseException) -> None:
-        # P2: after a failed write or sync nothing may be acknowledged until reopen.
-        self._blocked = True
-        self._writer.poison_with(exc)
-
     # ------------------------------------------------------------------ writing
 
-    def append(self, data: object) -> int:
+    def append(self, data: Buffer) -> int:
         """Append one entry (any bytes-like object) and return its LSN.
 
-        With ``sync="always"`` it returns only after fdatasync (I4). Raises
-        TypeError for non-bytes-like data and EntryTooLargeError for more
-        than MAX_ENTRY_SIZE bytes, before writing anything (I7).
+        With ``sync="always"`` it returns only once the entry is on disk
+        (fdatasync). Raises TypeError for non-bytes-like data and
+        EntryTooLargeError for more than MAX_ENTRY_SIZE bytes, before writing
+        anything.
         """
         try:
-            if self._blocked:
-                self._check_writable()
-            lsn = self._writer.append(data)
-            if lsn > 0:
-                return lsn
-            if lsn == FULL:
-                lsn = self._rotate_for(_codec.frame_size(data), lambda: self._writer.append_paused(data))
-            if lsn == BLOCKED:
-                raise self._refused()
-            return lsn
+            return self._writer.append(data)
         finally:
             if self._close_deferred:  # a signal handler called close() during this call
                 self._close()
 
-    def append_batch(self, items: Iterable[object]) -> range:
+    def append_batch(self, items: Iterable[Buffer]) -> range:
         """Append many entries with one write (and one sync in ``"always"``).
 
         Returns the range of their LSNs. Every item is checked first: a bad
@@ -232,14 +258,7 @@ class Wal:
         """
         try:
             items = list(as_batch(items))
-            if self._blocked:
-                self._check_writable()
             first = self._writer.append_batch(items)
-            if first == FULL:
-                size = sum(_codec.frame_size(item) for item in items)
-                first = self._rotate_for(size, lambda: self._writer.append_batch_paused(items))
-            if first == BLOCKED:
-                raise self._refused()
             return range(first, first + len(items))
         finally:
             if self._close_deferred:  # a signal handler called close() during this call
@@ -248,90 +267,75 @@ class Wal:
     def sync(self) -> None:
         """Make every written entry durable now."""
         try:
-            if self._blocked:
-                self._check_writable()
-            if not self._writer.sync():
-                raise self._refused()
+            self._writer.sync()
         finally:
             if self._close_deferred:  # a signal handler called close() during this call
                 self._close()
 
+    @_closes_when_done
     def rotate(self) -> None:
         """Finish the active segment and start a new one; no-op when it is empty."""
-        self._rotate_for(0, None)
+        self._writer.rotate()
 
-    @_closes_when_done
-    def _rotate_for(self, size: int, write: Optional[Callable[[], int]]) -> int:
-        """Rotate unless ``size`` more bytes fit the active segment (or it is empty), then ``write()``.
+    # The writer's rotation calls the two methods below, holding its mutex (so they must not
+    # call the writer, nor take self._mutex). An OSError from either poisons the writer (P2);
+    # any other exception (Ctrl-C) only propagates, and the writer stays usable: before the
+    # switch the old segment stays active, after it the rotation is complete.
 
-        For appends the writer refused as FULL (another thread may have
-        rotated since, so the need is judged again here). ``write`` runs
-        while the writer is still paused, so no other append can take the
-        fresh segment first (an entry that only fits an empty segment would
-        otherwise lose it again and again); under ``"always"`` it is synced
-        before the pause ends. Returns what ``write`` returned (0 without it).
+    def _new_segment(self, seq: int) -> int:
+        """Create segment ``seq`` for the writer's rotation, durably; its descriptor.
+
+        The finished segment is synced already. On failure nothing is left,
+        except after a failed directory sync: then nothing more is done on
+        disk, and the next open (or rotation) takes over the empty file.
         """
-        with self._mutex:
-            self._check_writable()
-            writer = self._writer
-            try:
-                writer.pause()  # in the try: an exception as it returns must still resume
-                self._check_writable()  # a leader may have failed its sync while this waited
-                old_fd, seq, end, first_lsn, last_lsn, _ = writer.cursor()
-                if end > 0 and (not size or end + size > self._segment_limit):
-                    old = SegmentInfo(seq, _segments.segment_name(seq), first_lsn, last_lsn, end)
-                    self._rotate_paused(old_fd, old)
-                if write is None:
-                    return 0
-                lsn = write()
-                if lsn > 0 and self._config.sync == "always" and not writer.sync_paused():
-                    raise self._refused()  # I4: durable before it is acknowledged
-                return lsn
-            finally:
-                writer.resume()
-
-    def _rotate_paused(self, old_fd: int, old: SegmentInfo) -> None:
-        # Caller holds _mutex and has the writer paused. An exception at any step (Ctrl-C's
-        # KeyboardInterrupt as a system call returns, a signal handler's) leaves a log the
-        # next call can use and no descriptor open: before the writer switches, the old
-        # segment stays active and the new file goes; after it, the rotation is complete.
-        # Only an OSError before the switch poisons (P2); an interrupt lost nothing.
-        if not self._writer.sync_paused():  # raises if the sync fails (P2); else the old segment is durable
-            raise self._refused()
-        seq = old.seq + 1
         path = os.path.join(self._dir, _segments.segment_name(seq))
-        new_fd = None
+        fd: Optional[int] = None
+        sync_failed = False
         try:
-            new_fd = self._create_segment(path)
-            _io.sync_dir(self._dir)  # I15: durable before its first frame
-            self._writer.switch(new_fd, seq)
-            self._completed.append(old)
-            _io.close(old_fd)
-        except BaseException as exc:
-            if self._writer.cursor()[1] != seq and isinstance(exc, OSError):
-                # P2: after a failed I/O call nothing else is done to the log; reopen sorts it out.
-                if new_fd is not None:
-                    _io.close(new_fd)
-                self._poison_with(exc)
-            elif self._writer.cursor()[1] != seq:
-                self._discard_segment(path, new_fd)
-            else:
-                if not self._completed or self._completed[-1] is not old:
-                    self._completed.append(old)
-                _io.close_strays(os.path.join(self._dir, old.name))  # closed, or about to be: unknown
+            fd = self._create_segment(path)
+            try:
+                _io.sync_dir(self._dir)  # I15: durable before its first frame
+            except OSError:
+                # P2: after a failed sync nothing more is done on disk, not even removing the
+                # new, empty file: the next open finds it empty and takes it over.
+                sync_failed = True
+                _io.close(fd)
+                raise
+            return fd
+        except BaseException:
+            if not sync_failed:
+                self._discard_segment(path, fd)
             raise
-        self._record_high_water(seq, old.last_lsn + 1)
+
+    def _segment_completed(self, fd: int, seq: int, end: int, first_lsn: int, last_lsn: int) -> None:
+        """Segment ``seq`` is complete (synced; its successor is active): list it, close ``fd``."""
+        name = _segments.segment_name(seq)
+        info = SegmentInfo(seq, name, first_lsn, last_lsn, end)
+        # The writer has switched already: an exception here (Ctrl-C) must not leave the
+        # segment unlisted or its descriptor open, whichever step it lands on.
+        try:
+            self._completed.append(info)
+        finally:
+            if not self._completed or self._completed[-1] is not info:
+                self._completed.append(info)
+            try:
+                _io.close(fd)
+            except BaseException:
+                _io.close_strays(os.path.join(self._dir, name))  # closed, or about to be: unknown
+                raise
+        self._record_high_water(seq + 1, last_lsn + 1)
 
     def _record_high_water(self, seq: int, next_lsn: int) -> None:
         # LSN_FLOOR, now that segment seq exists durably (I15) and the completed one is synced:
         # a later checkpoint then writes nothing (P1 holds, and it needs no space on a full disk),
         # and a lost tail segment is found (I11). A full disk here loses nothing: the record stays
-        # a lower bound, and checkpoint writes it if it must.
+        # a lower bound, and checkpoint writes it if it must. Another OSError poisons (P2).
         try:
-            _floor.advance(self._dir, next_lsn, seq)
+            with self._floor_lock:
+                _floor.advance(self._dir, next_lsn, seq)
         except OSError as exc:
             if not _floor.no_space(exc):
-                self._poison_with(exc)  # P2: a failed sync is never retried as if fine
                 raise
         except BaseException:
             _floor.close_strays(self._dir)  # interrupted (Ctrl-C): the record stays a lower bound
@@ -370,67 +374,72 @@ class Wal:
     def checkpoint(self, applied_up_to: int) -> int:
         """Delete completed segments whose every LSN is <= ``applied_up_to``; return how many.
 
-        Oldest first, syncing the directory after each (I14); the active
-        segment is never deleted (I13). The LSN floor (LSN_FLOOR) is above
-        every deleted LSN before the first deletion, so LSNs never restart
-        (P1); the rotation that completed a segment already recorded it, so
-        a checkpoint normally writes nothing and frees space on a full disk.
-        If it must write the floor (a log from an older walogs) and the disk
-        is full, it deletes what the stored entries still cover and raises
-        OSError(ENOSPC) for the rest; the writer stays usable.
+        Oldest first, syncing the directory after each, so a crash leaves
+        the newest segments; the active segment is never deleted. LSNs
+        never restart: the LSN floor (LSN_FLOOR) is above every deleted LSN
+        before the first deletion. The rotation that completed a segment
+        already recorded it, so a checkpoint normally writes nothing and
+        frees space on a full disk. If it must write the floor (a log from
+        an older walogs) and the disk is full, it deletes what the stored
+        entries still cover and raises OSError(ENOSPC) for the rest; the
+        writer stays usable.
         """
         if isinstance(applied_up_to, bool) or not isinstance(applied_up_to, int):
             raise TypeError(f"applied_up_to must be an int LSN, not {type(applied_up_to).__name__}")
         with self._mutex:
             self._check_writable()
+            seq, end = self._writer.snapshot()[:2]
+            completed = self._completed  # a rotation may append to it meanwhile, never remove
             victims = 0
-            for seg in self._completed:
+            for seg in completed:
                 if seg.last_lsn > applied_up_to:
                     break
                 victims += 1
             if not victims:
                 return 0
             wanted = victims
-            floor = max(seg.last_lsn for seg in self._completed[:victims]) + 1
+            floor = max(seg.last_lsn for seg in completed[:victims]) + 1
             no_space: Optional[OSError] = None
             try:
-                _floor.advance(self._dir, floor, self._writer.cursor()[1])
+                with self._floor_lock:
+                    _floor.advance(self._dir, floor, seq)
             except OSError as exc:
                 if not _floor.no_space(exc):
-                    self._poison_with(exc)  # P2: a failed sync is never retried as if fine
+                    self._writer.poison_with(exc)  # P2: a failed sync is never retried as if fine
                     raise
                 no_space = exc
-                if victims == len(self._completed) and self._writer.cursor()[2] == 0:
+                if victims == len(completed) and end == 0:
                     victims -= 1  # P1: with the active segment empty, the newest entry says where LSNs go on
             try:
                 for _ in range(victims):
-                    seg = self._completed[0]
-                    _io.unlink(os.path.join(self._dir, seg.name))
-                    del self._completed[0]
+                    _io.unlink(os.path.join(self._dir, completed[0].name))
+                    del completed[0]
                     _io.sync_dir(self._dir)  # I14: a crash leaves a contiguous suffix
             except OSError as exc:
                 # P2: a failed directory sync may have lost the unlink; never sync it again as if fine.
-                self._poison_with(exc)
+                self._writer.poison_with(exc)
                 raise
             if no_space is not None and victims < wanted:
                 raise OSError(
                     errno.ENOSPC,
                     f"{self._dir}: no space to record the LSN floor, which must be durable before "
-                    f"{self._completed[0].name}, the last segment holding entries, is deleted (LSNs never "
+                    f"{completed[0].name}, the last segment holding entries, is deleted (LSNs never "
                     f"restart); deleted {victims} of {wanted} segments: free some space and checkpoint again",
                     os.path.join(self._dir, _floor.FLOOR_NAME),
                 ) from no_space
             return victims
 
     @_closes_when_done
-    def _segments_now(self) -> list[SegmentInfo]:
-        """Completed segments and the active one, as of now (copies)."""
-        with self._mutex:
+    def _segments_now(self) -> tuple[list[SegmentInfo], int]:
+        """Completed segments and the active one as of one instant (copies), and the next LSN."""
+        with self._mutex:  # no checkpoint deletes meanwhile
             self._check_open()
-            _, seq, end, first_lsn, last_lsn, _ = self._writer.cursor()
-            return [SegmentInfo(s.seq, s.name, s.first_lsn, s.last_lsn, s.end) for s in self._completed] + [
-                SegmentInfo(seq, _segments.segment_name(seq), first_lsn, last_lsn, end)
-            ]
+            seq, end, first_lsn, last_lsn, next_lsn = self._writer.snapshot()
+            # A rotation after the snapshot may have listed the snapshot's segment already.
+            segments = [SegmentInfo(s.seq, s.name, s.first_lsn, s.last_lsn, s.end)
+                        for s in self._completed if s.seq < seq]
+        segments.append(SegmentInfo(seq, _segments.segment_name(seq), first_lsn, last_lsn, end))
+        return segments, next_lsn
 
     # ------------------------------------------------------------------ reading
 
@@ -440,10 +449,9 @@ class Wal:
         ``start`` older than ``first_lsn`` or beyond ``next_lsn`` raises
         LsnOutOfRangeError. Reads through descriptors of its own; if a
         checkpoint removes a segment it still needs, it raises
-        LsnOutOfRangeError rather than skip (P5).
+        LsnOutOfRangeError rather than skip an entry.
         """
-        segments = self._segments_now()
-        next_lsn = self._writer.next_lsn
+        segments, next_lsn = self._segments_now()
         first = next((s.first_lsn for s in segments if s.first_lsn), None)
         if start is None:
             start = first or next_lsn
@@ -500,7 +508,7 @@ class Wal:
     @property
     def first_lsn(self) -> Optional[int]:
         """The oldest LSN still stored, None when no entry is stored."""
-        return next((s.first_lsn for s in self._segments_now() if s.first_lsn), None)
+        return next((s.first_lsn for s in self._segments_now()[0] if s.first_lsn), None)
 
     @property
     def durable_lsn(self) -> int:
@@ -520,7 +528,7 @@ class Wal:
         """Sync what ``config.sync`` promises and release the lock; idempotent.
 
         In a process forked after open it only drops the handle: it never
-        syncs, writes or unlocks, so the parent keeps its lock (P6).
+        syncs, writes or unlocks, so the parent keeps its lock.
 
         From a signal handler: if the handler interrupted a call on this Wal
         in the same thread (a SIGTERM handler while the main thread is inside
@@ -545,7 +553,7 @@ class Wal:
         # True when this thread is inside a call on this Wal that holds or may take its locks:
         # close() was called from a signal handler that interrupted it, and waiting for those
         # locks would wait for itself forever. Read from the stack, so the calls pay nothing.
-        frame = sys._getframe(1).f_back  # the caller of close(): None when called from C (atexit)
+        frame: Optional[FrameType] = sys._getframe(1).f_back  # the caller of close(): None when called from C (atexit)
         while frame is not None:
             if frame.f_code in _CALLS and frame.f_locals.get("self") is self:
                 return True
@@ -557,32 +565,20 @@ class Wal:
             if self._closed:
                 return
             in_owner = self._generation == _lock.fork_generation()
-            writer = self._writer
-            closing = False
+            self._closed = True  # every call from here on is refused as closed
+            self._stop_interval.set()
+            # Each step runs even if one before it raised: the lock must go.
             try:
-                if in_owner:
-                    writer.pause()  # waits out a sync in flight; interrupted here, nothing has changed
-                fd = writer.cursor()[0]  # paused, or (forked child) lock-free after drop_in_child
-                self._closed = self._blocked = closing = True
-                self._stop_interval.set()
-                if in_owner and writer.poison is None and writer.durable_lsn < writer.next_lsn - 1:
-                    writer.sync_paused()  # appends waiting on a group commit return durable
+                # Waits out a rotation or sync; appends waiting for a group commit return durable
+                # (unless poisoned); no write or sync after it. In a forked child it only closes
+                # this process's descriptor.
+                self._writer.close()
             finally:
-                # Each step runs even if one before it raised: waiters must wake, the lock must go.
                 try:
-                    if in_owner:
-                        # finish_close: waiters wake to return or raise; no write or sync after.
-                        (writer.finish_close if closing else writer.resume)()
+                    # Marking "closed" before unlocking: readers then read every valid frame.
+                    self._publisher.close(mark_closed=in_owner)
                 finally:
-                    if closing:
-                        try:
-                            _io.close(fd)
-                        finally:
-                            try:
-                                # Marking "closed" before unlocking: readers then read every valid frame.
-                                self._publisher.close(mark_closed=in_owner)
-                            finally:
-                                self._lock.release()
+                    self._lock.release()
         thread = self._interval_thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
@@ -595,18 +591,17 @@ class Wal:
         # cover is cut (P2), but no caller waits on a background sync. Say so now, and make
         # the next call raise it.
         writer = self._writer
-        lost = f"{writer.durable_lsn + 1}..{writer.next_lsn - 1}"
+        seq, _, _, _, next_lsn = writer.snapshot()
         message = (
             f"{self._dir}: the background fdatasync (sync=\"interval\") of segment "
-            f"{_segments.segment_name(writer.cursor()[1])} failed: {exc}; the entries with LSNs {lost} were written "
-            "but never made durable, so they were cut from the log, and a failed sync is never retried. "
-            "This Wal accepts no more writes: close it and open the log again, then append those "
-            "entries again"
+            f"{_segments.segment_name(seq)} failed: {exc}; the entries with LSNs "
+            f"{writer.durable_lsn + 1}..{next_lsn - 1} were written but never made durable, so they "
+            "were cut from the log, and a failed sync is never retried. This Wal accepts no more "
+            "writes: close it and open the log again, then append those entries again"
         )
         error = WalError(message)
         error.__cause__ = exc
         self._unreported = error
-        self._blocked = True
         _log.warning("%s", message)
 
     def __enter__(self) -> Wal:
@@ -640,7 +635,7 @@ class Wal:
 def _interval_sync(ref: weakref.ReferenceType[Wal], stop: threading.Event, interval: float) -> None:
     """Background fdatasync every ``interval`` seconds for ``sync="interval"``.
 
-    A failed sync poisons the writer like any other (P2); it is logged at once
+    A failed sync poisons the writer like any other; it is logged at once
     and the next call on the Wal (append, sync, close, ...) raises it.
     """
     while not stop.wait(interval):
@@ -662,6 +657,6 @@ def _interval_sync(ref: weakref.ReferenceType[Wal], stop: threading.Event, inter
 # The calls that hold or take a Wal's locks, as their frames show on the stack (Wal.close).
 _CALLS = frozenset(
     getattr(method, "__wrapped__", method).__code__
-    for method in (Wal.append, Wal.append_batch, Wal.sync, Wal._rotate_for, Wal.checkpoint,
+    for method in (Wal.append, Wal.append_batch, Wal.sync, Wal.rotate, Wal.checkpoint,
                    Wal._segments_now, Wal._close)
 )
