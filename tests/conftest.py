@@ -4,7 +4,9 @@ test is really the one asked for."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import threading
 import time
 
@@ -162,3 +164,29 @@ def queue_appends(wal: walogs.Wal, count: int, held: HeldSync) -> tuple[list[thr
         time.sleep(0.005)
     assert wal.next_lsn == first + count  # all written: one leads the held sync, the rest wait
     return threads, results
+
+
+class Interrupted(Exception):
+    """What :func:`interrupted_after` raises in the main thread, as a signal handler would."""
+
+
+@contextlib.contextmanager
+def interrupted_after(alarm: float, then_release: HeldSync, release_after: float):
+    """A SIGALRM handler raises Interrupted in the main thread after ``alarm`` seconds,
+    and another thread releases ``then_release`` after ``release_after`` seconds; both are
+    undone on exit. For the tests of a wait broken by a signal handler."""
+
+    def on_alarm(signum, frame):
+        raise Interrupted()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    releaser = threading.Timer(release_after, then_release.release)
+    releaser.start()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, alarm)
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        releaser.join(10)
+

@@ -13,7 +13,6 @@ import errno
 import fcntl
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ import pytest
 import walogs
 from walogs import _io, _lock, _segments
 from _procs import ROOT, fork_with_pipe, run_python, stop
-from conftest import HeldSync, join_all, queue_appends, run_threads, write_calls_in_fork
+from conftest import HeldSync, Interrupted, interrupted_after, join_all, queue_appends, run_threads, write_calls_in_fork
 
 _FSIZE_CHILD = r"""
 import json, os, resource, signal, sys
@@ -344,15 +343,8 @@ def test_follower_interrupted_by_a_signal_strands_no_other(log_dir, monkeypatch)
     the GIL, where no handler runs: there the handler raises as soon as the append
     returns, once the held sync is released; nobody is stranded either way.)"""
 
-    class Interrupted(Exception):
-        pass
-
-    def on_alarm(signum, frame):
-        raise Interrupted()
-
     wal = walogs.Wal.open(log_dir)
     held = HeldSync(monkeypatch)
-    previous = signal.signal(signal.SIGALRM, on_alarm)
     results = {}
     leader = threading.Thread(target=lambda: results.setdefault("leader", wal.append(b"L")), daemon=True)
     leader.start()
@@ -360,16 +352,8 @@ def test_follower_interrupted_by_a_signal_strands_no_other(log_dir, monkeypatch)
     later = threading.Thread(target=lambda: (time.sleep(0.1), results.setdefault("later", wal.append(b"T"))),
                              daemon=True)
     later.start()
-    releaser = threading.Timer(0.6, held.release)  # after the alarm, from another thread
-    releaser.start()
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.3)
-        with pytest.raises(Interrupted):
-            wal.append(b"main")  # a follower behind the held sync when the alarm fires
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        releaser.join(10)
+    with interrupted_after(0.3, held, release_after=0.6), pytest.raises(Interrupted):
+        wal.append(b"main")  # a follower behind the held sync when the alarm fires
     leader.join(10)
     later.join(10)
     assert not leader.is_alive() and not later.is_alive()

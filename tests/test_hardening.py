@@ -22,7 +22,7 @@ import time
 
 import pytest
 from _procs import ROOT, run_python, stop
-from conftest import HeldSync, entry, queue_appends
+from conftest import HeldSync, Interrupted, entry, interrupted_after, queue_appends
 
 import walogs
 from walogs import _io
@@ -153,26 +153,11 @@ def test_close_interrupted_while_it_waits_still_closes(log_dir, monkeypatch):
     refused with WalClosedError: that sync counts as not done, so nothing it may not have
     covered is acknowledged."""
 
-    class Interrupted(Exception):
-        pass
-
-    def on_alarm(signum, frame):
-        raise Interrupted()
-
     wal = walogs.Wal.open(log_dir)
     held = HeldSync(monkeypatch)
     threads, results = queue_appends(wal, 3, held)
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    releaser = threading.Timer(0.6, held.release)  # after the alarm, from another thread
-    releaser.start()
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.3)
-        with pytest.raises(Interrupted):
-            wal.close()  # waits for the held sync when the alarm fires
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        releaser.join(10)
+    with interrupted_after(0.3, held, release_after=0.6), pytest.raises(Interrupted):
+        wal.close()  # waits for the held sync when the alarm fires
     assert wal.closed
     with pytest.raises(walogs.WalClosedError):
         wal.append(b"late")
