@@ -315,6 +315,21 @@ def test_checkpoint(log_dir, monkeypatch):
             wal.checkpoint("6")  # type: ignore[arg-type]
 
 
+def test_public_methods_take_their_documented_keywords(log_dir):
+    """Every public method keeps the signature the API reference gives, keywords included
+    (a wrapper that completes a deferred close once dropped them: checkpoint(applied_up_to=...)
+    raised TypeError)."""
+    with walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=300)) as wal:
+        for i in range(9):
+            wal.append(data=entry(i, 84))
+        wal.append_batch(items=[b"x"])
+        assert wal.checkpoint(applied_up_to=6) == 2
+        assert [lsn for lsn, _ in wal.iter(start=7)] == [7, 8, 9, 10]
+        for name in ("append", "append_batch", "checkpoint", "iter", "sync", "rotate", "close"):
+            method = getattr(walogs.Wal, name)
+            assert inspect.signature(method) == inspect.signature(inspect.unwrap(method)), name
+
+
 def test_checkpoint_everything_then_reopen_keeps_lsns(log_dir):
     """P1: LSNs never restart at 1 after a checkpoint removed every stored entry (Rust 0.1.0 did)."""
     with walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=300)) as wal:

@@ -41,9 +41,9 @@ def _closes_when_done(method: _Method) -> _Method:
     """Complete a close() deferred while ``method`` ran (see :meth:`Wal.close`) when it ends."""
 
     @functools.wraps(method)
-    def call(self: Wal, *args: object) -> object:
+    def call(self: Wal, *args: object, **kwargs: object) -> object:
         try:
-            return method(self, *args)
+            return method(self, *args, **kwargs)
         finally:
             if self._close_deferred:
                 self._close()

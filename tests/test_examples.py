@@ -1,0 +1,25 @@
+"""The README's first steps run: examples/quickstart.py and examples/worker_pool.py
+(what ``make demo`` shows) finish cleanly against the walogs under test.
+(examples/gunicorn_app runs under real gunicorn in test_gunicorn.py.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from _procs import ROOT
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+@pytest.mark.parametrize("name", ["quickstart.py", "worker_pool.py"])
+def test_example_runs(tmp_path, name):
+    # ROOT holds the walogs under test (the source tree, or site-packages for the wheel).
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, os.path.join(EXAMPLES, name)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout.strip(), "the example printed nothing"
