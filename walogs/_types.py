@@ -1,12 +1,23 @@
-"""What the API accepts, shared by the writer, the readers and both codecs: a path, a batch."""
+"""What the API accepts, shared by the writer, the readers and both codecs: a path, an entry, a batch."""
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 """A log directory: a str or an ``os.PathLike`` of one."""
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:
+    from typing import Protocol
+
+    class Buffer(Protocol):
+        """A bytes-like object (``collections.abc.Buffer`` from Python 3.12 on)."""
+
+        def __buffer__(self, flags: int, /) -> memoryview: ...
 
 
 def as_batch(items: object) -> list:

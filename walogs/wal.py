@@ -18,19 +18,8 @@ from typing import Optional, TypeVar
 from walogs import _floor, _impl, _io, _lock, _recovery, _segments, _visible
 from walogs._recovery import SegmentInfo
 from walogs.config import TailState, WalConfig
-from walogs._types import PathLike, as_batch
+from walogs._types import Buffer, PathLike, as_batch
 from walogs.errors import LsnOutOfRangeError, WalClosedError, WalError
-
-if sys.version_info >= (3, 12):
-    from collections.abc import Buffer
-else:
-    from typing import Protocol
-
-    class Buffer(Protocol):
-        """A bytes-like object (``collections.abc.Buffer`` from Python 3.12 on)."""
-
-        def __buffer__(self, flags: int, /) -> memoryview: ...
-
 
 _NO_LIMIT = 1 << 64  # max_segment_size=None: larger than any segment can grow
 _log = logging.getLogger("walogs")
@@ -129,7 +118,7 @@ class Wal:
         ``create`` says where a new log may be made. ``None`` (the default):
         in a missing directory (parents too) or an empty one; a directory
         that holds other files and no log raises FileExistsError. ``True``:
-        there too. ``False``: never; FileNotFoundError unless ``path``
+        also in such a directory. ``False``: never; FileNotFoundError unless ``path``
         already holds a log. An empty ``path`` is a ValueError (it would make
         the current directory a log). If there is no space to make a new log
         (OSError ENOSPC), nothing of it is left behind.
