@@ -30,6 +30,7 @@ from _procs import ROOT, run_python
 from conftest import entry
 
 import walogs
+from walogs import _io
 
 
 def _mount_tmpfs(where, size: str) -> None:
@@ -233,3 +234,41 @@ def test_checkpoint_on_full_filesystem_without_a_recorded_floor(small_fs):
         wal.close()
     with walogs.Wal.open(log, config) as wal:
         assert list(wal) == [(last + 1, b"x")]
+
+
+def test_checkpoint_on_full_filesystem_keeps_the_segment_that_says_where_lsns_go_on(small_fs, monkeypatch):
+    """Found in review: with no floor recorded and a full disk, a checkpoint of everything
+    deleted every completed segment when the active one held entries, trusting those to say
+    where LSNs go on. Under sync="none" a failed fdatasync then cuts them (they were never
+    durable), and the reopen restarted LSNs from the floor of an older walogs (1 here). The
+    newest completed segment is now kept whenever the floor could not be written.
+    (The failed fdatasync is a wrapped call: a real EIO cannot be made to happen on demand.)"""
+    log = small_fs / "log"
+    config = walogs.WalConfig(max_segment_size=64 * 1024, sync="none")
+    with walogs.Wal.open(log, config) as wal:
+        for i in range(5 * 64):
+            wal.append(entry(i, 1000))
+        wal.rotate()
+        last = wal.next_lsn - 1
+    os.unlink(log / "LSN_FLOOR")
+    filler = fill(small_fs)
+    wal = walogs.Wal.open(log, config)
+    try:
+        os.truncate(filler, os.path.getsize(filler) - 4096)  # one page back: room for this entry only
+        assert wal.append(b"unsynced") == last + 1
+        with pytest.raises(OSError) as info:
+            wal.checkpoint(last)
+        assert info.value.errno == errno.ENOSPC
+        assert len(segments_of(log)) == 2  # the newest completed segment and the active one
+
+        def failing(fd: int) -> None:
+            raise OSError(errno.EIO, "injected")
+
+        monkeypatch.setattr(_io, "fdatasync", failing)
+        with pytest.raises(OSError):
+            wal.sync()  # poisons, and cuts the unsynced entry
+        monkeypatch.undo()
+    finally:
+        wal.close()
+    with walogs.Wal.open(log, config) as wal:
+        assert wal.next_lsn == last + 1  # not 1: no durable LSN is handed out again

@@ -377,7 +377,7 @@ class Wal:
             raise TypeError(f"applied_up_to must be an int LSN, not {type(applied_up_to).__name__}")
         with self._mutex:
             self._check_writable()
-            seq, end = self._writer.snapshot()[:2]
+            seq = self._writer.snapshot()[0]
             completed = self._completed  # a rotation may append to it meanwhile, never remove
             victims = 0
             for seg in completed:
@@ -397,8 +397,11 @@ class Wal:
                     self._writer.poison_with(exc)  # P2: a failed sync is never retried as if fine
                     raise
                 no_space = exc
-                if victims == len(completed) and end == 0:
-                    victims -= 1  # P1: with the active segment empty, the newest entry says where LSNs go on
+                if victims == len(completed):
+                    # P1: the newest completed segment's last entry says where LSNs go on. Kept even
+                    # when the active segment holds entries now: a rotation may have completed it
+                    # since the snapshot, or a failed sync may still cut it back to empty.
+                    victims -= 1
             try:
                 for _ in range(victims):
                     _io.unlink(os.path.join(self._dir, completed[0].name))
