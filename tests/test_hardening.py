@@ -304,6 +304,9 @@ _CTRL_C_CHILD = r"""
 import json, os, signal, sys
 import walogs
 from walogs import _io
+# A non-interactive shell runs background jobs (`make test &`) with SIGINT ignored, and
+# Python keeps an inherited SIG_IGN: Ctrl-C must raise KeyboardInterrupt here.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 path, sync, trigger = sys.argv[1], sys.argv[2], sys.argv[3]
 NAMES = ("fdatasync", "create_new", "sync_dir", "close")
@@ -401,6 +404,9 @@ def test_ctrl_c_at_every_step_of_a_rotation(tmp_path, sync, trigger):
 _SWITCH_CHILD = r"""
 import json, os, signal, sys
 import walogs
+# A non-interactive shell runs background jobs (`make test &`) with SIGINT ignored, and
+# Python keeps an inherited SIG_IGN: Ctrl-C must raise KeyboardInterrupt here.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 path = sys.argv[1]
 wal = walogs.Wal.open(path, walogs.WalConfig(max_segment_size=200))
