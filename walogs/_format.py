@@ -103,3 +103,45 @@ FLOOR_LEGACY = struct.Struct("<8sQI")
 
 LOCK_NAME = "LOCK"
 """The writer lock's file; it holds the holder's pid."""
+
+# ---------------------------------------------------------------------------
+# WRITERS: the state every shared writer of a log maps (docs/shared-writers.md).
+# Little-endian, 8-byte aligned fields at fixed offsets; two state slots, the
+# current one named by WRITERS_CURRENT, so a kill between two stores leaves a
+# whole old or a whole new state.
+
+WRITERS_NAME = "WRITERS"
+"""The shared writers' state file (only while ``Wal.open(..., shared=True)`` is used)."""
+WRITERS_MAGIC = b"WALOGSW1"
+WRITERS_FILE_SIZE = 4096
+"""Bytes of the WRITERS file: one page, written for real before it is mapped."""
+WRITERS_HEADER = struct.Struct("<8sIIQ")
+"""At 0: magic, sync mode u32 (an index into config.SYNC_MODES), 4 zero bytes, max segment size u64 (0: none)."""
+WRITERS_CURRENT = 24
+"""u32 at 24: which slot (0 or 1) holds the state."""
+WRITERS_DIRTY = 28
+"""u32 at 28: 1 while an append or rotation may have left bytes or a file the state does not list."""
+WRITERS_DURABLE = 32
+"""u64 at 32: the highest LSN an fdatasync made durable; only grows while writers are attached."""
+WRITERS_POISON = struct.Struct("<iI")
+"""At 40: errno of the failure that poisoned every shared writer (0: none), pid of the process it hit."""
+WRITERS_POISON_AT = 40
+WRITERS_TORN = 48
+"""u64 at 48: where recovery cut a torn tail at the first open (all ones: it found none)."""
+WRITERS_SLOT = struct.Struct("<QQQQQQQQ")
+"""A state slot: seq, end, first_lsn, last_lsn, written (the last LSN written), synced_lsn, synced_seq, synced_end."""
+WRITERS_SLOTS = (64, 128)
+
+# Byte-range OFD locks on the WRITERS file (beyond its data; a lock needs no bytes).
+WRITERS_LOCK_ATTACHED = 8192
+"""Read-locked by every attached shared writer for its lifetime."""
+WRITERS_LOCK_INIT = 8193
+"""Held while a process attaches or detaches (the first runs recovery under it)."""
+WRITERS_LOCK_APPEND = 8194
+"""Held to write frames, rotate, or read and change the state slots."""
+WRITERS_LOCK_SYNC = 8195
+"""Held by the process leading a group-commit fdatasync."""
+WRITERS_LOCK_FLOOR = 8196
+"""Held while LSN_FLOOR is advanced."""
+WRITERS_LOCK_CHECKPOINT = 8197
+"""Held by the process checkpointing."""

@@ -40,6 +40,7 @@ _fallback: Optional[str] = None
 if TYPE_CHECKING or PURE_PYTHON_REQUESTED:
     from walogs import _frame_py as codec
     from walogs import _writer_py as _writer_module
+    from walogs import _shared_writer_py as _shared_module
 else:
     codec, _fallback = _load_compiled("_frame")
     _writer_module = None
@@ -49,6 +50,8 @@ else:
         _writer_module, _fallback = _load_compiled("_writer")
     if _writer_module is None:
         from walogs import _writer_py as _writer_module
+    # The compiled shared writer is not written yet: both implementations use the Python twin.
+    from walogs import _shared_writer_py as _shared_module
     if _fallback is not None:
         message = (
             f"walogs is running a pure-Python fallback: {_fallback}. It is correct but 2-10x slower. "
@@ -59,6 +62,7 @@ else:
         warnings.warn(message, RuntimeWarning, stacklevel=1)
 
 SegmentWriter = _writer_module.SegmentWriter
+SharedWriter = _shared_module.SharedWriter
 IMPLEMENTATION = "python" if codec.__name__ == "walogs._frame_py" else "cython"
 BUILD_INFO = BuildInfo(
     implementation=IMPLEMENTATION,

@@ -47,11 +47,13 @@ from walogs.errors import WalLockedError
 _FLOCK = struct.Struct("@hhqqi4x")
 _F_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
 _F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
+_F_OFD_SETLKW = getattr(fcntl, "F_OFD_SETLKW", 38)
 _BUSY = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
 
 _fork_generation = 0
 _fork_watchers: weakref.WeakSet[Any] = weakref.WeakSet()
 _held_locks: weakref.WeakSet[WriterLock] = weakref.WeakSet()
+_held_ranges: weakref.WeakSet[RangeLocks] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
@@ -59,6 +61,8 @@ def _after_fork_in_child() -> None:
     _fork_generation += 1
     for lock in list(_held_locks):
         lock._drop_in_child()
+    for ranges in list(_held_ranges):
+        ranges._drop_in_child()
     for watcher in list(_fork_watchers):
         watcher._in_forked_child()
 
@@ -81,19 +85,22 @@ def watch_forks(watcher: Any) -> None:
     _fork_watchers.add(watcher)
 
 
-def _ofd(fd: int, command: int, lock_type: int) -> bytes:
-    return fcntl.fcntl(fd, command, _FLOCK.pack(lock_type, os.SEEK_SET, 0, 0, 0))
+def _ofd(fd: int, command: int, lock_type: int, start: int = 0, length: int = 0) -> bytes:
+    return fcntl.fcntl(fd, command, _FLOCK.pack(lock_type, os.SEEK_SET, start, length, 0))
 
 
-def _try_lock(fd: int) -> bool:
+def _try_lock(fd: int, shared: bool = False) -> bool:
+    # Exclusive: a write lock and LOCK_EX. Shared writers: a read lock and LOCK_SH each, so
+    # any number of them coexist and an exclusive writer (ours, or a flock-based one) and
+    # they exclude each other.
     try:
-        _ofd(fd, _F_OFD_SETLK, fcntl.F_WRLCK)
+        _ofd(fd, _F_OFD_SETLK, fcntl.F_RDLCK if shared else fcntl.F_WRLCK)
     except OSError as exc:
         if exc.errno in _BUSY:
             return False
         raise
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError as exc:
         _ofd(fd, _F_OFD_SETLK, fcntl.F_UNLCK)
         if exc.errno in _BUSY:
@@ -125,10 +132,13 @@ class WriterLock:
         _held_locks.add(self)
 
     @classmethod
-    def acquire(cls, directory: str, timeout: float | None = 0.0) -> WriterLock:
+    def acquire(cls, directory: str, timeout: float | None = 0.0, shared: bool = False) -> WriterLock:
         """Take the lock, waiting up to ``timeout`` seconds (None: forever).
 
-        Raises WalLockedError naming the directory and the recorded holder.
+        ``shared``: the hold of one shared writer, which any number of them
+        may have at once, and which excludes an exclusive writer (and is
+        excluded by one). Raises WalLockedError naming the directory and
+        the recorded holder.
         The LOCK file of a log is created once and never replaced; only an
         open that created a new log and then failed removes it again
         (:meth:`discard`), so a lock taken on a LOCK file that is no longer
@@ -142,10 +152,11 @@ class WriterLock:
         while True:
             fd, created = _open_lock_file(path)
             try:
-                while not _try_lock(fd):
+                while not _try_lock(fd, shared):
                     waited = time.monotonic() - started
                     if timeout is not None and waited >= timeout:
-                        raise WalLockedError(directory, recorded_pid(directory), waited)
+                        raise WalLockedError(directory, recorded_pid(directory), waited, shared,
+                                             held_shared=_held_by_shared_writers(fd))
                     if timeout is not None:
                         pause = min(pause, max(timeout - waited, 0.0))
                     time.sleep(pause)
@@ -219,6 +230,15 @@ class WriterLock:
                 pass
 
 
+def _held_by_shared_writers(fd: int) -> bool:
+    """True if the lock that conflicts on LOCK is a shared writer's read lock."""
+    try:
+        answer = _ofd(fd, _F_OFD_GETLK, fcntl.F_WRLCK)
+    except OSError:
+        return False
+    return _FLOCK.unpack(answer[: _FLOCK.size])[0] == fcntl.F_RDLCK
+
+
 def _open_lock_file(path: str) -> tuple[int, bool]:
     """A descriptor of LOCK, and whether this call created the file."""
     try:
@@ -249,8 +269,9 @@ def writer_is_live(directory: str) -> tuple[bool, int | None]:
     except FileNotFoundError:
         return False, None
     try:
-        # GETLK asks "could I place this lock?"; a read lock conflicts only with a writer's lock.
-        answer = _ofd(fd, _F_OFD_GETLK, fcntl.F_RDLCK)
+        # GETLK asks "could I place this lock?"; a write lock conflicts with the exclusive
+        # writer's write lock and with the read locks of shared writers.
+        answer = _ofd(fd, _F_OFD_GETLK, fcntl.F_WRLCK)
         st = os.fstat(fd)
     finally:
         _io.close(fd)
@@ -265,7 +286,7 @@ def writer_is_live(directory: str) -> tuple[bool, int | None]:
 
 
 def _flock_holder(device: int, inode: int) -> int | None:
-    """The pid holding an exclusive flock on (device, inode), from /proc/locks; None if none."""
+    """The pid holding a flock on (device, inode), from /proc/locks; None if none."""
     wanted = f"{os.major(device):02x}:{os.minor(device):02x}:{inode}"
     try:
         with open("/proc/locks") as f:
@@ -275,6 +296,61 @@ def _flock_holder(device: int, inode: int) -> int | None:
     for line in lines:
         fields = line.split()
         # "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF" ("->" marks a blocked waiter)
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[3] == "WRITE" and fields[5] == wanted:
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
             return int(fields[4])
     return None
+
+
+class RangeLocks:
+    """OFD byte-range locks on one open file: the shared writers' locks on ``WRITERS``.
+
+    Each lock is one byte at an offset from ``walogs._format``. The kernel
+    releases all of them when the holder dies (the last descriptor of the
+    open file goes away), so a SIGKILLed holder never blocks the others;
+    waiters sleep in the kernel (``F_OFD_SETLKW``), they do not poll. Locks
+    of one open file never conflict with each other: threads of one process
+    share it, and serialize among themselves first. In a forked child the
+    descriptor is closed at once, without unlocking (the parent still holds
+    its locks through its own copy).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        """The open file's descriptor (-1 once closed, or in a forked child)."""
+        _held_ranges.add(self)
+
+    def lock(self, offset: int) -> None:
+        """Take the write lock on byte ``offset``, sleeping until it is free."""
+        _ofd(self.fd, _F_OFD_SETLKW, fcntl.F_WRLCK, offset, 1)
+
+    def try_lock(self, offset: int, lock_type: int = fcntl.F_WRLCK) -> bool:
+        """Take a lock on byte ``offset`` if no other open file holds a conflicting one."""
+        try:
+            _ofd(self.fd, _F_OFD_SETLK, lock_type, offset, 1)
+        except OSError as exc:
+            if exc.errno in _BUSY:
+                return False
+            raise
+        return True
+
+    def share(self, offset: int) -> None:
+        """Hold a read lock on byte ``offset`` (replacing a write lock this file holds there)."""
+        _ofd(self.fd, _F_OFD_SETLKW, fcntl.F_RDLCK, offset, 1)
+
+    def unlock(self, offset: int) -> None:
+        """Release what this file holds on byte ``offset``."""
+        _ofd(self.fd, _F_OFD_SETLK, fcntl.F_UNLCK, offset, 1)
+
+    def close(self) -> None:
+        """Close the descriptor, which releases every lock it holds."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            _io.close(fd)
+
+    def _drop_in_child(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass

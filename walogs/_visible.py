@@ -201,18 +201,21 @@ class Publisher:
     boot_id = BOOT_ID
     """The boot id the writer stores in every in-flight record."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, attach: bool = False) -> None:
         """Map VISIBLE, first writing all of it for real (OSError such as ENOSPC, never SIGBUS).
 
         A page of a shared mapping is allocated when it is first stored
         into; a file sized with ftruncate is a hole, and on a full disk that
-        store is SIGBUS. Written, the pages are the file's own.
+        store is SIGBUS. Written, the pages are the file's own. ``attach``:
+        a shared writer joining others maps the file the first one wrote,
+        as it is.
         """
         path = os.path.join(directory, VISIBLE_NAME)
         fd = _io.open_or_create(path)
         try:
-            # No writer publishes until recovery is done (P11); nothing is in flight yet.
-            _io.pwrite_all(fd, _encode(RECOVERING, 0, 0, 0) + bytes(IN_FLIGHT_SIZE), 0)
+            if not attach:
+                # No writer publishes until recovery is done (P11); nothing is in flight yet.
+                _io.pwrite_all(fd, _encode(RECOVERING, 0, 0, 0) + bytes(IN_FLIGHT_SIZE), 0)
             self._map: Optional[mmap.mmap] = mmap.mmap(fd, FILE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             _io.close(fd)

@@ -61,13 +61,21 @@ class EntryTooLargeError(WalError, ValueError):
 class WalLockedError(WalError):
     """Another writer holds the directory's writer lock: one writer per directory."""
 
-    def __init__(self, path: object, pid: int | None = None, waited: float = 0.0) -> None:
-        holder = f"process {pid}" if pid else "another writer"
-        super().__init__(
-            f"{path}: the writer lock is held by {holder} (waited {format_duration(waited)}); "
-            "only one Wal may write a directory at a time: close the other writer, "
-            "pass lock_timeout to wait, or use WalReader to read"
-        )
+    def __init__(self, path: object, pid: int | None = None, waited: float = 0.0, shared: bool = False,
+                 held_shared: bool = False) -> None:
+        if held_shared:
+            why = (f"{path}: shared writers hold the log (waited {format_duration(waited)}); an exclusive "
+                   "Wal cannot open it while any shared writer is attached: open it with shared=True, "
+                   "close the shared writers, pass lock_timeout to wait, or use WalReader to read")
+        else:
+            holder = f"process {pid}" if pid else "another writer"
+            what = ("shared writers cannot attach while an exclusive writer holds the log: close it, "
+                    "or open every writer with shared=True" if shared
+                    else "only one Wal may write a directory at a time: close the other writer, or open "
+                    "every writer with shared=True")
+            why = (f"{path}: the writer lock is held by {holder} (waited {format_duration(waited)}); "
+                   f"{what}; pass lock_timeout to wait, or use WalReader to read")
+        super().__init__(why)
         self.path = path
         self.pid = pid
 

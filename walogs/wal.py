@@ -12,10 +12,12 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
 from typing import Optional, TypeVar
 
-from walogs import _floor, _impl, _io, _lock, _recovery, _segments, _visible
+from walogs import _floor, _impl, _io, _lock, _recovery, _segments, _shared, _visible
+from walogs._format import WRITERS_LOCK_CHECKPOINT, WRITERS_LOCK_FLOOR
 from walogs._recovery import SegmentInfo
 from walogs.config import TailState, WalConfig
 from walogs._types import Buffer, PathLike, as_batch
@@ -54,29 +56,31 @@ def _weakly(method: _Method) -> _Method:
 
 
 class Wal:
-    """The single writer of a log directory. Create it with :meth:`Wal.open`.
+    """A writer of a log directory. Create it with :meth:`Wal.open`.
 
     Methods are thread-safe. With ``sync="always"`` appends from several
-    threads share fdatasync calls (group commit).
+    threads share fdatasync calls (group commit); with ``shared=True``,
+    appends from several processes do too.
     """
 
     def __init__(self):  # type: ignore[no-untyped-def]  # unannotated: help(Wal) then shows no constructor
         """Not for use: open a log with :meth:`Wal.open`."""
         raise TypeError("a Wal is made by Wal.open(path, config), not by calling Wal()")
 
-    def _start(self, directory: str, config: WalConfig, lock: _lock.WriterLock, layout: _recovery.LogLayout,
-               fd: int, publisher: _visible.Publisher) -> None:
-        # Wal.open's second half: take over what recovery left (P11: synced, so durable and published).
+    def _start(self, directory: str, config: WalConfig, lock: _lock.WriterLock, layout: Optional[_recovery.LogLayout],
+               fd: int, publisher: _visible.Publisher, attachment: Optional[_shared.Attachment] = None) -> None:
+        # Wal.open's second half: take over what recovery left (P11: synced, so durable and published),
+        # or (``attachment``) join the shared writers.
         self._dir = directory
         self._path = pathlib.Path(directory)
         self._config = config
         self._lock = lock
+        self._attachment = attachment
         self._generation = _lock.fork_generation()
         self._opened_by = os.getpid()
-        segments = layout.segments
-        self._completed: list[SegmentInfo] = segments[:-1]
-        active = segments[-1]
-        self._tail_state = TailState(layout.torn_at)
+        self._completed: list[SegmentInfo] = layout.segments[:-1] if layout is not None else []
+        self._shared_segments = _shared.CompletedSegments(directory) if attachment is not None else None
+        self._tail_state = TailState(layout.torn_at if layout is not None else attachment.torn_at)  # type: ignore[union-attr]
         # Closed until fully built: __del__ of a half-built Wal leaves the clean-up to open().
         self._closed = True
         self._close_deferred = False  # close() was called inside a call on this thread: close when it ends
@@ -88,12 +92,18 @@ class Wal:
         # _mutex) both advance; its holder takes no other lock.
         self._floor_lock = threading.Lock()
         self._publisher = publisher
-        self._writer = _impl.SegmentWriter(
-            fd, active.seq, active.end, active.first_lsn, active.last_lsn, layout.next_lsn,
-            config.max_segment_size or _NO_LIMIT, config.sync, publisher,
-            new_segment=_weakly(self._new_segment), completed=_weakly(self._segment_completed),
-            refusal=_weakly(self._refusal),
-        )
+        callbacks = dict(new_segment=_weakly(self._new_segment), completed=_weakly(self._segment_completed),
+                         refusal=_weakly(self._refusal))
+        self._writer: _impl.SegmentWriter | _impl.SharedWriter
+        if attachment is not None:
+            self._writer = _impl.SharedWriter(directory, attachment.state, attachment.locks,
+                                              config.max_segment_size or _NO_LIMIT, config.sync, publisher, **callbacks)
+        else:
+            assert layout is not None
+            active = layout.segments[-1]
+            self._writer = _impl.SegmentWriter(
+                fd, active.seq, active.end, active.first_lsn, active.last_lsn, layout.next_lsn,
+                config.max_segment_size or _NO_LIMIT, config.sync, publisher, **callbacks)
         _lock.watch_forks(self)
         self._stop_interval = threading.Event()
         self._interval_thread: Optional[threading.Thread] = None
@@ -107,13 +117,24 @@ class Wal:
 
     @classmethod
     def open(cls, path: PathLike, config: Optional[WalConfig] = None, *,
-             lock_timeout: Optional[float] = 0.0, create: Optional[bool] = None) -> Wal:
-        """Open or create the log directory ``path`` as its single writer.
+             lock_timeout: Optional[float] = 0.0, create: Optional[bool] = None, shared: bool = False) -> Wal:
+        """Open or create the log directory ``path`` as its single writer, or (``shared``) one of many.
 
         Takes the writer lock (waiting up to ``lock_timeout`` seconds, None:
         forever, else WalLockedError), then runs recovery: a torn tail is cut,
         damage that is not a torn tail raises WalCorruptError and nothing is
         cut.
+
+        ``shared=True``: any number of processes (and handles) append to the
+        log at once, each append atomic, LSNs unique and contiguous across
+        all of them, and with ``sync="always"`` one fdatasync acknowledges
+        every frame written before it, whoever wrote it. The first shared
+        opener runs recovery; later ones attach without scanning, and must
+        use the same ``sync`` and ``max_segment_size`` (else ValueError
+        naming both). An exclusive open and a shared one exclude each other
+        (WalLockedError). A shared writer killed at any instant loses no
+        acknowledged entry, and the next process to append repairs what it
+        left (docs/shared-writers.md).
 
         ``create`` says where a new log may be made. ``None`` (the default):
         in a missing directory (parents too) or an empty one; a directory
@@ -129,12 +150,16 @@ class Wal:
             raise TypeError(f"config must be a WalConfig, not {type(config).__name__}")
         if create is not None and not isinstance(create, bool):
             raise TypeError(f"create must be True, False or None, not {create!r}")
+        if not isinstance(shared, bool):
+            raise TypeError(f"shared must be True or False, not {shared!r}")
         raw = os.fspath(path)
         if not raw:
             raise ValueError("the log path is empty: name the log's directory (an empty path would "
                              "make the current directory a log)")
         directory = os.path.abspath(os.fsdecode(raw))
         made_dirs = _recovery.prepare_directory(directory, create)
+        if shared:
+            return cls._open_shared(directory, config, lock_timeout, made_dirs)
         try:
             lock = _lock.WriterLock.acquire(directory, lock_timeout)
         except BaseException:
@@ -170,6 +195,44 @@ class Wal:
             else:
                 lock.release()
             raise
+
+    @classmethod
+    def _open_shared(cls, directory: str, config: WalConfig, lock_timeout: Optional[float],
+                     made_dirs: list[str]) -> Wal:
+        try:
+            attachment = _shared.attach(directory, config, lock_timeout)
+        except BaseException:
+            _recovery.remove_created_directories(made_dirs)
+            raise
+        try:
+            wal = cls.__new__(cls)
+            wal._start(directory, config, attachment.lock, None, -1, attachment.publisher, attachment)
+            return wal
+        except BaseException:
+            _shared.detach(attachment)
+            raise
+
+    @property
+    def shared(self) -> bool:
+        """True for a shared writer (``Wal.open(..., shared=True)``)."""
+        return self._attachment is not None
+
+    @contextmanager
+    def _across_processes(self, thread_lock: threading.Lock, offset: int) -> Iterator[None]:
+        # ``thread_lock``, and for a shared writer also the byte-range lock ``offset`` of WRITERS.
+        with thread_lock:
+            attachment = self._attachment
+            if attachment is None:
+                yield
+                return
+            attachment.locks.lock(offset)
+            try:
+                yield
+            finally:
+                attachment.locks.unlock(offset)
+
+    def _floor_guard(self) -> AbstractContextManager[None]:
+        return self._across_processes(self._floor_lock, WRITERS_LOCK_FLOOR)
 
     # ------------------------------------------------------------------ guards
 
@@ -304,9 +367,10 @@ class Wal:
         # The writer has switched already: an exception here (Ctrl-C) must not leave the
         # segment unlisted or its descriptor open, whichever step it lands on.
         try:
-            self._completed.append(info)
+            if self._attachment is None:  # shared writers list completed segments from the directory
+                self._completed.append(info)
         finally:
-            if not self._completed or self._completed[-1] is not info:
+            if self._attachment is None and (not self._completed or self._completed[-1] is not info):
                 self._completed.append(info)
             try:
                 _io.close(fd)
@@ -321,7 +385,7 @@ class Wal:
         # and a lost tail segment is found (I11). A full disk here loses nothing: the record stays
         # a lower bound, and checkpoint writes it if it must. Another OSError poisons (P2).
         try:
-            with self._floor_lock:
+            with self._floor_guard():
                 _floor.advance(self._dir, next_lsn, seq)
         except OSError as exc:
             if not _floor.no_space(exc):
@@ -375,10 +439,11 @@ class Wal:
         """
         if isinstance(applied_up_to, bool) or not isinstance(applied_up_to, int):
             raise TypeError(f"applied_up_to must be an int LSN, not {type(applied_up_to).__name__}")
-        with self._mutex:
+        with self._across_processes(self._mutex, WRITERS_LOCK_CHECKPOINT):
             self._check_writable()
-            seq = self._writer.snapshot()[0]
-            completed = self._completed  # a rotation may append to it meanwhile, never remove
+            seq, _, active_first, _, next_lsn = self._writer.snapshot()
+            # A rotation may append to it meanwhile, never remove.
+            completed = self._completed_segments(seq, active_first, next_lsn)
             victims = 0
             for seg in completed:
                 if seg.last_lsn > applied_up_to:
@@ -390,7 +455,7 @@ class Wal:
             floor = max(seg.last_lsn for seg in completed[:victims]) + 1
             no_space: Optional[OSError] = None
             try:
-                with self._floor_lock:
+                with self._floor_guard():
                     _floor.advance(self._dir, floor, seq)
             except OSError as exc:
                 if not _floor.no_space(exc):
@@ -424,14 +489,20 @@ class Wal:
     @_closes_when_done
     def _segments_now(self) -> tuple[list[SegmentInfo], int]:
         """Completed segments and the active one as of one instant (copies), and the next LSN."""
-        with self._mutex:  # no checkpoint deletes meanwhile
+        with self._across_processes(self._mutex, WRITERS_LOCK_CHECKPOINT):  # no checkpoint deletes meanwhile
             self._check_open()
             seq, end, first_lsn, last_lsn, next_lsn = self._writer.snapshot()
             # A rotation after the snapshot may have listed the snapshot's segment already.
             segments = [SegmentInfo(s.seq, s.name, s.first_lsn, s.last_lsn, s.end)
-                        for s in self._completed if s.seq < seq]
+                        for s in self._completed_segments(seq, first_lsn, next_lsn) if s.seq < seq]
         segments.append(SegmentInfo(seq, _segments.segment_name(seq), first_lsn, last_lsn, end))
         return segments, next_lsn
+
+    def _completed_segments(self, active_seq: int, active_first: int, next_lsn: int) -> list[SegmentInfo]:
+        # self._mutex held. This writer's list; a shared writer's comes from the directory.
+        if self._shared_segments is None:
+            return self._completed
+        return self._shared_segments.list(active_seq, active_first, next_lsn)
 
     # ------------------------------------------------------------------ reading
 
@@ -512,6 +583,8 @@ class Wal:
     def segment_count(self) -> int:
         """Completed segments plus the active one."""
         self._check_open()
+        if self._attachment is not None:
+            return len(self._segments_now()[0])
         return len(self._completed) + 1
 
     # ------------------------------------------------------------------ closing
@@ -566,11 +639,14 @@ class Wal:
                 # this process's descriptor.
                 self._writer.close()
             finally:
-                try:
-                    # Marking "closed" before unlocking: readers then read every valid frame.
-                    self._publisher.close(mark_closed=in_owner)
-                finally:
-                    self._lock.release()
+                if self._attachment is not None:
+                    _shared.detach(self._attachment)  # the last shared writer marks it closed
+                else:
+                    try:
+                        # Marking "closed" before unlocking: readers then read every valid frame.
+                        self._publisher.close(mark_closed=in_owner)
+                    finally:
+                        self._lock.release()
         thread = self._interval_thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
