@@ -128,6 +128,17 @@ WRITERS_POISON = struct.Struct("<iI")
 WRITERS_POISON_AT = 40
 WRITERS_TORN = 48
 """u64 at 48: where recovery cut a torn tail at the first open (all ones: it found none)."""
+WRITERS_UNSYNCED = 56
+"""u32 at 56: appends written since the last sync took its target (the gather's futex word)."""
+WRITERS_WANT = 60
+"""u32 at 60: how many of those a gathering leader waits for (0: no leader gathers)."""
+WRITERS_GATHER = struct.Struct("<IIQ")
+"""At 192: appends the last sync covered u32, 4 zero bytes, how long it took in ns u64."""
+WRITERS_GATHER_AT = 192
+WRITERS_SYNCS = 208
+"""u32 at 208: counts the ends of leaders' syncs (the futex word durable-waiters sleep on)."""
+WRITERS_WAIT_GUARD = 0.05
+"""Seconds a durable-waiter sleeps at most before it looks again: a leader killed mid-sync wakes no one."""
 WRITERS_SLOT = struct.Struct("<QQQQQQQQ")
 """A state slot: seq, end, first_lsn, last_lsn, written (the last LSN written), synced_lsn, synced_seq, synced_end."""
 WRITERS_SLOTS = (64, 128)

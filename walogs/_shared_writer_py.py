@@ -21,12 +21,22 @@ specification. docs/shared-writers.md explains the design; in short:
   the active segment back to the state's end (and removes the empty segment
   an interrupted rotation may have created), so no later append builds on
   bytes nobody acknowledged.
-* A durable append then waits until the durable LSN covers it. One waiter
-  per process takes SYNC; holding it, if its LSN is still not durable, it
-  reads the state (under APPEND, briefly), fdatasyncs that segment through
-  a descriptor of its own, and raises the durable LSN (under APPEND). While
-  it syncs, every other process writes and queues on SYNC, so the next
-  leader's one fdatasync covers all of them: group commit across processes.
+* A durable append then waits until the durable LSN covers it. A waiter
+  that gets SYNC without waiting (and ``_leader`` in its process) leads: if
+  its LSN is still not durable, it reads the state (under APPEND, briefly),
+  fdatasyncs that segment through a descriptor of its own, raises the
+  durable LSN (under APPEND), then counts one more sync end and wakes every
+  process sleeping on that count (a futex). The others sleep on it meanwhile,
+  and write: the next leader's one fdatasync covers all of them (group
+  commit across processes). A leader killed mid-sync wakes no one; the
+  kernel frees SYNC, and the sleepers look again after at most
+  ``WRITERS_WAIT_GUARD`` seconds.
+  If the last sync covered several appends, the leader first *gathers*, as
+  the single-process writer does: it sleeps on a futex on the count of
+  appends written since the last sync until as many are written again (the
+  appender that reaches it wakes the leader) or as long as the last sync
+  took, at most 1 ms. Without it the processes that the last sync released
+  split into two cohorts that alternate, each sync covering half of them.
 * Rotation runs under APPEND: fdatasync the full segment, raise the durable
   LSN, create the next segment durably (the host's ``new_segment``), switch
   the state to it, hand the old descriptor to ``completed``.
@@ -49,18 +59,24 @@ import time
 from collections.abc import Callable
 from typing import Optional
 
-from walogs import _frame_py, _io
+from walogs import _frame_py, _futex, _io
 from walogs._format import (
     VISIBLE_PUBLISHED as PUBLISHED,
     WRITERS_CURRENT,
     WRITERS_DIRTY,
     WRITERS_DURABLE,
+    WRITERS_GATHER,
+    WRITERS_GATHER_AT,
     WRITERS_LOCK_APPEND,
     WRITERS_LOCK_SYNC,
     WRITERS_POISON,
     WRITERS_POISON_AT,
     WRITERS_SLOT,
     WRITERS_SLOTS,
+    WRITERS_SYNCS,
+    WRITERS_UNSYNCED,
+    WRITERS_WAIT_GUARD,
+    WRITERS_WANT,
     segment_name,
 )
 from walogs._lock import RangeLocks
@@ -72,6 +88,8 @@ _MODE_ALWAYS, _MODE_INTERVAL, _MODE_NONE = range(3)
 # Indexes into the mapping viewed as native u64 / u32 words (one load or store each).
 _DURABLE = WRITERS_DURABLE // 8
 _CURRENT, _DIRTY = WRITERS_CURRENT // 4, WRITERS_DIRTY // 4
+_UNSYNCED, _WANT, _SYNC_ENDS = WRITERS_UNSYNCED // 4, WRITERS_WANT // 4, WRITERS_SYNCS // 4
+_GATHER_MAX_NS = 1_000_000  # a gathering leader waits at most 1 ms
 (_SEQ, _END, _FIRST, _LAST, _WRITTEN, _SYNCED_LSN, _SYNCED_SEQ, _SYNCED_END) = range(8)
 
 
@@ -98,6 +116,8 @@ class SharedWriter:
         self._map = state
         self._u64 = memoryview(state).cast("Q")
         self._u32 = memoryview(state).cast("I")
+        self._unsynced_addr = _futex.address(state, WRITERS_UNSYNCED)
+        self._sync_ends_addr = _futex.address(state, WRITERS_SYNCS)
         self._locks = locks
         self._publisher = publisher
         self._new_segment, self._completed, self._refusal = new_segment, completed, refusal
@@ -270,6 +290,11 @@ class SharedWriter:
         self._u32[_DIRTY] = 0
         if self._mode == _MODE_NONE:
             self._publisher.publish(PUBLISHED, seq, last, end + len(frames))
+        else:
+            unsynced = self._u32[_UNSYNCED] = self._u32[_UNSYNCED] + 1
+            want = self._u32[_WANT]
+            if want and unsynced >= want:
+                _futex.wake(self._unsynced_addr)
 
     # ------------------------------------------------------------------ group commit
 
@@ -279,33 +304,61 @@ class SharedWriter:
             raise self._refusal()
         with self._local:
             slot = self._locked(lambda slot: slot)
-        if not slot or not self._wait_durable(slot[_WRITTEN]):  # type: ignore[index]
+        if not slot or not self._wait_durable(slot[_WRITTEN], False):  # type: ignore[index]
             raise self._refusal()
 
-    def _wait_durable(self, lsn: int) -> bool:
+    def _wait_durable(self, lsn: int, gather: bool = True) -> bool:
         # True once lsn is durable; False if the log was poisoned first. Raises if the sync this
         # thread led failed.
         while self._u64[_DURABLE] < lsn:
             if self.poison is not None:
                 return False
-            with self._leader:
-                if self._u64[_DURABLE] >= lsn:
-                    break
-                self._locks.lock(WRITERS_LOCK_SYNC)
+            ends = self._u32[_SYNC_ENDS]  # before trying SYNC: a sync ending after this wakes the sleep below
+            if self._leader.acquire(blocking=False):
                 try:
-                    if self._u64[_DURABLE] < lsn:
-                        self._lead()
+                    if self._u64[_DURABLE] >= lsn:
+                        break
+                    if self._locks.try_lock(WRITERS_LOCK_SYNC):
+                        try:
+                            if self._u64[_DURABLE] < lsn:
+                                self._lead(gather)
+                        finally:
+                            self._u32[_SYNC_ENDS] = (self._u32[_SYNC_ENDS] + 1) & 0xFFFFFFFF
+                            self._locks.unlock(WRITERS_LOCK_SYNC)
+                            _futex.wake(self._sync_ends_addr, 1 << 30)
+                        continue
                 finally:
-                    self._locks.unlock(WRITERS_LOCK_SYNC)
+                    self._leader.release()
+            _futex.wait(self._sync_ends_addr, ends, WRITERS_WAIT_GUARD)
         return True
 
-    def _lead(self) -> None:
+    def _gather(self) -> None:
+        # SYNC held: sleep until as many appends as the last sync covered are written again, or
+        # as long as that sync took (at most 1 ms). Woken by the appender that reaches the count.
+        want, _, last_ns = WRITERS_GATHER.unpack_from(self._map, WRITERS_GATHER_AT)
+        if want <= 1:
+            return
+        deadline = time.monotonic_ns() + min(last_ns, _GATHER_MAX_NS)
+        self._u32[_WANT] = want
+        try:
+            while True:
+                unsynced = self._u32[_UNSYNCED]
+                left = deadline - time.monotonic_ns()
+                if unsynced >= want or left <= 0 or self.poison is not None:
+                    return
+                _futex.wait(self._unsynced_addr, unsynced, left * 1e-9)
+        finally:
+            self._u32[_WANT] = 0
+
+    def _lead(self, gather: bool) -> None:
         # _leader and SYNC held: one fdatasync for everything written so far, by any process.
+        if gather:
+            self._gather()
         with self._local:
-            slot = self._locked(lambda slot: slot)
+            slot = self._locked(self._take_target)
         if not slot:
             return  # poisoned: the caller's loop says so
-        seq, end, target = slot[_SEQ], slot[_END], slot[_WRITTEN]  # type: ignore[index]
+        seq, end, target, calls = slot  # type: ignore[misc]
         if target <= self._u64[_DURABLE]:
             return
         if seq != self._sync_seq:
@@ -328,14 +381,22 @@ class SharedWriter:
                 finally:
                     self._locks.unlock(WRITERS_LOCK_APPEND)
             raise
+        took = time.monotonic_ns() - started
         self._syncs += 1
-        self._sync_ns += time.monotonic_ns() - started
+        self._sync_ns += took
+        if gather:
+            WRITERS_GATHER.pack_into(self._map, WRITERS_GATHER_AT, calls or 1, 0, took)
         with self._local:
             self._locks.lock(WRITERS_LOCK_APPEND)
             try:
                 self._mark_durable(target, seq, end)
             finally:
                 self._locks.unlock(WRITERS_LOCK_APPEND)
+
+    def _take_target(self, slot: tuple[int, ...]) -> tuple[int, int, int, int]:
+        # APPEND held: what the leader's sync covers, and how many appends wrote it since the last.
+        calls, self._u32[_UNSYNCED] = self._u32[_UNSYNCED], 0
+        return slot[_SEQ], slot[_END], slot[_WRITTEN], calls
 
     def _mark_durable(self, lsn: int, seq: int, end: int) -> None:
         # APPEND held: an fdatasync of segment seq up to end made lsn durable.
