@@ -144,7 +144,10 @@ def detach(attachment: Attachment) -> None:
     finally:
         try:
             locks.close()  # releases INIT and ATTACHED
-            attachment.state.close()
+            try:
+                attachment.state.close()
+            except BufferError:
+                pass  # the closed writer still views it (late waiters may read it): unmapped with the writer
         finally:
             attachment.lock.release()
 

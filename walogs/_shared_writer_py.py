@@ -143,7 +143,7 @@ class SharedWriter:
     @property
     def durable_lsn(self) -> int:
         """The highest LSN an fdatasync made durable, in any process."""
-        return self._u64[_DURABLE] if not self._closed else self._closed_durable
+        return self._u64[_DURABLE]
 
     @property
     def poison(self) -> Optional[BaseException]:
@@ -308,16 +308,17 @@ class SharedWriter:
             raise self._refusal()
 
     def _wait_durable(self, lsn: int, gather: bool = True) -> bool:
-        # True once lsn is durable; False if the log was poisoned first. Raises if the sync this
-        # thread led failed.
+        # True once lsn is durable; False if the log was poisoned first, or this handle closed
+        # (close() syncs first: a waiter it left behind is durable). Raises if the sync this
+        # thread led failed. The mapping stays mapped while this writer lives.
         while self._u64[_DURABLE] < lsn:
-            if self.poison is not None:
-                return False
+            if self.poison is not None or self._closed:
+                return self._u64[_DURABLE] >= lsn
             ends = self._u32[_SYNC_ENDS]  # before trying SYNC: a sync ending after this wakes the sleep below
             if self._leader.acquire(blocking=False):
                 try:
-                    if self._u64[_DURABLE] >= lsn:
-                        break
+                    if self._u64[_DURABLE] >= lsn or self._closed:
+                        continue
                     if self._locks.try_lock(WRITERS_LOCK_SYNC):
                         try:
                             if self._u64[_DURABLE] < lsn:
@@ -433,6 +434,7 @@ class SharedWriter:
             self._truncate_to_synced()
             raise
         self._mark_durable(written, seq, end)
+        self._u32[_UNSYNCED] = 0  # the gather counts appends a leader's sync will cover: none now
         self._u32[_DIRTY] = 1
         try:
             new_fd = self._new_segment(seq + 1)  # I15: created durably before its first frame
@@ -464,9 +466,15 @@ class SharedWriter:
         # sync (P2; Linux may have dropped the pages that failed), never syncing again.
         slot = self._slot()
         end = slot[_SYNCED_END] if slot[_SYNCED_SEQ] == slot[_SEQ] else 0
-        fd = self._fd if self._seq == slot[_SEQ] else -1
-        if fd < 0 or not self._cut_to(fd, end):
-            return
+        try:
+            fd = _io.open_write(os.path.join(self._dir, segment_name(slot[_SEQ])))
+        except OSError:
+            return  # poisoned either way; recovery at reopen judges what is left
+        try:
+            if not self._cut_to(fd, end):
+                return
+        finally:
+            _io.close(fd)
         self._switch((slot[_SEQ], end, slot[_FIRST] if end else 0, slot[_SYNCED_LSN] if end else 0)
                      + slot[_WRITTEN:])
         if self._mode == _MODE_NONE:
@@ -515,10 +523,7 @@ class SharedWriter:
         with self._leader, self._local:
             if not self._closed:
                 self._closed_snapshot = self._snapshot_for_close()
-                self._closed_durable = self._u64[_DURABLE] if not self._in_child else 0
                 self._closed = True
-                self._u64.release()
-                self._u32.release()
             fds = [fd for fd in (self._fd, self._sync_fd) if fd >= 0]
             self._fd = self._sync_fd = -1
         for fd in fds:
@@ -540,7 +545,4 @@ class SharedWriter:
         self._in_child = True
         self._init_locks()  # a parent thread may have held them at the fork
         self._closed_snapshot = (0, 0, 0, 0, 1)
-        self._closed_durable = 0
         self._closed = True
-        self._u64.release()
-        self._u32.release()
