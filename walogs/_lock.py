@@ -258,7 +258,7 @@ def _is_current(fd: int, path: str) -> bool:
 
 
 def writer_is_live(directory: str) -> tuple[bool, int | None]:
-    """Whether some process holds the writer lock, and its recorded pid.
+    """Whether some process holds the writer lock, and its recorded pid (None for shared writers).
 
     Asks the kernel with F_OFD_GETLK on a read-only descriptor: this never
     takes the lock, so a writer opening at the same instant cannot fail
@@ -276,6 +276,8 @@ def writer_is_live(directory: str) -> tuple[bool, int | None]:
     finally:
         _io.close(fd)
     lock_type = _FLOCK.unpack(answer[: _FLOCK.size])[0]
+    if lock_type == fcntl.F_RDLCK:
+        return True, None  # shared writers: LOCK holds no pid of theirs
     if lock_type != fcntl.F_UNLCK:
         return True, recorded_pid(directory)
     # A writer that takes only flock(2) (another implementation) is invisible to GETLK.
@@ -283,6 +285,18 @@ def writer_is_live(directory: str) -> tuple[bool, int | None]:
     if flock_pid is not None:
         return True, flock_pid
     return False, None
+
+
+def shared_writers_attached(directory: str) -> bool:
+    """True while shared writers hold the log (their read locks on LOCK), asked without taking anything."""
+    try:
+        fd = _io.open_read(os.path.join(directory, LOCK_NAME))
+    except FileNotFoundError:
+        return False
+    try:
+        return _held_by_shared_writers(fd)
+    finally:
+        _io.close(fd)
 
 
 def _flock_holder(device: int, inode: int) -> int | None:

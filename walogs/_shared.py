@@ -66,7 +66,7 @@ def attach(directory: str, config: WalConfig, lock_timeout: Optional[float]) -> 
                 if locks.try_lock(WRITERS_LOCK_ATTACHED):  # no other process is attached: we are first
                     state, publisher, torn = _start(directory, config, locks.fd)
                 else:
-                    state = mmap.mmap(locks.fd, WRITERS_FILE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                    state = _map(directory)
                     try:
                         torn = _check_config(directory, state, config)
                         publisher = _visible.Publisher(directory, attach=True)
@@ -102,7 +102,7 @@ def _start(directory: str, config: WalConfig, fd: int) -> tuple[mmap.mmap, _visi
     # Written for real before it is mapped (a full disk is ENOSPC here, not SIGBUS later). Never
     # synced: it means nothing once every writer is gone, and the next first opener rewrites it.
     _io.pwrite_all(fd, bytes(page), 0)
-    state = mmap.mmap(fd, WRITERS_FILE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    state = _map(directory)
     try:
         publisher = _visible.Publisher(directory)
         publisher.publish(_visible.PUBLISHED, active.seq, written, active.end)  # P11: recovery synced it
@@ -110,6 +110,21 @@ def _start(directory: str, config: WalConfig, fd: int) -> tuple[mmap.mmap, _visi
         state.close()
         raise
     return state, publisher, torn
+
+
+def _map(directory: str) -> mmap.mmap:
+    """WRITERS mapped through an open file of its own.
+
+    Python's mmap keeps a duplicate of the descriptor it was given, which
+    keeps that open file alive: mapped through the lock-carrying one, its
+    byte-range locks would outlive ``RangeLocks.close`` for as long as the
+    mapping lives.
+    """
+    fd = _io.open_or_create(os.path.join(directory, WRITERS_NAME))
+    try:
+        return mmap.mmap(fd, WRITERS_FILE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        _io.close(fd)
 
 
 def _check_config(directory: str, state: mmap.mmap, config: WalConfig) -> Optional[int]:
@@ -137,8 +152,12 @@ def detach(attachment: Attachment) -> None:
     try:
         if locks.fd >= 0:
             locks.lock(WRITERS_LOCK_INIT)
-            last = locks.try_lock(WRITERS_LOCK_ATTACHED)
-            attachment.publisher.close(mark_closed=last)
+            try:
+                last = locks.try_lock(WRITERS_LOCK_ATTACHED)
+                attachment.publisher.close(mark_closed=last)
+            finally:
+                locks.unlock(WRITERS_LOCK_ATTACHED)
+                locks.unlock(WRITERS_LOCK_INIT)
         else:  # a forked child: the parent's writers go on
             attachment.publisher.close(mark_closed=False)
     finally:

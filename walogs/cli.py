@@ -232,7 +232,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     verdict, end = _verdict(directory)
     info = {
         "directory": directory,
-        "writer": {"live": live, "pid": pid if live else None},
+        "writer": {"live": live, "pid": pid if live else None, "shared": live and _lock.shared_writers_attached(directory)},
         "segments": _segment_summaries(directory, end),
         "tail": verdict,
         "build": dataclasses.asdict(BUILD_INFO),
@@ -242,7 +242,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"directory: {directory}")
     print(f"build:     {BUILD_INFO.describe()}")
-    print(f"writer:    live, pid {pid or 'unknown'}" if live else "writer:    none")
+    if info["writer"]["shared"]:
+        print("writer:    live: shared writers (Wal.open(..., shared=True))")
+    else:
+        print(f"writer:    live, pid {pid or 'unknown'}" if live else "writer:    none")
     print(f"segments:  {len(info['segments'])}")
     for row in info["segments"]:
         lsns = f"LSN {row['first_lsn']}..{row['last_lsn']}" if row["first_lsn"] else "empty"
