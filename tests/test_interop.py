@@ -13,7 +13,7 @@ directories walogs writes, and the other way round:
   writers") the difference is asserted as it is, so that a change on either
   side shows up here: LSNs restarting at 1 after a checkpoint that empties
   the log (P1), one flipped bit cutting acknowledged frames (P10), a batch
-  killed mid-write, and the writer lock.
+  killed mid-write, an LSN jump inside a segment (I12), and the writer lock.
 
 A case for a later on-disk addition (pre-zeroed segments, ``cursors/``) is one
 more test here: build the directory with walogs, then ``rust.open`` it.
@@ -28,9 +28,9 @@ import subprocess
 from dataclasses import dataclass
 
 import pytest
-from _damage import flip_bit, frames_of, seg_name, segments_of, set_bytes, shrink
+from _damage import flip_bit, frames_of, seg_name, segments_of, set_bytes, shrink, write_segments
 from _procs import run_python
-from conftest import entry, snapshot
+from conftest import entry, make_frame, snapshot
 from test_batch_kill import BATCH, BATCH_BYTES, SIZE, _kill_during_a_batch
 
 import walogs
@@ -393,12 +393,32 @@ def test_p10_one_flipped_bit_rust_cuts_acknowledged_frames_walogs_refuses(rust, 
     assert [lsn for lsn, _ in rust.dump(theirs)] == [1, 2, 3]
 
 
-def test_rust_writer_takes_no_lock(rust, tmp_path):
-    """Difference: the crate's Wal::open takes no lock, so it opens and appends while a walogs
-    writer holds LOCK; a walogs writer refuses the same (WalLockedError). Never run both at once."""
+def test_rust_writer_takes_no_lock_and_a_live_walogs_writer_overwrites_its_entry(rust, tmp_path):
+    """Difference: the crate's Wal::open takes no lock. While a walogs writer holds LOCK (a second
+    walogs writer gets WalLockedError), the crate opens and acknowledges LSN 2; the walogs writer,
+    which knows nothing of it, then writes its own LSN 2 over that frame: an acknowledged entry
+    is gone without an error anywhere. Never run both at once."""
     path = tmp_path / "log"
     with walogs.Wal.open(path) as wal:
-        wal.append(b"walogs")
+        wal.append(b"walogs 1")
         other = run_python("import sys, walogs; walogs.Wal.open(sys.argv[1])", path)
         assert other.returncode == 1 and "WalLockedError" in other.stderr
         assert rust.append(path, 1) == [2]
+        assert rust.dump(path) == [(1, b"walogs 1"), (2, b"rust-2")]
+        assert wal.append(b"walogs 2") == 2
+    assert rust.dump(path) == [(1, b"walogs 1"), (2, b"walogs 2")]
+    assert walogs_entries(path)[1] == [(1, b"walogs 1"), (2, b"walogs 2")]
+
+
+def test_lsn_jump_inside_a_segment_rust_accepts_walogs_refuses(rust, tmp_path):
+    """Difference (I12): frames with valid CRCs at LSNs 1, 2, 5 in one segment. The crate checks
+    LSN continuity only between segments: it yields all three and continues at 6. walogs refuses
+    (WalCorruptError: entries 3..4 are missing), in its reader and its writer."""
+    path = tmp_path / "log"
+    write_segments(path, {seg_name(1): make_frame(1, b"a") + make_frame(2, b"b") + make_frame(5, b"c")})
+    assert rust.open(path) == Opened(None, 6, 1)
+    assert rust.dump(path) == [(1, b"a"), (2, b"b"), (5, b"c")]
+    with pytest.raises(walogs.WalCorruptError, match="LSN discontinuity"), walogs.WalReader(path) as reader:
+        list(reader)
+    with pytest.raises(walogs.WalCorruptError, match="LSN discontinuity"):
+        walogs.Wal.open(path)
