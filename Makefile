@@ -11,7 +11,9 @@ PYTEST := $(PY) -m pytest -n auto -q -p no:cacheprovider
 all: build
 
 # libdeflate gives a ~8x faster CRC-32 than zlib on small frames; the build
-# falls back to zlib where it cannot be installed (not root, no apt).
+# falls back to zlib where it cannot be installed (not root, no apt). Where cargo
+# is installed, Debian's crc32fast lets the Rust interop harness build offline.
+RUST_REGISTRY := /usr/share/cargo/registry
 system-deps:
 	@if [ ! -f /usr/include/libdeflate.h ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		echo "installing libdeflate-dev"; \
@@ -35,22 +37,9 @@ $(DEPS): requirements-dev.txt
 # The Rust interop harness run by tests/test_interop.py (interop/README.md): the
 # crate walogs 0.1.0's own writer, its wal.rs copied in from WALOGS_RS (not ours
 # to commit), built offline against Debian's crc32fast into build/interop-rust.
-# Where a piece is missing it builds nothing and prints one "interop: not built:"
-# line with the reason, which the tests then skip with.
-RUST_REGISTRY := /usr/share/cargo/registry
-WALOGS_RS ?= $(firstword $(wildcard $(CURDIR)/../shared/reference/walogs-0.1.0-wal.rs /work/shared/reference/walogs-0.1.0-wal.rs))
+# Where a piece is missing it prints "interop: not built: WHY" and the tests skip.
 interop: system-deps
-	@if ! command -v cargo >/dev/null 2>&1; then \
-		echo "interop: not built: cargo is not installed"; \
-	elif ! ls -d $(RUST_REGISTRY)/crc32fast-* >/dev/null 2>&1; then \
-		echo "interop: not built: no crc32fast in $(RUST_REGISTRY) (Debian's librust-crc32fast-dev; make system-deps installs it as root)"; \
-	elif [ ! -f "$(WALOGS_RS)" ]; then \
-		echo "interop: not built: the crate's wal.rs was not found (make WALOGS_RS=path/to/walogs-0.1.0-wal.rs)"; \
-	else \
-		cmp -s "$(WALOGS_RS)" interop/rust/src/wal.rs \
-		|| { cp "$(WALOGS_RS)" interop/rust/src/wal.rs.$$$$ && mv interop/rust/src/wal.rs.$$$$ interop/rust/src/wal.rs; }; \
-		cd interop/rust && cargo build --offline --release --quiet; \
-	fi
+	interop/build.sh
 
 build: $(BUILT)
 $(BUILT): $(DEPS) setup.py walogs/_frame.pyx walogs/_frame.pxd walogs/_writer.pyx walogs/_crc.h
