@@ -54,6 +54,7 @@ def _why_not_buildable() -> str | None:
 # Decided once for the module, so that a machine without cargo reads one skip line, not one per test.
 if (_why := _why_not_buildable()) is not None:
     pytest.skip(f"the Rust interop harness cannot be built here: {_why}", allow_module_level=True)
+
 SEED = int(os.environ.get("WALOGS_SEED", "20241124"))
 FRAME = 16 + SIZE  # one frame of the killed batches
 ATTEMPTS = 10  # children killed before one leaves a torn batch (a kill can land just after the write)
