@@ -75,17 +75,15 @@ class Rust:
 
     binary: str
 
-    def run(self, *args, expect: int = 0) -> tuple[Opened | None, list[str], str]:
+    def run(self, *args) -> tuple[Opened, list[str]]:
+        """Runs one command to success: the state its open found, and the lines it printed after."""
         done = subprocess.run([self.binary, *map(str, args)], capture_output=True, text=True, timeout=60,
                               check=False)
-        assert done.returncode == expect, (
-            f"walogs-interop {' '.join(map(str, args))} exited {done.returncode}, not {expect}: {done.stderr}")
-        lines = done.stdout.splitlines()
-        if not lines:
-            return None, [], done.stderr
-        tail, next_lsn, segments = (field.split("=", 1)[1] for field in lines[0].split())
-        opened = Opened(None if tail == "clean" else int(tail.split(":")[1]), int(next_lsn), int(segments))
-        return opened, lines[1:], done.stderr
+        assert done.returncode == 0, (
+            f"walogs-interop {' '.join(map(str, args))} exited {done.returncode}: {done.stderr}")
+        state, *lines = done.stdout.splitlines()
+        tail, next_lsn, segments = (field.split("=", 1)[1] for field in state.split())
+        return Opened(None if tail == "clean" else int(tail.split(":")[1]), int(next_lsn), int(segments)), lines
 
     def open(self, path) -> Opened:
         return self.run("open", path)[0]
