@@ -6,17 +6,26 @@ DEPS   := $(VENV)/.stamp-deps
 BUILT  := .stamp-build
 PYTEST := $(PY) -m pytest -n auto -q -p no:cacheprovider
 
-.PHONY: all demo docs test test-cython test-python build bench stress annotate lint wheel wheels wheel-test sdist sdist-test clean system-deps
+.PHONY: all demo docs test test-cython test-python build bench stress annotate lint wheel wheels wheel-test sdist sdist-test clean system-deps interop
 
 all: build
 
 # libdeflate gives a ~8x faster CRC-32 than zlib on small frames; the build
-# falls back to zlib where it cannot be installed (not root, no apt).
+# falls back to zlib where it cannot be installed (not root, no apt). Where cargo
+# is installed, Debian's crc32fast lets the Rust interop harness build offline.
+RUST_REGISTRY := /usr/share/cargo/registry
 system-deps:
 	@if [ ! -f /usr/include/libdeflate.h ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		echo "installing libdeflate-dev"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libdeflate-dev >/dev/null) \
 		|| echo "warning: libdeflate-dev not installed; building with zlib's crc32"; \
+	fi
+	@if command -v cargo >/dev/null 2>&1 && ! ls -d $(RUST_REGISTRY)/crc32fast-* >/dev/null 2>&1; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			echo "installing librust-crc32fast-dev (the Rust interop harness's one dependency)"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq librust-crc32fast-dev >/dev/null) \
+			|| echo "warning: librust-crc32fast-dev not installed; tests/test_interop.py will skip"; \
+		else echo "warning: no crc32fast in $(RUST_REGISTRY): install Debian's librust-crc32fast-dev as root, or tests/test_interop.py will skip"; fi; \
 	fi
 
 $(DEPS): requirements-dev.txt
@@ -24,6 +33,13 @@ $(DEPS): requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
+
+# The Rust interop harness run by tests/test_interop.py (interop/README.md): the
+# crate walogs 0.1.0's own writer, its wal.rs copied in from WALOGS_RS (not ours
+# to commit), built offline against Debian's crc32fast into build/interop-rust.
+# Where a piece is missing it prints "interop: not built: WHY" and the tests skip.
+interop: system-deps
+	interop/build.sh
 
 build: $(BUILT)
 $(BUILT): $(DEPS) setup.py walogs/_frame.pyx walogs/_frame.pxd walogs/_writer.pyx walogs/_crc.h
@@ -39,7 +55,7 @@ demo: build
 # The whole suite twice: the pure-Python fallback from the source tree, then
 # the compiled codec from the installed manylinux wheel (P8; the wheel is what
 # users get, so that is what the compiled pass tests).
-test: build
+test: build interop
 	WALOGS_PURE_PYTHON=1 $(PYTEST) tests
 	$(MAKE) docs
 	$(MAKE) wheel-test
@@ -50,14 +66,14 @@ docs: build
 	$(PY) -m sphinx -W -q -b html docs build/docs
 	@echo "docs: build/docs/index.html"
 
-test-cython: build
+test-cython: build interop
 	$(PYTEST) tests
 
-test-python: build
+test-python: build interop
 	WALOGS_PURE_PYTHON=1 $(PYTEST) tests
 
 # The long crash, fault and fuzz suites (WALOGS_STRESS=N multiplies the counts).
-stress: build
+stress: build interop
 	WALOGS_STRESS=$${WALOGS_STRESS:-1} $(PYTEST) tests
 	WALOGS_STRESS=$${WALOGS_STRESS:-1} WALOGS_PURE_PYTHON=1 $(PYTEST) tests
 	@if $(PY) -m pip install -q --disable-pip-version-check atheris; then \
@@ -97,7 +113,7 @@ wheel-test: wheel
 		assert walogs.IMPLEMENTATION == 'cython', walogs.IMPLEMENTATION; \
 		assert walogs._impl.SegmentWriter.__module__ == 'walogs._writer'; \
 		assert 'site-packages' in walogs.__file__, walogs.__file__; print('testing the wheel at', walogs.__file__)"
-	cd $(WHEEL_RUN) && ../wheel-venv/bin/python -m pytest -n auto -q -p no:cacheprovider tests
+	cd $(WHEEL_RUN) && WALOGS_SOURCE_TREE=$(CURDIR) ../wheel-venv/bin/python -m pytest -n auto -q -p no:cacheprovider tests
 
 sdist: $(DEPS)
 	rm -f dist/walogs-*.tar.gz
