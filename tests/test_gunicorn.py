@@ -210,10 +210,18 @@ class Server:
                 workers.append(pid)
         return sorted(workers)
 
-    def opened_its_writer(self, pid: int) -> bool:
-        """Whether worker ``pid`` logged that it opened its own shared writer (post_worker_init)."""
-        self._log_file.flush()
-        return f"[{pid}] [INFO] walogs {walogs.IMPLEMENTATION} shared writer open" in self.log_path.read_text()
+    def without_own_writer(self, pids: list[int], deadline: float) -> list[int]:
+        """Which of the workers ``pids`` have not logged that they opened a shared writer of
+        their own (post_worker_init) by the deadline. A worker counts as started when it is
+        forked, and logs this a moment later."""
+        while True:
+            self._log_file.flush()
+            text = self.log_path.read_text(errors="replace")
+            missing = [pid for pid in pids
+                       if f"[{pid}] [INFO] walogs {walogs.IMPLEMENTATION} shared writer open" not in text]
+            if not missing or time.monotonic() >= deadline:
+                return missing
+            time.sleep(0.05)
 
     def request(self, method: str, path: str, body: bytes | None = None, timeout: float = 5.0):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -511,7 +519,7 @@ def test_events_survive_a_killed_worker(tmp_path, preload):
         initial_workers = server.scan()
         assert len(initial_workers) == WORKERS, initial_workers
         # Each worker opened a writer of its own, with the implementation under test.
-        missing = [pid for pid in initial_workers if not server.opened_its_writer(pid)]
+        missing = server.without_own_writer(initial_workers, min(budget_end, time.monotonic() + 10))
         assert not missing, f"workers {missing} did not open their own writer" + server.log_tail()
         # With --preload the master holds a shared writer of its own the whole time.
         assert _holds_writers_file(server.proc.pid, server.log_dir) == preload
@@ -525,7 +533,7 @@ def test_events_survive_a_killed_worker(tmp_path, preload):
         # Read from the workers until >= 3 of them (ideally all, the new one too) answered.
         views = _read_from_workers(server, workers, min(budget_end, time.monotonic() + 8))
         every, longest = _check_views(server, views, set(initial_workers) | set(workers), posting)
-        assert server.opened_its_writer(restarted), \
+        assert not server.without_own_writer([restarted], min(budget_end, time.monotonic() + 5)), \
             f"the replacement worker {restarted} did not open its own writer" + server.log_tail()
         on_disk, landed_unacked = _check_stopped_server_and_log(server, posting, longest)
 
