@@ -9,7 +9,6 @@ from typing import Any
 
 import walogs
 
-os.environ["WALOGS_EVENTS_DIR"] = os.path.abspath(os.environ.get("WALOGS_EVENTS_DIR", "events-log"))
 wsgi_app = "app:app"
 pythonpath = os.path.dirname(os.path.abspath(__file__))
 bind = [os.environ.get("WALOGS_EVENTS_BIND", "127.0.0.1:8000")]
