@@ -98,28 +98,25 @@ def _children(pid: int) -> list[int]:
     return found if have_file else _living(lambda st: st[1] == pid)
 
 
-def _cmdline(pid: int) -> str:
+def _open_files(pid: int) -> list[str]:
+    """What ``pid``'s descriptors point at (paths, ``socket:[...]``, ...)."""
+    targets = []
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        fds = os.listdir(f"/proc/{pid}/fd")
     except (FileNotFoundError, ProcessLookupError):
-        return ""
+        return []
+    for fd in fds:
+        try:
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return targets
 
 
 def _sockets(pid: int) -> int:
     """How many sockets ``pid`` has open. An idle sync worker has its listener; one
     in a request also has the client's connection."""
-    count = 0
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except (FileNotFoundError, ProcessLookupError):
-        return 0
-    for fd in fds:
-        try:
-            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return count
+    return sum(target.startswith("socket:") for target in _open_files(pid))
 
 
 def _living(match) -> list[int]:
@@ -131,22 +128,6 @@ def _living(match) -> list[int]:
             if st is not None and match(st) and st[0] not in ("Z", "X"):
                 out.append(int(name))
     return out
-
-
-def _holds_writers_file(pid: int, log_dir: str) -> bool:
-    """Whether ``pid`` has the log's shared-writer state file open (it is attached)."""
-    target = os.path.join(log_dir, "WRITERS")
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                return True
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return False
 
 
 def _group_members(pgrp: int) -> list[int]:
@@ -522,7 +503,8 @@ def test_events_survive_a_killed_worker(tmp_path, preload):
         missing = server.without_own_writer(initial_workers, min(budget_end, time.monotonic() + 10))
         assert not missing, f"workers {missing} did not open their own writer" + server.log_tail()
         # With --preload the master holds a shared writer of its own the whole time.
-        assert _holds_writers_file(server.proc.pid, server.log_dir) == preload
+        master_attached = os.path.join(server.log_dir, "WRITERS") in _open_files(server.proc.pid)
+        assert master_attached == preload, "the master should hold a writer with --preload only"
 
         # Post EVENTS events from CLIENTS threads (bodies unique to this run); SIGKILL one worker midway.
         posting = Posting(server, os.urandom(4).hex(), min(budget_end, time.monotonic() + 20))
