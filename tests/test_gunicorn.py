@@ -1,20 +1,26 @@
-"""examples/gunicorn_app under real gunicorn: 4 sync workers, one writer process,
-300 events posted from 4 client threads while one worker is SIGKILLed.
+"""examples/gunicorn_app under real gunicorn: 4 sync workers, each its own shared
+writer on one log, 300 events posted from 4 client threads while one worker is
+SIGKILLed (gunicorn starts a new one, which opens its own writer).
 
 Every acknowledged POST (it got an LSN) must be readable from every worker that
-answers a GET, at that LSN, with its bytes, in LSN order; LSNs are unique and
-contiguous; no event body appears twice (each attempt posts a unique body, so a
-retried event may appear once per attempt that reached the writer, never more).
+answers a GET, at that LSN, with its bytes, in LSN order, and afterwards from a
+``WalReader`` and an exclusive ``Wal.open`` once the server is stopped; LSNs are
+unique and contiguous; no event body appears twice (each attempt posts a unique
+body, so a retried event may appear once per attempt that reached a worker,
+never more). Run twice: workers that import the app after the fork, and
+``--preload`` with a shared writer the master opened before forking, which the
+workers must not use (they open their own).
 
-Only 127.0.0.1. Bounded in count and time (a deadline per phase; ~3 s typically);
-the server is always stopped (SIGTERM, then SIGKILL) and the test checks that no
-process of it is left. gunicorn is a test requirement: without it this FAILS.
+Only 127.0.0.1. Bounded in count and time (a deadline per phase; a few seconds
+typically); the server is always stopped (SIGTERM, then SIGKILL) and the test
+checks that no process of it is left. gunicorn is a test requirement: without it
+this FAILS.
 """
 
 from __future__ import annotations
 
-import base64
 import http.client
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -32,7 +38,6 @@ import walogs
 
 # Where the example lives (beside tests/, both in the source tree and when testing the wheel).
 APP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "gunicorn_app")
-WRITER_SCRIPT = os.path.join(APP_DIR, "wal_writer.py")
 
 WORKERS = 4
 CLIENTS = 4
@@ -40,6 +45,15 @@ EVENTS = 300
 KILL_AFTER = EVENTS // 2   # acknowledged events before one worker is SIGKILLed
 MAX_ATTEMPTS = 5           # per event; every attempt has its own body
 TEST_BUDGET = 40.0         # seconds for all phases; stopping the server takes at most ~18 more
+
+# --preload with this module as the app: the master opens a shared writer before it forks
+# (as code run at import might), and keeps it until it exits.
+MASTER_OPENS = """\
+import app as events
+
+MASTER_WAL = events.wal()
+app = events.app
+"""
 
 
 # ------------------------------------------------------------------ processes, via /proc
@@ -84,28 +98,25 @@ def _children(pid: int) -> list[int]:
     return found if have_file else _living(lambda st: st[1] == pid)
 
 
-def _cmdline(pid: int) -> str:
+def _open_files(pid: int) -> list[str]:
+    """What ``pid``'s descriptors point at (paths, ``socket:[...]``, ...)."""
+    targets = []
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        fds = os.listdir(f"/proc/{pid}/fd")
     except (FileNotFoundError, ProcessLookupError):
-        return ""
+        return []
+    for fd in fds:
+        try:
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return targets
 
 
 def _sockets(pid: int) -> int:
     """How many sockets ``pid`` has open. An idle sync worker has its listener; one
-    in a POST also has the client's connection and, while it waits, the writer's."""
-    count = 0
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except (FileNotFoundError, ProcessLookupError):
-        return 0
-    for fd in fds:
-        try:
-            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return count
+    in a request also has the client's connection."""
+    return sum(target.startswith("socket:") for target in _open_files(pid))
 
 
 def _living(match) -> list[int]:
@@ -136,7 +147,7 @@ def _free_port() -> int:
 class Server:
     """A gunicorn master in its own session, with everything it starts recorded."""
 
-    def __init__(self, tmp_path, port: int) -> None:
+    def __init__(self, tmp_path, port: int, preload: bool) -> None:
         self.port = port
         self.log_dir = str(tmp_path / "events")
         self.log_path = tmp_path / "gunicorn.log"
@@ -144,11 +155,18 @@ class Server:
         env = dict(os.environ, WALOGS_EVENTS_DIR=self.log_dir)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
         env.pop("WEB_CONCURRENCY", None)
+        args = ["-b", f"127.0.0.1:{port}", "-w", str(WORKERS)]
+        if preload:
+            (tmp_path / "master_opens.py").write_text(MASTER_OPENS)
+            args += ["--preload", "master_opens:app"]
+        else:
+            args += ["app:app"]
+        if tuple(int(p) for p in importlib.metadata.version("gunicorn").split(".")[:2]) >= (25, 1):
+            args.append("--no-control-socket")  # else every server of this user shares ~/.gunicorn's
         self._log_file = open(self.log_path, "wb")  # noqa: SIM115 -- open while gunicorn runs
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", os.path.join(APP_DIR, "gunicorn.conf.py"),
-                 "-b", f"127.0.0.1:{port}", "-w", str(WORKERS), "app:app"],
+                [sys.executable, "-m", "gunicorn", "-c", os.path.join(APP_DIR, "gunicorn.conf.py"), *args],
                 cwd=str(tmp_path), env=env, stdin=subprocess.DEVNULL,
                 stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True,
             )
@@ -163,24 +181,28 @@ class Server:
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n--- gunicorn output (tail) ---\n" + "\n".join(text[-lines:])
 
-    def scan(self) -> tuple[list[int], list[int]]:
-        """(worker pids, writer-side pids: supervisor and writer), recording all of them."""
-        workers, writer_side = [], []
+    def scan(self) -> list[int]:
+        """The master's children (its workers), recording all of them."""
+        workers = []
         for pid in _children(self.proc.pid):
             ident = _identity(pid)
-            if ident is None:
-                continue
-            self.seen.add(ident)
-            if WRITER_SCRIPT in _cmdline(pid):
-                writer_side.append(pid)
-                for grandchild in _children(pid):
-                    ident = _identity(grandchild)
-                    if ident is not None:
-                        self.seen.add(ident)
-                        writer_side.append(grandchild)
-            else:
+            if ident is not None:
+                self.seen.add(ident)
                 workers.append(pid)
-        return sorted(workers), writer_side
+        return sorted(workers)
+
+    def without_own_writer(self, pids: list[int], deadline: float) -> list[int]:
+        """Which of the workers ``pids`` have not logged that they opened a shared writer of
+        their own (post_worker_init) by the deadline. A worker counts as started when it is
+        forked, and logs this a moment later."""
+        while True:
+            self._log_file.flush()
+            text = self.log_path.read_text(errors="replace")
+            missing = [pid for pid in pids
+                       if f"[{pid}] [INFO] walogs {walogs.IMPLEMENTATION} shared writer open" not in text]
+            if not missing or time.monotonic() >= deadline:
+                return missing
+            time.sleep(0.05)
 
     def request(self, method: str, path: str, body: bytes | None = None, timeout: float = 5.0):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -199,7 +221,7 @@ class Server:
             assert self.proc.poll() is None, f"gunicorn exited with {self.proc.returncode}" + self.log_tail()
             try:
                 status, _, _ = self.request("GET", "/events?since=1", timeout=2.0)
-                if status == 200 and len(self.scan()[0]) == WORKERS:
+                if status == 200 and len(self.scan()) == WORKERS:
                     return
                 last = status
             except (OSError, http.client.HTTPException) as exc:
@@ -208,8 +230,8 @@ class Server:
         pytest.fail(f"gunicorn did not answer in time (last: {last!r})" + self.log_tail())
 
     def stop(self) -> list[tuple[int, int]]:
-        """SIGTERM the master (it stops workers, then the writer), SIGKILL whatever is
-        left; return the processes still alive afterwards (should be none)."""
+        """SIGTERM the master (it stops the workers), SIGKILL whatever is left; return the
+        processes still alive afterwards (should be none)."""
         try:
             self.scan()  # record the latest workers before the master goes
         except (OSError, ValueError):
@@ -252,8 +274,7 @@ class Server:
 
 def _entries(items: list) -> list[tuple[int, bytes]]:
     """A GET /events answer as [(lsn, bytes)]."""
-    return [(item["lsn"], item["data"].encode() if "data" in item else base64.b64decode(item["data_b64"]))
-            for item in items]
+    return [(item["lsn"], item["data"].encode()) for item in items]
 
 
 def _check_view(entries: list[tuple[int, bytes]], acked: dict, posted: set, where: str) -> None:
@@ -345,11 +366,11 @@ class Posting:
 
 
 def _kill_a_busy_worker(server: Server) -> int:
-    """SIGKILL a worker in the middle of a POST if one can be caught waiting for the writer
-    (listener + client + writer sockets), else the busiest; returns its pid."""
-    workers, busiest = server.scan()[0], (-1, None)
+    """SIGKILL a worker in the middle of a request (listener + client sockets) if one can be
+    caught there, else the busiest; returns its pid."""
+    workers, busiest = server.scan(), (-1, None)
     catch_until = time.monotonic() + 1.0
-    while time.monotonic() < catch_until and busiest[0] < 3:
+    while time.monotonic() < catch_until and busiest[0] < 2:
         for pid in workers:
             busiest = max(busiest, (_sockets(pid), pid))
         time.sleep(0.0005)
@@ -385,7 +406,7 @@ def _check_posting(server: Server, posting: Posting, victim: int | None) -> None
     assert len(acked) == EVENTS, \
         f"{EVENTS - len(acked)} events never acknowledged; failures: {list(unacked.values())[:5]}" + server.log_tail()
     assert len(set(acked.values())) == EVENTS, "two POSTs got the same LSN"
-    # Only the killed worker's in-flight request may fail: every other worker answers.
+    # Only the killed worker's in-flight request may fail: the others go on appending.
     assert len(unacked) <= 1, f"{len(unacked)} failed POSTs: {unacked}" + server.log_tail()
 
 
@@ -393,7 +414,7 @@ def _wait_for_replacement(server: Server, initial_workers: list[int], victim: in
                           deadline: float) -> tuple[list[int], int]:
     """gunicorn replaces the killed worker: returns the workers then, and the new one."""
     while True:
-        workers = server.scan()[0]
+        workers = server.scan()
         fresh = set(workers) - set(initial_workers)
         if len(workers) == WORKERS and victim not in workers and fresh:
             return workers, fresh.pop()
@@ -448,17 +469,17 @@ def _check_views(server: Server, views: dict[int, list], known_workers: set[int]
     return every, longest
 
 
-def _check_stopped_server_and_log(server: Server, tmp_path, posting: Posting,
-                                  longest: list) -> tuple[list, list]:
-    """Stop the server: nothing left running, no socket left behind; the log on disk, read
-    without a live writer, says what the workers said. Returns (the log, unacknowledged
-    bodies that landed in it)."""
+def _check_stopped_server_and_log(server: Server, posting: Posting, longest: list) -> tuple[list, list]:
+    """Stop the server: nothing left running; the log on disk, read by a WalReader and by
+    an exclusive writer (no shared writer is left attached), says what the workers said.
+    Returns (the log, unacknowledged bodies that landed in it)."""
     leftover = server.stop()
     assert not leftover, f"processes left running: {leftover}" + server.log_tail()
     assert server.proc.returncode == 0, f"gunicorn exited with {server.proc.returncode}" + server.log_tail()
-    assert not os.path.exists(os.path.join(tmp_path, "events.writer.sock")), "writer socket left behind"
     with walogs.WalReader(server.log_dir) as reader:
         on_disk = list(reader.iter())
+    with walogs.Wal.open(server.log_dir, create=False) as wal:
+        assert list(wal.iter()) == on_disk, "the exclusive writer's view differs from the reader's"
     assert on_disk[:len(longest)] == longest
     _check_view(on_disk, posting.acked, posting.posted, "the log on disk")
     landed_unacked = [body for body in posting.unacked if body in {data for _, data in on_disk}]
@@ -466,19 +487,24 @@ def _check_stopped_server_and_log(server: Server, tmp_path, posting: Posting,
     return on_disk, landed_unacked
 
 
-def test_events_survive_a_killed_worker(tmp_path):
+@pytest.mark.parametrize("preload", [False, True], ids=["fork-then-import", "preload-master-opened"])
+def test_events_survive_a_killed_worker(tmp_path, preload):
     if importlib.util.find_spec("gunicorn") is None:
         pytest.fail("gunicorn is not installed: install the test requirements "
                     "(pip install -r requirements-dev.txt, which lists gunicorn)")
     started = time.monotonic()
     budget_end = started + TEST_BUDGET
-    server = Server(tmp_path, _free_port())
+    server = Server(tmp_path, _free_port(), preload)
     try:
         server.wait_ready(min(budget_end, time.monotonic() + 15))
-        assert f"codec {walogs.IMPLEMENTATION}" in server.log_path.read_text(), \
-            "the writer does not use the implementation under test" + server.log_tail()
-        initial_workers, writer_side = server.scan()
-        assert len(initial_workers) == WORKERS and len(writer_side) == 2, (initial_workers, writer_side)
+        initial_workers = server.scan()
+        assert len(initial_workers) == WORKERS, initial_workers
+        # Each worker opened a writer of its own, with the implementation under test.
+        missing = server.without_own_writer(initial_workers, min(budget_end, time.monotonic() + 10))
+        assert not missing, f"workers {missing} did not open their own writer" + server.log_tail()
+        # With --preload the master holds a shared writer of its own the whole time.
+        master_attached = os.path.join(server.log_dir, "WRITERS") in _open_files(server.proc.pid)
+        assert master_attached == preload, "the master should hold a writer with --preload only"
 
         # Post EVENTS events from CLIENTS threads (bodies unique to this run); SIGKILL one worker midway.
         posting = Posting(server, os.urandom(4).hex(), min(budget_end, time.monotonic() + 20))
@@ -489,13 +515,15 @@ def test_events_survive_a_killed_worker(tmp_path):
         # Read from the workers until >= 3 of them (ideally all, the new one too) answered.
         views = _read_from_workers(server, workers, min(budget_end, time.monotonic() + 8))
         every, longest = _check_views(server, views, set(initial_workers) | set(workers), posting)
-        on_disk, landed_unacked = _check_stopped_server_and_log(server, tmp_path, posting, longest)
+        assert not server.without_own_writer([restarted], min(budget_end, time.monotonic() + 5)), \
+            f"the replacement worker {restarted} did not open its own writer" + server.log_tail()
+        on_disk, landed_unacked = _check_stopped_server_and_log(server, posting, longest)
 
         answered = set(views)
-        print(f"\n[gunicorn {WORKERS} sync workers, codec {walogs.IMPLEMENTATION}] "
-              f"events {EVENTS}: posts {len(posting.posted)}, acked {len(posting.acked)}, "
-              f"failed {len(posting.unacked)} (of which in the log: {len(landed_unacked)}); "
-              f"{len(posting.read_backs)} read-backs right after the ack "
+        print(f"\n[gunicorn {WORKERS} sync workers{', --preload' if preload else ''}, "
+              f"codec {walogs.IMPLEMENTATION}] events {EVENTS}: posts {len(posting.posted)}, "
+              f"acked {len(posting.acked)}, failed {len(posting.unacked)} (of which in the log: "
+              f"{len(landed_unacked)}); {len(posting.read_backs)} read-backs right after the ack "
               f"from {len(set(posting.read_backs))} workers; killed worker {victim}, "
               f"replaced by {restarted}; {len(every)} GETs answered by {len(answered)} workers "
               f"{sorted(answered)} (restarted one {'seen' if restarted in answered else 'not seen'}); "
