@@ -236,7 +236,7 @@ def _held_by_shared_writers(fd: int) -> bool:
         answer = _ofd(fd, _F_OFD_GETLK, fcntl.F_WRLCK)
     except OSError:
         return False
-    return _FLOCK.unpack(answer[: _FLOCK.size])[0] == fcntl.F_RDLCK
+    return bool(_FLOCK.unpack(answer[: _FLOCK.size])[0] == fcntl.F_RDLCK)
 
 
 def _open_lock_file(path: str) -> tuple[int, bool]:

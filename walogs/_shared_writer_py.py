@@ -58,7 +58,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Optional
+from typing import Optional, TypeVar
 
 from walogs import _frame_py, _futex, _io
 from walogs._format import (
@@ -90,7 +90,8 @@ _MODE_ALWAYS, _MODE_INTERVAL, _MODE_NONE = range(3)
 _DURABLE = WRITERS_DURABLE // 8
 _CURRENT, _DIRTY = WRITERS_CURRENT // 4, WRITERS_DIRTY // 4
 _UNSYNCED, _WANT, _SYNC_ENDS = WRITERS_UNSYNCED // 4, WRITERS_WANT // 4, WRITERS_SYNCS // 4
-_GATHER_MAX_NS = 1_000_000  # a gathering leader waits at most 1 ms
+_GATHER_MAX_NS = 1_000_000
+_Result = TypeVar("_Result")  # a gathering leader waits at most 1 ms
 (_SEQ, _END, _FIRST, _LAST, _WRITTEN, _SYNCED_LSN, _SYNCED_SEQ, _SYNCED_END) = range(8)
 
 
@@ -230,14 +231,14 @@ class SharedWriter:
         self._write(slot, frames, first, last)
         return first, last
 
-    def _locked(self, step: Callable[..., object], *args: object) -> object:
-        # _local held: run ``step(slot, *args)`` under APPEND, on a repaired state. A false value: refused.
+    def _locked(self, step: Callable[..., _Result], *args: object) -> Optional[_Result]:
+        # _local held: run ``step(slot, *args)`` under APPEND, on a repaired state. None: refused.
         if self._closed:
-            return 0
+            return None
         self._locks.lock(WRITERS_LOCK_APPEND)
         try:
             if not self._enter():
-                return 0
+                return None
             return step(self._slot(), *args)
         finally:
             self._locks.unlock(WRITERS_LOCK_APPEND)
@@ -304,9 +305,13 @@ class SharedWriter:
         if self._closed:
             raise self._refusal()
         with self._local:
-            slot = self._locked(lambda slot: slot)
-        if not slot or not self._wait_durable(slot[_WRITTEN], False):  # type: ignore[index]
+            written = self._locked(self._written)
+        if written is None or not self._wait_durable(written, False):
             raise self._refusal()
+
+    @staticmethod
+    def _written(slot: tuple[int, ...]) -> int:
+        return slot[_WRITTEN]
 
     def _wait_durable(self, lsn: int, gather: bool = True) -> bool:
         # True once lsn is durable; False if the log was poisoned first, or this handle closed
@@ -360,7 +365,7 @@ class SharedWriter:
             slot = self._locked(self._take_target)
         if not slot:
             return  # poisoned: the caller's loop says so
-        seq, end, target, calls = slot  # type: ignore[misc]
+        seq, end, target, calls = slot
         if target <= self._u64[_DURABLE]:
             return
         if seq != self._sync_seq:
@@ -516,9 +521,9 @@ class SharedWriter:
             try:
                 if self.poison is None:
                     with self._local:
-                        slot = self._locked(lambda slot: slot)
-                    if slot:
-                        self._wait_durable(slot[_WRITTEN])  # type: ignore[index]
+                        written = self._locked(self._written)
+                    if written is not None:
+                        self._wait_durable(written)
             except BaseException as exc:
                 failed = exc
         with self._leader, self._local:

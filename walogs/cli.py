@@ -229,10 +229,11 @@ def _verdict(directory: str, progress: Optional[_Progress] = None,
 def cmd_info(args: argparse.Namespace) -> int:
     directory = _log_directory(args.dir)
     live, pid = _lock.writer_is_live(directory)
+    shared = live and _lock.shared_writers_attached(directory)
     verdict, end = _verdict(directory)
     info = {
         "directory": directory,
-        "writer": {"live": live, "pid": pid if live else None, "shared": live and _lock.shared_writers_attached(directory)},
+        "writer": {"live": live, "pid": pid if live else None, "shared": shared},
         "segments": _segment_summaries(directory, end),
         "tail": verdict,
         "build": dataclasses.asdict(BUILD_INFO),
@@ -242,7 +243,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"directory: {directory}")
     print(f"build:     {BUILD_INFO.describe()}")
-    if info["writer"]["shared"]:
+    if shared:
         print("writer:    live: shared writers (Wal.open(..., shared=True))")
     else:
         print(f"writer:    live, pid {pid or 'unknown'}" if live else "writer:    none")

@@ -92,18 +92,20 @@ class Wal:
         # _mutex) both advance; its holder takes no other lock.
         self._floor_lock = threading.Lock()
         self._publisher = publisher
-        callbacks = dict(new_segment=_weakly(self._new_segment), completed=_weakly(self._segment_completed),
-                         refusal=_weakly(self._refusal))
+        new_segment, completed, refusal = (_weakly(self._new_segment), _weakly(self._segment_completed),
+                                           _weakly(self._refusal))
         self._writer: _impl.SegmentWriter | _impl.SharedWriter
         if attachment is not None:
-            self._writer = _impl.SharedWriter(directory, attachment.state, attachment.locks,
-                                              config.max_segment_size or _NO_LIMIT, config.sync, publisher, **callbacks)
+            self._writer = _impl.SharedWriter(
+                directory, attachment.state, attachment.locks, config.max_segment_size or _NO_LIMIT, config.sync,
+                publisher, new_segment=new_segment, completed=completed, refusal=refusal)
         else:
             assert layout is not None
             active = layout.segments[-1]
             self._writer = _impl.SegmentWriter(
                 fd, active.seq, active.end, active.first_lsn, active.last_lsn, layout.next_lsn,
-                config.max_segment_size or _NO_LIMIT, config.sync, publisher, **callbacks)
+                config.max_segment_size or _NO_LIMIT, config.sync, publisher,
+                new_segment=new_segment, completed=completed, refusal=refusal)
         _lock.watch_forks(self)
         self._stop_interval = threading.Event()
         self._interval_thread: Optional[threading.Thread] = None
