@@ -308,7 +308,7 @@ def test_read_only_commands_create_no_lock_file(tmp_path):
     dumped = run("dump", directory, "--format", "json")
     assert dumped.returncode == 0 and parse_output("json", dumped.stdout) == ENTRIES[:5]
     info = json.loads(run("info", "--json", directory).stdout)
-    assert info["writer"] == {"live": False, "pid": None}
+    assert info["writer"] == {"live": False, "pid": None, "shared": False}
     assert snapshot(directory) == before == {seg_name(1): before[seg_name(1)]}
 
 
@@ -322,7 +322,7 @@ def test_info_with_a_live_writer_reports_it_and_does_not_disturb_it(sample):
         assert proc.returncode == 0, proc.stderr
         assert f"live, pid {os.getpid()}" in proc.stdout.decode()
         info = json.loads(run("info", "--json", s.dir).stdout)
-        assert info["writer"] == {"live": True, "pid": os.getpid()}
+        assert info["writer"] == {"live": True, "pid": os.getpid(), "shared": False}
         assert run("verify", s.dir).returncode == 0
         assert parse_output("json", run("dump", s.dir, "--format", "json").stdout) == ENTRIES
         assert snapshot(s.dir) == before
@@ -333,7 +333,7 @@ def test_info_with_a_live_writer_reports_it_and_does_not_disturb_it(sample):
     finally:
         wal.close()
     info = json.loads(run("info", "--json", s.dir).stdout)
-    assert info["writer"] == {"live": False, "pid": None}
+    assert info["writer"] == {"live": False, "pid": None, "shared": False}
     assert info["segments"][-1]["last_lsn"] == len(ENTRIES) + 1
 
 
@@ -342,7 +342,7 @@ def test_info_in_process_sees_a_writer_of_this_process(sample, capsys):
     with walogs.Wal.open(s.dir, CONFIG) as wal:
         assert cli.main(["info", "--json", str(s.dir)]) == 0
         info = json.loads(capsys.readouterr().out)
-        assert info["writer"] == {"live": True, "pid": os.getpid()}
+        assert info["writer"] == {"live": True, "pid": os.getpid(), "shared": False}
         wal.append(b"still writing")
     assert cli.main(["info", str(s.dir)]) == 0
     assert "writer:    none" in capsys.readouterr().out
@@ -377,7 +377,7 @@ def test_info_json(sample):
     s = sample("clean")
     info = json.loads(run("info", "--json", s.dir).stdout)
     assert info["directory"] == str(s.dir)
-    assert info["writer"] == {"live": False, "pid": None}
+    assert info["writer"] == {"live": False, "pid": None, "shared": False}
     rows = [{k: row[k] for k in ("segment", "size", "first_lsn", "last_lsn")} for row in info["segments"]]
     assert rows == expected_segments(s.dir)
     assert all(row["valid_bytes"] == row["size"] for row in info["segments"])
