@@ -288,6 +288,8 @@ def verify_log(path: str, acks: Acks, every_lsn_acked: bool) -> tuple[Found, lis
     if every_lsn_acked and sorted(acks.by_lsn) != list(range(1, next_lsn)):
         missing = sorted(set(range(1, next_lsn)) - set(acks.by_lsn))
         problems.append(f"the LSNs handed out are not 1..{next_lsn - 1}: never acknowledged {missing[:10]} (P12)")
+    if acks.by_lsn and next_lsn <= max(acks.by_lsn):
+        problems.append(f"next_lsn {next_lsn} would hand out acknowledged LSN {max(acks.by_lsn)} again (P1)")
     gone = (first_lsn - 1) if first_lsn is not None else next_lsn - 1
     if gone > acks.checkpoint:
         problems.append(f"entries up to {gone} are gone, checkpoints were announced only up to {acks.checkpoint}")
