@@ -42,7 +42,7 @@ import time
 import pytest
 from _procs import fork_with_pipe, kill_all
 from _shared_procs import Acks, Mix, payload, producer, send, send_error, take, verify_log
-from conftest import scale
+from conftest import make_frame, scale
 
 import walogs
 from walogs import _io
@@ -392,3 +392,91 @@ def test_sigstop_holder_then_sigkill(log_dir, point):
     elif POINTS[point] == "none":
         assert during > 0, line  # ... and only that one
     assert max(waits) < GUARD and opened_late is not None and opened_late < GUARD * 1e9, line
+
+
+# ---------------------------------------------------------------------- a dead holder's half-done work, step by step
+
+
+def _agent_open(state, path, cfg):
+    state["wal"] = walogs.Wal.open(path, cfg, shared=True)
+    state.setdefault("wals", []).append(state["wal"])
+    return state["wal"].next_lsn
+
+
+def _agent_die_at(state, point, items):
+    """Arm a trap that SIGKILLs this process at ``point``, then make the call that reaches it."""
+    real_pwrite, real_sync_dir = _io.pwrite_all, _io.sync_dir
+
+    def pwrite_all(fd, data, offset):
+        if point == "mid_pwrite" and _is_segment_fd(fd):
+            real_pwrite(fd, bytes(data)[:len(data) * 3 // 5], offset)  # whole frames, then a torn one
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_pwrite(fd, data, offset)
+
+    def sync_dir(p):
+        if point == "after_new_segment":
+            os.kill(os.getpid(), signal.SIGKILL)  # the next segment exists, empty; dirty is set
+        real_sync_dir(p)
+
+    _io.pwrite_all, _io.sync_dir = pwrite_all, sync_dir
+    if point == "mid_pwrite":
+        state["wal"].append_batch(items)
+    else:
+        state["wal"].rotate()
+
+
+def _agent_step(state, name, *args):
+    got = getattr(state["wal"], name)(*args)
+    return (got.start, got.stop) if isinstance(got, range) else got
+
+
+def _agent_close(state):
+    state["wal"].close()
+
+
+@pytest.mark.parametrize("point", ["mid_pwrite", "after_new_segment"])
+def test_next_holder_cuts_what_a_dead_holder_left(log_dir, point):
+    """The dirty flag's repair, step by step: a shared writer is SIGKILLed holding APPEND
+    (mid-pwrite of a batch: whole frames of it on disk, then a torn one; or in a rotation,
+    after it created the next segment). The next process to append cuts the segment back
+    to the shared state's end before writing (its frame lands exactly there: the file is
+    exactly the frames acknowledged) and removes the empty next segment; it then rotates
+    and appends on, and the final log is every acknowledged entry, nothing else, and its
+    segment files exactly their frames. Without the repair the dead holder's whole frames
+    stay behind the survivor's shorter one, in a completed segment."""
+    from _shared_procs import Agent
+
+    path = str(log_dir)
+    cfg = config("always")
+    victim, survivor = Agent(), Agent()
+    try:
+        survivor(_agent_open, path, cfg)
+        survivor(_agent_step, "append_batch", [payload(1, k) for k in range(3)])
+        victim(_agent_open, path, cfg)
+        segments = sorted(n for n in os.listdir(path) if n.startswith("wal-"))
+        active = os.path.join(path, segments[-1])
+        size = os.path.getsize(active)
+        victim.start(_agent_die_at, point, [b"v" * 1000 for _ in range(3)])
+        victim.proc.join(20)
+        assert victim.proc.exitcode == -signal.SIGKILL
+        if point == "mid_pwrite":
+            assert os.path.getsize(active) > size  # the dead holder's half-written frames are there
+        else:
+            assert len([n for n in os.listdir(path) if n.startswith("wal-")]) == len(segments) + 1
+        assert survivor(_agent_step, "append", b"x") == 4
+        assert os.path.getsize(active) == size + len(make_frame(4, b"x"))
+        assert sorted(n for n in os.listdir(path) if n.startswith("wal-")) == segments
+        survivor(_agent_step, "rotate")
+        assert survivor(_agent_step, "append_batch", [b"y", b"z"]) == (5, 7)
+        survivor(_agent_close)
+    finally:
+        victim.stop()
+        survivor.stop()
+    with walogs.Wal.open(path, cfg) as wal:
+        entries = list(wal.iter())
+    assert entries == [(1, payload(1, 0)), (2, payload(1, 1)), (3, payload(1, 2)), (4, b"x"), (5, b"y"), (6, b"z")]
+    raw = b""
+    for name in sorted(n for n in os.listdir(path) if n.startswith("wal-")):
+        with open(os.path.join(path, name), "rb") as f:
+            raw += f.read()
+    assert raw == b"".join(make_frame(lsn, data) for lsn, data in entries)
