@@ -176,8 +176,23 @@ def survivor_waits(pool: Pool, kills: list[tuple[int, int]]) -> list[tuple[float
     return waits
 
 
+def quiet_gaps(pool: Pool, kill_times: list[int]) -> list[float]:
+    """Seconds between consecutive completed calls of one producer with no death in between:
+    how long calls take anyway on this machine now (to read the waits after a death against)."""
+    import bisect
+
+    kill_times = sorted(kill_times)
+    gaps = []
+    for recs in pool.records.values():
+        stamps = [r[4] for r in recs if r[0] in (b"A", b"P", b"K")]
+        for a, b in zip(stamps, stamps[1:]):
+            if bisect.bisect_right(kill_times, a) == bisect.bisect_left(kill_times, b):
+                gaps.append((b - a) * 1e-9)
+    return gaps
+
+
 @pytest.mark.parametrize("mode", MODES)
-def test_random_sigkills(log_dir, mode):
+def test_random_sigkills(log_dir, mode, capsys):
     """P12/P7/API: SIGKILL random producers at random instants among 4 (replaced at once),
     every 25th round all of them; no acknowledged entry lost or changed, none acknowledged
     twice, no half-written frame kept or built upon; the survivors go on after each death."""
@@ -187,6 +202,7 @@ def test_random_sigkills(log_dir, mode):
     started = time.monotonic()
     deadline = started + DEADLINE_PER_MODE
     kills: list[tuple[int, int]] = []
+    all_kills: list[int] = []  # every death, kill-all rounds too
     total = 0
     try:
         for _ in range(PRODUCERS):
@@ -195,12 +211,13 @@ def test_random_sigkills(log_dir, mode):
             pool.pump(time.monotonic() + rng.uniform(0.0, MAX_DELAY))
             if (total + 1) % KILL_ALL_EVERY == 0:
                 total += len(pool.live)
-                pool.kill_all()
+                all_kills.append(pool.kill_all())
                 for _ in range(PRODUCERS):
                     pool.spawn()
                 continue
             victim = rng.choice(list(pool.live))
             kills.append((pool.kill(victim), victim))
+            all_kills.append(kills[-1][0])
             total += 1
             pool.spawn()
         pool.pump(time.monotonic() + 0.05)
@@ -212,15 +229,18 @@ def test_random_sigkills(log_dir, mode):
     found, problems = verify_log(path, acks, every_lsn_acked=False)
     waits = survivor_waits(pool, kills)
     longest = max(waits, default=(0.0, -1, -1))
+    quiet = quiet_gaps(pool, all_kills)
     line = (f"shared-kill[{mode}] impl={walogs.IMPLEMENTATION} seed={SEED}: {total} kills "
             f"({len(kills)} single), {len(acks.by_lsn)} acknowledged LSNs, {len(found.entries)} stored "
             f"entries checked, {len(found.segments)} segments up to {found.segments[-1] if found.segments else '-'}; "
             f"survivor wait after a death: longest {longest[0] * 1e3:.1f} ms "
             f"(victim {longest[1]}, survivor {longest[2]}), p99 "
             f"{(statistics.quantiles([w for w, _, _ in waits], n=100)[98] if len(waits) > 1 else 0) * 1e3:.1f} ms, "
-            f"median {statistics.median([w for w, _, _ in waits] or [0]) * 1e3:.1f} ms over {len(waits)}; "
+            f"median {statistics.median([w for w, _, _ in waits] or [0]) * 1e3:.1f} ms over {len(waits)} "
+            f"(with no death in between, calls took up to {max(quiet, default=0) * 1e3:.1f} ms); "
             f"problems {len(problems)} in {time.monotonic() - started:.1f}s")
-    print(line)
+    with capsys.disabled():
+        print("\n" + line)
     assert not problems, line + "\n" + "\n".join(problems[:12])
     assert total >= min(KILLS_PER_MODE, 40), line
     assert len(acks.by_lsn) >= total, line  # the producers did real work between the kills
@@ -345,15 +365,23 @@ def _wait_stopped(pool: Pool, tag: int, timeout: float) -> bool:
     return False
 
 
+ROUNDS = scale(1, 5)
+
+
 @pytest.mark.parametrize("point", list(POINTS))
-def test_sigstop_holder_then_sigkill(log_dir, point):
+def test_sigstop_holder_then_sigkill(tmp_path, point, capsys):
     """A producer stopped at a known point holding a lock blocks the others exactly where
     that lock does; SIGKILLed there, it blocks nobody: the others go on within the guard, a
     new producer attaches, and the final log holds every acknowledged entry once, with what
-    the dead holder left half done cut (never built upon)."""
-    path = str(log_dir)
+    the dead holder left half done cut (never built upon). Once per commit, ROUNDS times under
+    WALOGS_STRESS, each on a log of its own."""
+    for round_ in range(ROUNDS):
+        _stop_and_kill(str(tmp_path / f"log{round_}"), point, SEED + round_, capsys)
+
+
+def _stop_and_kill(path: str, point: str, seed: int, capsys) -> None:
     cfg = config("always")
-    pool = Pool(path, cfg, SEED)
+    pool = Pool(path, cfg, seed)
     others = Mix(checkpoint=0.0)  # only the victim checkpoints: a stopped CHECKPOINT holder blocks checkpoints
     try:
         for _ in range(3):
@@ -385,7 +413,8 @@ def test_sigstop_holder_then_sigkill(log_dir, point):
             f"{max(waits) * 1e3:.1f} ms (longest); a new producer forked after it attached "
             f"in {opened_late * 1e-6 if opened_late else float('inf'):.1f} ms (from its fork); "
             f"{len(acks.by_lsn)} acknowledged, {len(found.entries)} stored")
-    print(line)
+    with capsys.disabled():
+        print("\n" + line)
     assert not problems, line + "\n" + "\n".join(problems[:12])
     if POINTS[point] == "append":
         assert during == 0, line  # the stopped holder really held the lock the others need
@@ -480,3 +509,33 @@ def test_next_holder_cuts_what_a_dead_holder_left(log_dir, point):
         with open(os.path.join(path, name), "rb") as f:
             raw += f.read()
     assert raw == b"".join(make_frame(lsn, data) for lsn, data in entries)
+
+
+def test_last_writer_to_close_cuts_a_dead_holders_batch(log_dir):
+    """A batch is all or nothing across a process crash (test_batch_kill.py), shared writers
+    too: a shared writer is SIGKILLed mid-pwrite of a batch (whole frames of it on disk, then a
+    torn one) and nobody appends after it; the last shared writer closes, marking the log
+    closed (which forgets the write in flight that recovery would cut at). Neither a reader
+    nor the next open may find any entry of that batch."""
+    from _shared_procs import Agent
+
+    path = str(log_dir)
+    cfg = config("always")
+    victim, survivor = Agent(), Agent()
+    try:
+        survivor(_agent_open, path, cfg)
+        survivor(_agent_step, "append_batch", [payload(1, k) for k in range(3)])
+        victim(_agent_open, path, cfg)
+        victim.start(_agent_die_at, "mid_pwrite", [b"v" * 1000 for _ in range(3)])
+        victim.proc.join(20)
+        assert victim.proc.exitcode == -signal.SIGKILL
+        survivor(_agent_close)
+    finally:
+        victim.stop()
+        survivor.stop()
+    expected = [(1, payload(1, 0)), (2, payload(1, 1)), (3, payload(1, 2))]
+    with walogs.WalReader(path) as reader:
+        assert list(reader.iter()) == expected
+    with walogs.Wal.open(path, cfg) as wal:
+        assert list(wal.iter()) == expected
+        assert wal.append(b"next") == 4
