@@ -91,9 +91,10 @@ class Mix:
 
 
 def producer(fd: int, path: str, config: walogs.WalConfig, tag: int, seed: int, ops: int, seconds: float,
-             mix: Mix = Mix()) -> None:
+             mix: Mix | None = None) -> None:
     """Run in a forked child: a shared writer doing ``ops`` calls (or ``seconds``), reporting each."""
     rng = random.Random(seed)
+    mix = mix or Mix()
     wal = walogs.Wal.open(path, config, shared=True, lock_timeout=30.0)
     send(fd, b"O", wal.next_lsn)
     counter = 0

@@ -14,11 +14,10 @@ import builtins
 import errno
 import json
 import os
-import signal
 import time
 
 import pytest
-from _damage import frames_of, seg_name, segments_of
+from _damage import frames_of, segments_of
 from _procs import fork_with_pipe, read_all, reap, run_walogs
 from _shared_procs import Agent, Mix, RemoteError, parse, payload, run_producers, verify_log
 from conftest import entry, make_frame, scale, write_calls_in_fork
@@ -506,7 +505,7 @@ def test_no_producer_starves(log_dir):
     print(f"fairness impl={walogs.IMPLEMENTATION}: appends per producer {counts} in {seconds}s, "
           f"fewest/most {min(counts) / max(counts):.2f}")
     assert min(counts) >= 20 and min(counts) >= max(counts) * 0.1, counts
-    found, more = verify_log(str(log_dir), acks, every_lsn_acked=True)
+    _, more = verify_log(str(log_dir), acks, every_lsn_acked=True)
     assert not more
 
 

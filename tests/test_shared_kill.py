@@ -301,7 +301,9 @@ def _victim(w: int, path: str, cfg: walogs.WalConfig, tag: int, point: str, warm
     """A producer that stops itself once at ``point``, after ``warmup`` calls of its own."""
     calls = {"n": 0, "rotating": False, "wrote": False, "opening": True}
     real = {name: getattr(_io, name) for name in ("pwrite_all", "fdatasync", "sync_dir", "unlink", "open_or_create")}
-    armed = lambda: calls["n"] >= warmup  # noqa: E731
+
+    def armed() -> bool:
+        return calls["n"] >= warmup
 
     def pwrite_all(fd, data, offset):
         if point == "append_pwrite" and armed() and _is_segment_fd(fd) and len(data) > 64:
