@@ -1,4 +1,4 @@
-"""Shared writers (``Wal.open(..., shared=True)``, API.md "Many producer processes", P12, P2, P6)
+"""Shared writers (``Wal.open(..., shared=True)``, issue #13, P12, P2, P6)
 in real processes: forked producers with real fsyncs, agents driven step by step.
 
 The producers and the final check live in tests/_shared_procs.py: every entry is a pure

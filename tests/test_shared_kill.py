@@ -1,6 +1,6 @@
 """Kill suite for shared writers: SIGKILL producers at random instants and while they hold each lock.
 
-API.md ("Many producer processes"), P12, P7: a shared writer killed at any instruction
+Issue #13, P12, P7: a shared writer killed at any instruction
 never loses an acknowledged entry, never leaves bytes a later append builds on, and never
 blocks the others for long: the kernel releases its OFD locks and the next holder repairs
 the shared state (the dirty flag) before going on.
@@ -57,7 +57,7 @@ PRODUCERS = 4
 SEGMENT = 4096
 MAX_DELAY = 0.030
 KILL_ALL_EVERY = 25
-GUARD = 2.0  # hang guard for "the others go on after a death"; API.md's target is 100 ms
+GUARD = 2.0  # hang guard for "the others go on after a death"; issue #13's target is 100 ms
 MIX = Mix(keep=(100, 300))
 # A call that completes while the victim is stopped within this long after it stopped does not count
 # as getting past its lock: e.g. a sync the victim made just before stopping, which waiters sleeping on

@@ -40,8 +40,9 @@ specification. docs/shared-writers.md explains the design; in short:
 * Rotation runs under APPEND: fdatasync the full segment, raise the durable
   LSN, create the next segment durably (the host's ``new_segment``), switch
   the state to it, hand the old descriptor to ``completed``.
-* A failed write or sync poisons every process of the log (P2) through the
-  mapping, and cuts what was not synced.
+* A failed write or sync poisons every process of the log through the
+  mapping (none acknowledges another write until all have closed and the log
+  is opened again), and cuts what was not synced.
 
 Lock order, within a process and across processes: ``_leader``, SYNC,
 ``_local``, APPEND. Nothing waits for ``_leader`` or SYNC while holding
