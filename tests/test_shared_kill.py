@@ -316,6 +316,8 @@ def _victim(w: int, path: str, cfg: walogs.WalConfig, tag: int, point: str, warm
         real["pwrite_all"](fd, data, offset)
 
     def fdatasync(fd):
+        if point == "first_open" and calls["opening"]:
+            _stop_here(w, point)  # recovery's sync (P11): INIT held, ATTACHED write-locked, nothing published
         if armed():
             if point == "sync_lead" and calls["wrote"] and not calls["rotating"] and _is_segment_fd(fd):
                 _stop_here(w, point)
@@ -556,3 +558,42 @@ def test_last_writer_to_close_cuts_a_dead_holders_batch(log_dir):
     with walogs.Wal.open(path, cfg) as wal:
         assert list(wal.iter()) == expected
         assert wal.append(b"next") == 4
+
+
+def test_first_opener_stopped_in_recovery_then_sigkilled(log_dir, capsys):
+    """The first shared opener holds INIT (and ATTACHED, exclusively) while it recovers the log;
+    stopped there, every later opener waits; SIGKILLed there, the next one becomes the first
+    opener, recovers the log itself, and the rest attach: all within the guard."""
+    path = str(log_dir)
+    cfg = config("always")
+    with walogs.Wal.open(path, cfg) as wal:
+        wal.append_batch([payload(999, k) for k in range(5)])
+    pool = Pool(path, cfg, SEED)
+    others = Mix(checkpoint=0.0)
+    try:
+        victim = pool.spawn(lambda w, tag=pool.next_tag: _victim(w, path, cfg, tag, "first_open", 0))
+        assert _wait_stopped(pool, victim, 20.0), "the first opener never stopped in its recovery"
+        waiting = [pool.spawn(mix=others) for _ in range(3)]
+        pool.pump(time.monotonic() + 0.4)
+        blocked = [tag for tag in waiting if not any(r[0] == b"O" for r in take(bytearray(pool.bufs[tag])))]
+        killed = pool.kill(victim)
+        pool.pump(time.monotonic() + 0.6)
+        for tag in list(pool.live):
+            pool.kill(tag)
+    finally:
+        pool.close()
+    acks = pool.acks()
+    for lsn in range(1, 6):  # the exclusive writer's entries, written before
+        acks.by_lsn[lsn] = (999, lsn - 1)
+    found, problems = verify_log(path, acks, every_lsn_acked=False)
+    opened = {tag: next((r[4] for r in pool.records[tag] if r[0] == b"O"), None) for tag in waiting}
+    waits = [(t - killed) * 1e-9 if t is not None else float("inf") for t in opened.values()]
+    line = (f"first-open[{walogs.IMPLEMENTATION}]: {len(blocked)} of 3 openers waited while the first was stopped; "
+            f"after its death they attached within {max(waits) * 1e3:.1f} ms; {len(acks.by_lsn)} acknowledged, "
+            f"{len(found.entries)} stored")
+    with capsys.disabled():
+        print("\n" + line)
+    assert not problems, line + "\n" + "\n".join(problems[:12])
+    assert len(blocked) == 3 and max(waits) < GUARD, line
+    assert any(r[0] == b"T" for r in pool.records[victim]) and found.entries[:5] == [
+        (lsn, payload(999, lsn - 1)) for lsn in range(1, 6)]
