@@ -45,7 +45,7 @@ from _shared_procs import Acks, Mix, payload, producer, send, send_error, take, 
 from conftest import make_frame, scale
 
 import walogs
-from walogs import _io
+from walogs import _io, _visible
 from walogs._format import VISIBLE_NAME
 
 SEED = int(os.environ.get("WALOGS_SEED", "20261205"))
@@ -553,6 +553,8 @@ def test_last_writer_to_close_cuts_a_dead_holders_batch(log_dir):
         victim.stop()
         survivor.stop()
     expected = [(1, payload(1, 0)), (2, payload(1, 1)), (3, payload(1, 2))]
+    # The survivor was the last attached (the kernel dropped the dead one's hold): it marked VISIBLE closed.
+    assert _visible.read(path).state == _visible.CLOSED
     with walogs.WalReader(path) as reader:
         assert list(reader.iter()) == expected
     with walogs.Wal.open(path, cfg) as wal:
