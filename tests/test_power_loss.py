@@ -25,6 +25,11 @@ variant are asserted (test_workload_shape, each shard).
 - test_reopen_after_eio_keeps_what_it_reports_durable: P2 + P11 across a reopen;
   the "lost" model (Linux drops pages whose writeback failed) FAILS today: finding.
 - test_teeth_*: a scratch walogs with one sync removed; the same checks catch it.
+- test_power_loss_images_shared_writers: the same for a multi-handle workload, three
+  ``shared=True`` handles in one process taking turns (each its own open file of WRITERS,
+  so locks, state and group commit are those of separate processes), a handle attaching
+  mid-way, two generations; every other image is reopened through shared writers.
+  WRITERS (mapped, never synced) may hold anything in an image. scale(600, 6000) images.
 
 Images are verified with the syncs of the *verifying* writer patched out:
 the image directory's own durability is irrelevant, and thousands of images
@@ -879,3 +884,182 @@ def test_teeth_removed_sync_is_caught(kind, tmp_path, image_dir, monkeypatch, ca
     assert result.failures, f"removing {kind} went unnoticed"
     # Dropping all unsynced state (the durable image) is enough to see every one of these.
     assert caught["durable"] > 0
+
+
+# ---------------------------------------------------------------- shared writers: several handles
+
+
+SHARED_TOTAL = scale(600, 6000)
+SHARED_SHARDS = 2
+
+
+def shared_side_files(rel: str, content: bytes, rng: random.Random) -> bytes | None:
+    """WRITERS, the shared writers' state, is mapped (written behind _io's back) and never
+    synced: after a power loss it may hold anything, and the next first opener rewrites it."""
+    if os.path.basename(rel) == "WRITERS":
+        return rng.choice((None, b"", rng.randbytes(4096), rng.randbytes(100)))
+    return side_files(rel, content, rng)
+
+
+def open_shared(w: Workload) -> walogs.Wal:
+    """Attach one more shared handle; the first one of a generation recovers, and what it kept
+    is reported durable (P11): held to that, as Workload.open does."""
+    start = w.now
+    wal = walogs.Wal.open(w.log, w.config, shared=True)
+    if wal.durable_lsn:
+        w.acks.append((w.now, wal.durable_lsn))
+    w._step(start, "open shared")
+    return wal
+
+
+def run_shared_workload(root: str, rec: Recorder) -> Workload:
+    """Three shared handles on one log, in one process, taking turns (the OFD locks, the WRITERS
+    state and group commit are those of separate processes: each handle has its own open file
+    of WRITERS): singles and batches from each, rotations by size and by hand from different
+    handles, checkpoints, a handle leaving and a new one attaching without recovery, then all
+    closing and a new generation (its first opener recovers) going on."""
+    w = Workload(root, rec, seed=SEED + 13)
+    handles = [open_shared(w) for _ in range(3)]
+
+    def turn(k: int) -> None:
+        w.wal = handles[k % len(handles)]
+
+    for k in range(120):
+        turn(k)
+        if k % 5 == 4:
+            w.append_batch(w.rng.randint(2, 6))
+        else:
+            w.append()
+        if k == 40:
+            turn(k + 1)
+            w.rotate()
+        if k == 60:
+            turn(k + 2)
+            assert w.checkpoint(w.first() + 30) >= 1
+    w.wal = handles[0]
+    handles.pop(0).close()  # one leaves; the others go on
+    handles.append(open_shared(w))  # one attaches (no recovery: nothing of the log is read)
+    for k in range(60):
+        turn(k)
+        w.append() if k % 3 else w.append_batch(3)
+    turn(1)
+    w.rotate()
+    assert w.checkpoint(w.wal.next_lsn - 20) >= 1
+    for wal in handles:
+        start = w.now
+        wal.close()
+        w._step(start, "close shared")
+    handles = [open_shared(w), open_shared(w)]  # a new generation: the first opener recovers
+    for k in range(30):
+        turn(k)
+        w.append() if k % 4 else w.append_batch(2)
+    for wal in handles:
+        wal.close()
+    return w
+
+
+def check_image_shared(log_dir: str, point: int, exp: Expect, appended) -> str | None:
+    """``check_image`` through shared writers: the first shared opener of the image recovers it,
+    a second attaches; both see the same entries (the acknowledged prefix, or more as
+    appended), and an append from the second gets a fresh LSN."""
+    try:
+        first = walogs.Wal.open(log_dir, CONFIG, shared=True)
+    except Exception as exc:  # noqa: BLE001 - a crash image always opens
+        return f"shared open raised {type(exc).__name__}: {exc}"
+    try:
+        second = walogs.Wal.open(log_dir, CONFIG, shared=True)
+        try:
+            got = list(first.iter())
+            if list(second.iter()) != got:
+                return "the two shared handles read different entries"
+            lsns = [lsn for lsn, _ in got]
+            last = lsns[-1] if lsns else first.next_lsn - 1
+            if any(not any(start < point and data == sent for start, sent in appended.get(lsn, ())) for lsn, data in got):
+                return "garbage: entries differ from what was appended"
+            if lsns and lsns != list(range(lsns[0], last + 1)):
+                return f"LSN gap: {lsns[:10]}..."
+            if last < exp.acked_last:
+                return f"lost acknowledged entries: recovered up to LSN {last}, acknowledged up to {exp.acked_last}"
+            new = second.append(b"after the crash")
+            if new != last + 1 or new <= exp.acked_last or first.next_lsn != new + 1:
+                return f"P1 LSN reuse: append after recovery got LSN {new} (acknowledged up to {exp.acked_last})"
+        finally:
+            second.close()
+    except Exception as exc:  # noqa: BLE001 - reported as the image's problem
+        return f"{type(exc).__name__} after a shared open: {exc}"
+    finally:
+        first.close()
+    return None
+
+
+@pytest.fixture(scope="session")
+def recorded_shared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("powerloss-shared")
+    rec = Recorder(root)
+    with pytest.MonkeyPatch.context() as mp:
+        rec.install(mp)
+        w = run_shared_workload(str(root), rec)
+    return rec, w, make_plan(rec, SHARED_TOTAL, seed=SEED + 13)
+
+
+def test_shared_workload_shape(recorded_shared):
+    """The multi-handle workload is what it claims: several handles appended (singles and
+    batches), rotations and checkpoints, a handle attached mid-way, two generations."""
+    rec, w, _ = recorded_shared
+    steps = Counter(what.split()[0] for _, _, what in w.steps)
+    opens = Counter(what for _, _, what in w.steps if what.startswith("open"))
+    created = {os.path.basename(op.path) for op in rec.ops if op.kind == "create"}
+    assert len(w.appended) >= 250 and steps["append"] >= 100 and steps["append_batch"] >= 30
+    assert steps["rotate"] >= 2 and steps["checkpoint"] >= 2 and opens["open shared"] == 6
+    assert len([n for n in created if n.startswith(SEGMENT_NAME)]) >= 5 and "WRITERS" in created
+    assert Counter(op.kind for op in rec.ops)["sync"] >= 150  # sync="always": group commits and rotations
+
+
+@pytest.mark.parametrize("shard", range(SHARED_SHARDS))
+def test_power_loss_images_shared_writers(recorded_shared, shard, image_dir, no_sync):
+    """I2 I3 I4 I14 I15 P1 P10 P11 P12 for shared writers: crash images of the multi-handle
+    workload (every sync point durable, then every variant and namespace mode) recover the
+    acknowledged prefix, whether the next open is exclusive (every other image) or shared
+    (the first shared opener recovers, a second attaches and appends)."""
+    rec, w, plan = recorded_shared
+    exp = expectations(w)
+    mine = [item for item in plan[shard::SHARED_SHARDS] if item[1] != "sectors"]
+    failures = []
+    for j, (point, variant, mode, seed) in enumerate(mine):
+        dest = os.path.join(image_dir, f"s{j}")
+        image = rec.build_image(point, dest, variant, mode, random.Random(seed), opaque=shared_side_files)
+        log = os.path.join(dest, "log")
+        problem = (check_image(log, point, exp[point], w.appended) if j % 2 == 0
+                   else check_image_shared(log, point, exp[point], w.appended))
+        if problem:
+            failures.append(f"point {point} ({crash_point_label(rec, point)}) {variant}/{mode} "
+                            f"{'exclusive' if j % 2 == 0 else 'shared'}: {problem}\n    {image.describe()}")
+        shutil.rmtree(dest)
+    assert len(mine) >= SHARED_TOTAL // SHARED_SHARDS // 2
+    assert not failures, f"{len(failures)} of {len(mine)} images fail:\n" + "\n".join(failures[:8])
+
+
+def test_teeth_shared_workload_without_segment_syncs_is_caught(tmp_path, image_dir, monkeypatch):
+    """Teeth for the shared-writer images: the same workload with every segment fdatasync
+    removed (a scratch walogs; the recorder never sees them) yields durable images that lose
+    acknowledged entries, and the checks above find them."""
+    root = tmp_path / "root"
+    root.mkdir()
+    rec = Recorder(root)
+    with monkeypatch.context() as mp:
+        rec.install(mp)
+        mp.setattr(_io, *scratch_patch("no_segment_fdatasync", rec))
+        w = run_shared_workload(str(root), rec)
+    for call in ("fdatasync", "fsync", "sync_dir"):
+        monkeypatch.setattr(_io, call, lambda arg: None)
+    exp = expectations(w)
+    caught = 0
+    points = rec.sync_points()[::3]
+    for j, point in enumerate(points):
+        dest = os.path.join(image_dir, f"t{j}")
+        rec.build_image(point, dest, "durable", "durable", random.Random(j), opaque=shared_side_files)
+        log = os.path.join(dest, "log")
+        check = check_image if j % 2 == 0 else check_image_shared
+        caught += check(log, point, exp[point], w.appended) is not None
+        shutil.rmtree(dest)
+    assert caught >= len(points) // 4, f"only {caught} of {len(points)} durable images caught the missing syncs"

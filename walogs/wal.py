@@ -227,6 +227,10 @@ class Wal:
             if attachment is None:
                 yield
                 return
+            if self._generation != _lock.fork_generation():
+                # P6: in a forked child the WRITERS descriptor is closed (locks.fd is -1): refuse
+                # as every other call does, rather than fail in fcntl with a ValueError.
+                raise self._refusal()
             attachment.locks.lock(offset)
             try:
                 yield
