@@ -137,7 +137,7 @@ WRITERS_GATHER = struct.Struct("<IIQ")
 WRITERS_GATHER_AT = 192
 WRITERS_SYNCS = 208
 """u32 at 208: counts the ends of leaders' syncs (the futex word durable-waiters sleep on)."""
-WRITERS_WAIT_GUARD = 0.05
+WRITERS_WAIT_GUARD = 0.02
 """Seconds a durable-waiter sleeps at most before it looks again: a leader killed mid-sync wakes no one."""
 WRITERS_SLOT = struct.Struct("<QQQQQQQQ")
 """A state slot: seq, end, first_lsn, last_lsn, written (the last LSN written), synced_lsn, synced_seq, synced_end."""
