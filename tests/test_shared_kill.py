@@ -61,7 +61,7 @@ GUARD = 2.0  # hang guard for "the others go on after a death"; issue #13's targ
 MIX = Mix(keep=(100, 300))
 # A call that completes while the victim is stopped within this long after it stopped does not count
 # as getting past its lock: e.g. a sync the victim made just before stopping, which waiters sleeping on
-# the sync-end futex see after at most its 50 ms guard (WRITERS_WAIT_GUARD).
+# the sync-end futex see after at most its guard (WRITERS_WAIT_GUARD).
 GRACE_NS = 150_000_000
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
