@@ -40,7 +40,7 @@ specification. docs/shared-writers.md explains the design; in short:
 * Rotation runs under APPEND: fdatasync the full segment, raise the durable
   LSN, create the next segment durably (the host's ``new_segment``), switch
   the state to it, hand the old descriptor to ``completed``.
-* A failed write or sync poisons every process of the log (P2) through the
+* A failed write or sync poisons every process of the log through the
   mapping, and cuts what was not synced.
 
 Lock order, within a process and across processes: ``_leader``, SYNC,
