@@ -5,7 +5,10 @@ Usage: python benchmarks/shared_append.py [--procs 1 4 8] [--appends 1500] [--re
 For each implementation (the compiled ``walogs._shared_writer`` and the Python
 twin, chosen with WALOGS_PURE_PYTHON in a process of its own) and process count,
 prints entries/s (all appends over the wall time from "go" to the last
-return), p50/p99 append latency and the fdatasync calls of all processes. The
+return), p50/p99 append latency, the fdatasync calls of all processes, the
+mean time one took, and the wall time per fdatasync (the group-commit cycle:
+with N single-threaded producers at most N appends per sync, so entries/s is
+at most N over it). The
 machine may be shared: every configuration runs ``--repeat`` times, each on a
 fresh log, and the table shows the median and the range.
 """
@@ -52,9 +55,9 @@ def run_once(procs: int, appends: int, directory: str) -> dict:
                     t = clock()
                     wal.append(data)
                     lat[i] = clock() - t
-                syncs = wal._writer.syncs
+                syncs, sync_s = wal._writer.syncs, wal._writer.sync_seconds
                 wal.close()
-                payload = json.dumps({"syncs": syncs, "lat": lat.tolist()}).encode()
+                payload = json.dumps({"syncs": syncs, "sync_s": sync_s, "lat": lat.tolist()}).encode()
                 os.write(out_w, len(payload).to_bytes(8, "little") + payload)
             except BaseException as exc:  # report and leave without running the parent's code
                 sys.stderr.write(f"child failed: {exc!r}\n")
@@ -88,6 +91,8 @@ def run_once(procs: int, appends: int, directory: str) -> dict:
         "p50_ms": lat[len(lat) // 2] / 1e6,
         "p99_ms": lat[int(len(lat) * 0.99)] / 1e6,
         "syncs": sum(c["syncs"] for c in chunks),
+        "sync_ms": 1e3 * sum(c["sync_s"] for c in chunks) / max(1, sum(c["syncs"] for c in chunks)),
+        "cycle_ms": 1e3 * elapsed / max(1, sum(c["syncs"] for c in chunks)),
     }
 
 
@@ -117,13 +122,14 @@ def main() -> int:
                                           text=True, check=True, timeout=600)
                 line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
                 results.setdefault((impl, procs), []).append(json.loads(line[7:]))
-    print(f"{'impl':8} {'procs':>5} {'entries/s (median, range)':>28} {'p50 ms':>7} {'p99 ms':>7} {'fdatasyncs':>10}")
+    print(f"{'impl':8} {'procs':>5} {'entries/s (median, range)':>28} {'p50 ms':>7} {'p99 ms':>7} {'fdatasyncs':>10} "
+          f"{'ms/fdatasync':>12} {'ms/sync cycle':>13}")
     for (impl, procs), runs in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         rates = [r["rate"] for r in runs]
         med = statistics.median(rates)
         mid = sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
         print(f"{impl:8} {procs:>5} {med:>10.0f} ({min(rates):>6.0f}-{max(rates):>6.0f}) {mid['p50_ms']:>7.3f} "
-              f"{mid['p99_ms']:>7.3f} {mid['syncs']:>10}")
+              f"{mid['p99_ms']:>7.3f} {mid['syncs']:>10} {mid['sync_ms']:>12.3f} {mid['cycle_ms']:>13.3f}")
     return 0
 
 
