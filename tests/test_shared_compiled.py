@@ -11,6 +11,7 @@ two implementations share one log. The full shared-writer suite is
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
@@ -22,7 +23,7 @@ import pytest
 from _procs import ROOT, fork_child, kill_all, reap
 
 import walogs
-from walogs import Wal, WalConfig
+from walogs import Wal, WalConfig, WalError, _io
 from walogs._format import WRITERS_GATHER_AT, WRITERS_NAME
 
 CONFIG = WalConfig(max_segment_size=4096, sync="always")
@@ -224,3 +225,31 @@ def test_processes_of_both_implementations_share_one_log(tmp_path):
     expected, floor = _acknowledged(acks)
     assert len(expected) >= 4 * 150
     _check_log(directory, expected, floor)
+
+
+def test_a_failed_sync_through_the_io_seam_poisons_every_handle_and_cuts_the_unsynced_entry(tmp_path, monkeypatch):
+    directory = str(tmp_path / "log")
+    a = Wal.open(directory, CONFIG, shared=True)
+    b = Wal.open(directory, CONFIG, shared=True)
+    try:
+        assert a.append(b"one") == 1
+        assert b.append(b"two") == 2
+        failed = []
+
+        def failing(fd: int) -> None:
+            failed.append(fd)
+            raise OSError(errno.EIO, "injected by the test")
+
+        monkeypatch.setattr(_io, "fdatasync", failing)
+        with pytest.raises(OSError) as caught:
+            a.append(b"three")
+        assert caught.value.errno == errno.EIO and failed
+        monkeypatch.undo()
+        for wal in (a, b):
+            with pytest.raises(WalError, match="poisoned"):
+                wal.append(b"four")
+    finally:
+        a.close()
+        b.close()
+    with Wal.open(directory, CONFIG) as wal:
+        assert list(wal.iter()) == [(1, b"one"), (2, b"two")]
