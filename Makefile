@@ -42,7 +42,8 @@ interop: system-deps
 	interop/build.sh
 
 build: $(BUILT)
-$(BUILT): $(DEPS) setup.py walogs/_frame.pyx walogs/_frame.pxd walogs/_writer.pyx walogs/_crc.h
+$(BUILT): $(DEPS) setup.py walogs/_frame.pyx walogs/_frame.pxd walogs/_writer.pyx walogs/_crc.h \
+		walogs/_shared_writer.pyx walogs/_shared_writer.h
 	WALOGS_REQUIRE_EXTENSIONS=1 $(PY) setup.py -q build_ext --inplace
 	touch $@
 
@@ -112,6 +113,7 @@ wheel-test: wheel
 	cd $(WHEEL_RUN) && ../wheel-venv/bin/python -c "import walogs; \
 		assert walogs.IMPLEMENTATION == 'cython', walogs.IMPLEMENTATION; \
 		assert walogs._impl.SegmentWriter.__module__ == 'walogs._writer'; \
+		assert walogs._impl.SharedWriter.__module__ == 'walogs._shared_writer'; \
 		assert 'site-packages' in walogs.__file__, walogs.__file__; print('testing the wheel at', walogs.__file__)"
 	cd $(WHEEL_RUN) && WALOGS_SOURCE_TREE=$(CURDIR) ../wheel-venv/bin/python -m pytest -n auto -q -p no:cacheprovider tests
 
@@ -126,15 +128,17 @@ sdist-test: sdist
 	CC=/bin/false build/sdist-venv/bin/python -m pip install -v --no-cache-dir dist/walogs-*.tar.gz > build/sdist-nocc.log 2>&1
 	grep -q "walogs._frame could not be built" build/sdist-nocc.log
 	grep -q "walogs._writer could not be built" build/sdist-nocc.log
+	grep -q "walogs._shared_writer could not be built" build/sdist-nocc.log
 	cd build && sdist-venv/bin/python -c "import walogs; assert walogs.IMPLEMENTATION == 'python', walogs.IMPLEMENTATION" 2> sdist-import.log
 	grep -q "RuntimeWarning: walogs is running a pure-Python fallback: walogs._frame was never built" build/sdist-import.log
 	build/sdist-venv/bin/python -m pip install -q --no-cache-dir --force-reinstall --no-deps dist/walogs-*.tar.gz
 	cd build && sdist-venv/bin/python -c "import walogs; assert walogs.IMPLEMENTATION == 'cython', walogs.IMPLEMENTATION; \
 		writer = walogs._impl.SegmentWriter.__module__; assert writer == 'walogs._writer', writer; \
+		shared = walogs._impl.SharedWriter.__module__; assert shared == 'walogs._shared_writer', shared; \
 		print('sdist: pure-Python fallback without a compiler, compiled codec and writer with one')"
 
 annotate: $(DEPS)
 	$(VENV)/bin/cython -3 -a walogs/_frame.pyx -o build/_frame_annotated.c
 
 clean:
-	rm -rf build dist *.egg-info walogs/*.so walogs/_frame.c walogs/_writer.c $(BUILT) .pytest_cache
+	rm -rf build dist *.egg-info walogs/*.so walogs/_frame.c walogs/_writer.c walogs/_shared_writer.c $(BUILT) .pytest_cache

@@ -194,7 +194,7 @@ def _extensions() -> list[Extension]:
     except ImportError:
         if REQUIRE_EXTENSIONS:
             sys.exit("WALOGS_REQUIRE_EXTENSIONS=1 but Cython is not installed (pip install 'Cython>=3.0,<4')")
-        _warn("Cython is not installed: walogs._frame and walogs._writer are not built; walogs will use its pure-Python twins.")
+        _warn("Cython is not installed: walogs._frame, walogs._writer and walogs._shared_writer are not built; walogs will use its pure-Python twins.")
         return []
     codec = Extension(
         "walogs._frame",
@@ -212,8 +212,17 @@ def _extensions() -> list[Extension]:
         extra_compile_args=["-O2", "-Wall"],
         extra_link_args=["-pthread"],
     )
+    # A shared writer (Wal.open(..., shared=True)): the same, on state mapped by every process.
+    shared_writer = Extension(
+        "walogs._shared_writer",
+        ["walogs/_shared_writer.pyx"],
+        include_dirs=["walogs"],
+        depends=["walogs/_frame.pxd", "walogs/_shared_writer.h"],
+        extra_compile_args=["-O2", "-Wall"],
+        extra_link_args=["-pthread"],
+    )
     try:
-        return cythonize([codec, writer], compiler_directives=COMPILER_DIRECTIVES)
+        return cythonize([codec, writer, shared_writer], compiler_directives=COMPILER_DIRECTIVES)
     except Exception as exc:  # Cython's CompileError and friends
         if REQUIRE_EXTENSIONS:
             raise

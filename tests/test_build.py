@@ -86,8 +86,10 @@ def test_build_info_names_what_runs():
     info = walogs.BUILD_INFO
     assert info.implementation == walogs.IMPLEMENTATION
     assert info.writer == walogs._impl.SegmentWriter.__module__
+    assert info.shared_writer == walogs._impl.SharedWriter.__module__
     assert info.codec == walogs._impl.codec.__name__
     if walogs.IMPLEMENTATION == "cython":
+        assert info.shared_writer == "walogs._shared_writer"
         assert info.crc in ("libdeflate", "zlib")
         assert info.fallback is None
     else:

@@ -13,7 +13,7 @@ import zipfile
 
 REQUIRED = ("walogs/__init__.py", "walogs/_frame_py.py", "walogs/_frame.pyi", "walogs/py.typed")
 JUNK_SUFFIXES = (".pyx", ".pxd", ".c", ".h", ".html", ".o", ".pyc")
-COMPILED = ("walogs/_frame.", "walogs/_writer.")
+COMPILED = ("walogs/_frame.", "walogs/_writer.", "walogs/_shared_writer.")
 # Section names that only an unstripped ELF file carries.
 UNSTRIPPED_SECTIONS = (b".symtab\x00", b".debug_info\x00")
 

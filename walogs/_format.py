@@ -141,6 +141,8 @@ WRITERS_WAIT_GUARD = 0.02
 """Seconds a durable-waiter sleeps at most before it looks again: a leader killed mid-sync wakes no one."""
 WRITERS_SLOT = struct.Struct("<QQQQQQQQ")
 """A state slot: seq, end, first_lsn, last_lsn, written (the last LSN written), synced_lsn, synced_seq, synced_end."""
+WRITERS_SLOT_FIELDS = ("seq", "end", "first_lsn", "last_lsn", "written", "synced_lsn", "synced_seq", "synced_end")
+"""The names of a state slot's u64 fields, in order (the compiled writer checks its offsets against them)."""
 WRITERS_SLOTS = (64, 128)
 
 # Byte-range OFD locks on the WRITERS file (beyond its data; a lock needs no bytes).

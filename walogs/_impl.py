@@ -1,11 +1,12 @@
-"""Which implementation runs: the compiled codec and writer, or their pure-Python twins.
+"""Which implementation runs: the compiled codec and writers, or their pure-Python twins.
 
 ``WALOGS_PURE_PYTHON=1`` (read once, at import) chooses the twins even where
 the compiled modules are present, like msgpack's MSGPACK_PUREPYTHON. Without
 it, a compiled module that was never built or fails to load is not a silent
 switch: the import warns once, with a ``RuntimeWarning`` and on the ``walogs``
-logger, naming the module and why. The compiled writer needs the compiled
-codec; the Python writer runs with either. Type checkers see the twins.
+logger, naming the module and why. The compiled writers (the single-process
+``_writer`` and the ``_shared_writer``) need the compiled codec; the Python
+writers run with either. Type checkers see the twins.
 """
 
 from __future__ import annotations
@@ -43,15 +44,17 @@ if TYPE_CHECKING or PURE_PYTHON_REQUESTED:
     from walogs import _shared_writer_py as _shared_module
 else:
     codec, _fallback = _load_compiled("_frame")
-    _writer_module = None
+    _writer_module = _shared_module = None
     if codec is None:
         from walogs import _frame_py as codec
-    else:
-        _writer_module, _fallback = _load_compiled("_writer")
+    else:  # both compiled writers build frames with the compiled codec's C functions
+        _writer_module, _writer_fallback = _load_compiled("_writer")
+        _shared_module, _shared_fallback = _load_compiled("_shared_writer")
+        _fallback = "; ".join(why for why in (_writer_fallback, _shared_fallback) if why) or None
     if _writer_module is None:
         from walogs import _writer_py as _writer_module
-    # The compiled shared writer is not written yet: both implementations use the Python twin.
-    from walogs import _shared_writer_py as _shared_module
+    if _shared_module is None:
+        from walogs import _shared_writer_py as _shared_module
     if _fallback is not None:
         message = (
             f"walogs is running a pure-Python fallback: {_fallback}. It is correct but 2-10x slower. "
@@ -68,6 +71,7 @@ BUILD_INFO = BuildInfo(
     implementation=IMPLEMENTATION,
     codec=codec.__name__,
     writer=SegmentWriter.__module__,
+    shared_writer=SharedWriter.__module__,
     crc=getattr(codec, "_CRC_BACKEND", "zlib (Python)"),
     fallback=_fallback or ("WALOGS_PURE_PYTHON=1 chose the fallback" if PURE_PYTHON_REQUESTED else None),
 )

@@ -82,7 +82,8 @@ class BuildInfo:
     """What this installation of walogs runs: ``walogs.BUILD_INFO``.
 
     ``implementation`` is ``walogs.IMPLEMENTATION`` ("cython" or "python");
-    ``codec`` and ``writer`` name the modules in use; ``crc`` is the library
+    ``codec``, ``writer`` and ``shared_writer`` (``Wal.open(..., shared=True)``)
+    name the modules in use; ``crc`` is the library
     that computes CRC-32 ("libdeflate", "zlib", or "zlib (Python)" for the
     fallback); ``fallback`` says why a compiled module is not in use (None
     when both are).
@@ -93,8 +94,10 @@ class BuildInfo:
     writer: str
     crc: str
     fallback: Optional[str]
+    shared_writer: str = "walogs._shared_writer_py"
 
     def describe(self) -> str:
         """One line for ``walogs info`` and bug reports."""
-        line = f"{self.implementation} (codec {self.codec}, writer {self.writer}, CRC-32 from {self.crc})"
+        line = (f"{self.implementation} (codec {self.codec}, writer {self.writer}, shared writer "
+                f"{self.shared_writer}, CRC-32 from {self.crc})")
         return line if self.fallback is None else f"{line}; {self.fallback}"
