@@ -896,6 +896,7 @@ cdef class SharedWriter:
                 self._truncate_to_synced()
             return _R_FAILED
         self._mark_durable(written, seq, end)
+        wsw_store32(self._base, _UNSYNCED_AT, 0)   # the gather counts appends a leader's sync will cover: none now
         wsw_store32(self._base, _DIRTY_AT, 1)
         with gil:
             try:
@@ -957,8 +958,25 @@ cdef class SharedWriter:
         cdef int fd
         self._slot(slot)
         end = slot[_SYNCED_END] if slot[_SYNCED_SEQ] == slot[_SEQ] else 0
+        cdef bint cut
         fd = self._fd if self._seq == slot[_SEQ] else -1
-        if fd < 0 or not self._cut_to(fd, end):
+        if fd < 0:  # this process has not written since another rotated: open the active segment
+            with gil:
+                try:
+                    fd = _io.open_write(os.path.join(self._dir, segment_name(slot[_SEQ])))
+                except BaseException:
+                    fd = -1
+            if fd < 0:
+                return  # poisoned either way; recovery at reopen judges what is left
+            cut = self._cut_to(fd, end)
+            with gil:
+                try:
+                    _io.close(fd)
+                except BaseException:
+                    pass
+        else:
+            cut = self._cut_to(fd, end)
+        if not cut:
             return
         memcpy(new, slot, sizeof(new))
         new[_END] = end
