@@ -599,3 +599,45 @@ def test_first_opener_stopped_in_recovery_then_sigkilled(log_dir, capsys):
     assert len(blocked) == 3 and max(waits) < GUARD, line
     assert any(r[0] == b"T" for r in pool.records[victim]) and found.entries[:5] == [
         (lsn, payload(999, lsn - 1)) for lsn in range(1, 6)]
+
+
+def _agent_fork_sleeper(state):
+    pid = os.fork()
+    if pid == 0:  # a plain fork that never touches the log but keeps every inherited descriptor
+        time.sleep(60)
+        os._exit(0)
+    return pid
+
+
+def test_a_forked_childs_copies_do_not_keep_a_dead_holders_locks(log_dir):
+    """A shared writer forks a child that lives on (a worker that never touches the log), then
+    is SIGKILLed holding APPEND. The kernel must release the dead holder's locks: the child's
+    copies of its descriptors (the at-fork hook closes the lock-carrying one; the mapping of
+    WRITERS must not keep it open either, and Python's mmap keeps a duplicate of the
+    descriptor it maps) may not keep them. Mapped through the lock-carrying descriptor, the
+    survivor's next append waited for ever."""
+    from _shared_procs import Agent
+
+    path = str(log_dir)
+    cfg = config("always")
+    victim, survivor = Agent(), Agent()
+    sleeper = 0
+    try:
+        survivor(_agent_open, path, cfg)
+        victim(_agent_open, path, cfg)
+        sleeper = victim(_agent_fork_sleeper)
+        victim.start(_agent_die_at, "mid_pwrite", [b"v" * 1000 for _ in range(3)])
+        deadline = time.monotonic() + 20
+        # Not proc.join(): the sleeper holds multiprocessing's sentinel pipe open; exitcode reaps.
+        while victim.proc.exitcode is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert victim.proc.exitcode == -signal.SIGKILL
+        assert survivor(_agent_step, "append", b"x", timeout=GUARD * 5) == 1
+        survivor(_agent_close)
+    finally:
+        if sleeper:
+            os.kill(sleeper, signal.SIGKILL)
+        victim.stop()
+        survivor.stop()
+    with walogs.Wal.open(path, cfg) as wal:
+        assert list(wal.iter()) == [(1, b"x")]
