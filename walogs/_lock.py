@@ -52,6 +52,7 @@ _BUSY = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
 _fork_generation = 0
 _fork_watchers: weakref.WeakSet[Any] = weakref.WeakSet()
 _held_locks: weakref.WeakSet[WriterLock] = weakref.WeakSet()
+_held_file_locks: weakref.WeakSet[FileLock] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
@@ -59,6 +60,8 @@ def _after_fork_in_child() -> None:
     _fork_generation += 1
     for lock in list(_held_locks):
         lock._drop_in_child()
+    for file_lock in list(_held_file_locks):
+        file_lock._drop_in_child()
     for watcher in list(_fork_watchers):
         watcher._in_forked_child()
 
@@ -278,3 +281,69 @@ def _flock_holder(device: int, inode: int) -> int | None:
         if len(fields) >= 6 and fields[1] == "FLOCK" and fields[3] == "WRITE" and fields[5] == wanted:
             return int(fields[4])
     return None
+
+
+class FileLock:
+    """An exclusive OFD lock (and flock) on one open file, for as long as this object holds it.
+
+    For a named cursor's file: one owner across processes and within one,
+    released by the kernel when the owner dies. The descriptor is the
+    caller's way to write the file; a forked child drops its copy without
+    unlocking (the parent keeps ownership), as with the writer lock.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+        self._generation = _fork_generation
+        _held_file_locks.add(self)
+
+    @classmethod
+    def try_acquire(cls, fd: int) -> FileLock | None:
+        """Lock ``fd`` now, or None if another open file holds it (the caller keeps ``fd`` either way)."""
+        return cls(fd) if _try_lock(fd) else None
+
+    @property
+    def held(self) -> bool:
+        """True while this process (not a forked child) holds the lock."""
+        return self.fd is not None and self._generation == _fork_generation
+
+    def release(self) -> None:
+        """Unlock and close the descriptor; in a forked child only close it."""
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return
+        try:
+            if self._generation == _fork_generation:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                _ofd(fd, _F_OFD_SETLK, fcntl.F_UNLCK)
+        finally:
+            _io.close(fd)
+
+    def _drop_in_child(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def file_is_locked(path: str) -> bool:
+    """Whether some open file holds an OFD or flock lock on ``path``, asked without taking it."""
+    try:
+        fd = _io.open_read(path)
+    except FileNotFoundError:
+        return False
+    try:
+        answer = _ofd(fd, _F_OFD_GETLK, fcntl.F_RDLCK)
+        st = os.fstat(fd)
+    finally:
+        _io.close(fd)
+    if _FLOCK.unpack(answer[: _FLOCK.size])[0] != fcntl.F_UNLCK:
+        return True
+    return _flock_holder(st.st_dev, st.st_ino) is not None
+
+
+def same_file(fd: int, path: str) -> bool:
+    """True if ``fd`` is the file now at ``path`` (not one removed or replaced since it was opened)."""
+    return _is_current(fd, path)

@@ -14,7 +14,8 @@ import time
 from collections.abc import Iterator
 from typing import Optional
 
-from walogs import _damage, _floor, _lock, _segments, _visible
+from walogs import _damage, _floor, _lock, _retention, _segments, _visible
+from walogs import cursor as _cursor
 from walogs._format import segment_name
 from walogs._impl import codec
 from walogs._types import PathLike
@@ -135,6 +136,36 @@ class WalReader:
         # Python below (segments, visible end, damage, polling) runs between chunks.
         return codec.ChainReader(stream.readers(follow, timeout))
 
+    # ------------------------------------------------------------------ named cursors
+
+    def cursor(self, name: str, *, start: Optional[int] = None, lock_timeout: Optional[float] = 0.0) -> _cursor.Cursor:
+        """Open the named cursor, creating it if missing; this handle owns it until closed.
+
+        One owner at a time across processes: if another holds it, wait up
+        to ``lock_timeout`` seconds (None: forever), then CursorLockedError.
+        ``start`` is the position of a new cursor (default: just before the
+        oldest stored LSN; LsnOutOfRangeError outside that up to
+        ``durable_lsn``); an existing cursor keeps its position. Names are 1
+        to 64 characters of ``[A-Za-z0-9._-]`` (else ValueError). Creating a
+        cursor is the one write a reader makes: its file in ``cursors/``.
+        """
+        self._check_open()
+        return _cursor.open_cursor(self, name, start, lock_timeout)
+
+    def cursors(self) -> dict[str, CursorPosition]:
+        """Every cursor's committed position, read without taking any cursor.
+
+        Each value is an int (the position) that also says ``lost``,
+        ``lag``, ``lag_bytes``, ``owned`` and ``owner_pid``.
+        """
+        self._check_open()
+        return {info.name: CursorPosition(info) for info in _retention.describe(self._dir, self.durable_lsn)}
+
+    def drop_cursor(self, name: str) -> None:
+        """Delete the named cursor (CursorLockedError while it has an owner, FileNotFoundError if none)."""
+        self._check_open()
+        _cursor.drop(self._dir, name)
+
     def close(self) -> None:
         """Mark the reader closed; iterators already running keep their own descriptors."""
         self._closed = True
@@ -147,6 +178,37 @@ class WalReader:
 
     def __repr__(self) -> str:
         return f"<walogs.WalReader {self._dir!r}{' closed' if self._closed else ''}>"
+
+
+class CursorPosition(int):
+    """A cursor's committed position (the int itself), with what ``walogs info`` shows about it.
+
+    ``lost``: a checkpoint deleted entries it had not committed (its
+    iter/follow raise CursorLostError); ``lag``: visible entries after the
+    position; ``lag_bytes``: bytes of the segments holding them; ``owned``
+    and ``owner_pid``: whether a handle owns it now, and whose.
+    """
+
+    name: str
+    lost: bool
+    lag: int
+    lag_bytes: int
+    owned: bool
+    owner_pid: Optional[int]
+
+    def __new__(cls, info: _retention.CursorInfo) -> CursorPosition:
+        self = super().__new__(cls, info.position)
+        self.name, self.lost, self.lag, self.lag_bytes = info.name, info.lost, info.lag, info.lag_bytes
+        self.owned, self.owner_pid = info.owned, info.owner_pid
+        return self
+
+    @property
+    def position(self) -> int:
+        """The committed position, as a plain int."""
+        return int(self)
+
+    def __repr__(self) -> str:
+        return f"{int(self)}" + (" (lost)" if self.lost else "")
 
 
 def published_end(directory: str) -> Optional[_visible.VisibleEnd]:

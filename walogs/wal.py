@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Optional, TypeVar
 
-from walogs import _floor, _impl, _io, _lock, _recovery, _segments, _visible
+from walogs import _floor, _impl, _io, _lock, _recovery, _retention, _segments, _visible
+from walogs import cursor as _cursor
 from walogs._recovery import SegmentInfo
 from walogs.config import TailState, WalConfig
 from walogs._types import Buffer, PathLike, as_batch
@@ -360,8 +361,16 @@ class Wal:
             return False  # the next rotation takes over an empty file it finds there
 
     @_closes_when_done
-    def checkpoint(self, applied_up_to: int) -> int:
+    def checkpoint(self, applied_up_to: Optional[int] = None) -> int:
         """Delete completed segments whose every LSN is <= ``applied_up_to``; return how many.
+
+        Named cursors pin the log: a segment holding an LSN above a cursor's
+        committed position stays, unless the segments kept would pass
+        ``config.max_retained_bytes``; then the oldest go anyway, and the
+        cursors that had not committed their entries are lost (logged as a
+        warning on the ``walogs`` logger). With no argument: as far as every
+        cursor allows (nothing when the log has no cursor), and past the cap
+        as far as it requires.
 
         Oldest first, syncing the directory after each, so a crash leaves
         the newest segments; the active segment is never deleted. LSNs
@@ -373,17 +382,16 @@ class Wal:
         entries still cover and raises OSError(ENOSPC) for the rest; the
         writer stays usable.
         """
-        if isinstance(applied_up_to, bool) or not isinstance(applied_up_to, int):
-            raise TypeError(f"applied_up_to must be an int LSN, not {type(applied_up_to).__name__}")
-        with self._mutex:
+        if applied_up_to is not None and (isinstance(applied_up_to, bool) or not isinstance(applied_up_to, int)):
+            raise TypeError(f"applied_up_to must be an int LSN or None, not {type(applied_up_to).__name__}")
+        with self._mutex, _retention.cursors_held(self._dir, exclusive=True, create=True):
             self._check_writable()
-            seq = self._writer.snapshot()[0]
+            seq, active_end, active_first = self._writer.snapshot()[:3]
             completed = self._completed  # a rotation may append to it meanwhile, never remove
-            victims = 0
-            for seg in completed:
-                if seg.last_lsn > applied_up_to:
-                    break
-                victims += 1
+            plan = _retention.plan(self._dir, completed, active_end, active_first, applied_up_to,
+                                   self._config.max_retained_bytes)  # P14
+            victims = plan.victims
+            deleted = completed[:victims]
             if not victims:
                 return 0
             wanted = victims
@@ -419,6 +427,7 @@ class Wal:
                     f"restart); deleted {victims} of {wanted} segments: free some space and checkpoint again",
                     os.path.join(self._dir, _floor.FLOOR_NAME),
                 ) from no_space
+            plan.report(self._dir, deleted[:victims], self._config.max_retained_bytes)
             return victims
 
     @_closes_when_done
@@ -622,6 +631,14 @@ class Wal:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"next_lsn={self._writer.next_lsn}"
         return f"<walogs.Wal {self._dir!r} {state} sync={self._config.sync!r}>"
+
+
+    # ------------------------------------------------------------------ named cursors
+
+    def drop_cursor(self, name: str) -> None:
+        """Delete the named cursor (CursorLockedError while it has an owner, FileNotFoundError if none)."""
+        self._check_open()
+        _cursor.drop(self._dir, name)
 
 
 def _interval_sync(ref: weakref.ReferenceType[Wal], stop: threading.Event, interval: float) -> None:
