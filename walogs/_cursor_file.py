@@ -9,11 +9,11 @@ other slot, the previous position, whole (P13). After the slots, the
 owner's pid, rewritten when a process takes ownership and never synced: it
 only names the owner in messages and ``walogs info``.
 
-A new file is written whole under a temp name (``<name>.cursor.<pid>.tmp``),
-fdatasynced, then linked to its name, which fails if another process
-created the cursor first, and the folder synced (I3). A creator killed
-before the link leaves its temp file; the next creation of that name
-removes temp files of dead processes.
+A new file is written whole under a temp name (``<name>.cursor.tmp``),
+fdatasynced, renamed to its name and the folder synced (I3), by one
+creator at a time (they hold the cursors folder's flock exclusively). A
+creator killed before the rename leaves its temp file, which the next
+creation of that name overwrites.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from walogs._format import (
     CURSOR_SLOT_CRC_SPAN,
     CURSOR_SLOT_OFFSETS,
     CURSORS_DIR,
+    CURSOR_TEMP_SUFFIX as TEMP_SUFFIX,
     cursor_file_name,
 )
 from walogs.errors import WalCorruptError
@@ -143,11 +144,16 @@ def record_owner(fd: int) -> None:
 
 
 def create(directory: str, name: str, position: int) -> bool:
-    """Create cursor ``name`` at ``position``, whole and durable; False if it exists already."""
+    """Create cursor ``name`` at ``position``, whole and durable; False if it exists already.
+
+    The caller holds the cursors folder exclusively (``_retention.cursors_held``),
+    so no other creator renames over the file between the check and the rename.
+    """
     cursors = ensure_folder(directory)
     final = path_of(directory, name)
-    _remove_dead_temps(cursors, name)
-    temp = f"{final}.{os.getpid()}.tmp"
+    if os.path.lexists(final):
+        return False
+    temp = final + TEMP_SUFFIX
     content = bytearray(CURSOR_FILE_SIZE)
     content[: CURSOR_SLOT.size] = pack_slot(1, position)
     fd = _io.open_or_create(temp, os.O_WRONLY | os.O_TRUNC)
@@ -156,38 +162,8 @@ def create(directory: str, name: str, position: int) -> bool:
         _io.fdatasync(fd)
     finally:
         _io.close(fd)
-    try:
-        os.link(temp, final)  # atomic: fails if another process created the cursor first
-        created = True
-    except FileExistsError:
-        created = False
-    finally:
-        _io.unlink(temp)
-    _io.sync_dir(cursors)
-    return created
-
-
-def _remove_dead_temps(cursors: str, name: str) -> None:
-    prefix = cursor_file_name(name) + "."
-    for entry in _io.listdir(cursors):
-        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
-            continue
-        pid = entry[len(prefix) : -len(".tmp")]
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
-            continue
-        try:
-            _io.unlink(os.path.join(cursors, entry))
-        except FileNotFoundError:
-            pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    _io.rename(temp, final)
+    _io.sync_dir(cursors)  # I3
     return True
 
 

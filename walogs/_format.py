@@ -114,7 +114,9 @@ CURSOR_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CURSOR_SUFFIX = ".cursor"
 """A cursor's file is its name + this suffix (so ``.`` and ``..`` are names like any other)."""
 CURSOR_FILE_RE = re.compile(r"([A-Za-z0-9._-]{1,64})\.cursor")
-"""The file name of a cursor; temp files (``<name>.cursor.<pid>.tmp``) and anything else do not match."""
+"""The file name of a cursor; its temp file (``<name>.cursor.tmp``) and anything else do not match."""
+CURSOR_TEMP_SUFFIX = ".tmp"
+"""A new cursor's file is written under its name + this suffix, then renamed."""
 CURSOR_MAGIC = b"WLCURSR1"
 CURSOR_SLOT = struct.Struct("<8sQQI4x")
 """One slot: magic, counter u64, position u64, crc u32, 4 zero bytes."""

@@ -14,10 +14,10 @@ crash exactly as the deletions did. A lost cursor pins nothing; committing
 ``first_lsn - 1`` makes it live again.
 
 A checkpoint holds an exclusive ``flock`` on the ``cursors`` folder from
-reading the positions to its last deletion; creating a cursor holds a
-shared one from creating the file to checking where it stands. So a
-cursor is either seen by a checkpoint, or created after its deletions and
-placed after them.
+reading the positions to its last deletion; creating a cursor holds one
+too, from choosing its position to the file's rename. So a cursor is
+either seen by a checkpoint, or created after its deletions and placed
+after them.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def is_lost(position: int, oldest: int) -> bool:
 
 
 @contextlib.contextmanager
-def cursors_held(directory: str, exclusive: bool, create: bool = False) -> Iterator[None]:
-    """Hold the cursors folder's flock (exclusive: a checkpoint; shared: a cursor being created).
+def cursors_held(directory: str, create: bool = False) -> Iterator[None]:
+    """Hold the cursors folder's flock, exclusively: a checkpoint, or a cursor being created.
 
     ``create``: make the folder first if missing (a checkpoint does, without
     syncing; a cursor's creator syncs it). Where the folder cannot be made
@@ -78,7 +78,7 @@ def cursors_held(directory: str, exclusive: bool, create: bool = False) -> Itera
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # the flock goes with the last descriptor of this open file

@@ -18,7 +18,7 @@ import struct
 import sys
 from typing import Any, Optional, Sequence
 
-from walogs import __version__, _damage, _floor, _io, _lock, _recovery, _salvage, _segments, _visible
+from walogs import __version__, _damage, _floor, _io, _lock, _recovery, _retention, _salvage, _segments, _visible
 from walogs._impl import BUILD_INFO, codec
 from walogs.errors import LsnOutOfRangeError, WalCorruptError, WalError, WalLockedError
 from walogs.reader import WalReader, published_end
@@ -236,6 +236,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "segments": _segment_summaries(directory, end),
         "tail": verdict,
         "build": dataclasses.asdict(BUILD_INFO),
+        "cursors": _cursor_rows(directory),
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -248,7 +249,19 @@ def cmd_info(args: argparse.Namespace) -> int:
         lsns = f"LSN {row['first_lsn']}..{row['last_lsn']}" if row["first_lsn"] else "empty"
         print(f"  {row['segment']}  {row['size']:>12} bytes  {lsns}")
     print(f"state:     {_describe(verdict)}")
+    print(f"cursors:   {len(info['cursors'])}")
+    for row in info["cursors"]:
+        owner = f"owned by pid {row['owner_pid'] or 'unknown'}" if row["owned"] else "not owned"
+        lost = "  LOST: entries it had not committed were checkpointed away" if row["lost"] else ""
+        print(f"  {row['name']}  position {row['position']}  lag {row['lag']} entries, "
+              f"{row['lag_bytes']} bytes  {owner}{lost}")
     return EXIT_OK
+
+
+def _cursor_rows(directory: str) -> list[dict[str, Any]]:
+    """Each named cursor: position, lag in entries and bytes, owner, lost (read without taking any)."""
+    with WalReader(directory) as reader:
+        return [dataclasses.asdict(info) for info in _retention.describe(directory, reader.durable_lsn)]
 
 
 def _describe(verdict: dict[str, Any]) -> str:

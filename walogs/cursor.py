@@ -208,9 +208,9 @@ def _create(reader: WalReader, name: str, start: Optional[int]) -> None:
     """Create cursor ``name`` where ``start`` says (default: before the oldest stored LSN), unless it exists."""
     directory = reader.path
     _cursor_file.ensure_folder(directory)
-    # Shared with other creators, exclusive with checkpoints: a checkpoint either sees this
-    # cursor or has finished deleting before its position is chosen (P14).
-    with _retention.cursors_held(directory, exclusive=False):
+    # Exclusive with checkpoints and other creators: a checkpoint either sees this cursor or
+    # has finished deleting before its position is chosen (P14).
+    with _retention.cursors_held(directory):
         oldest = _retention.oldest_lsn(directory)
         if start is None:
             position = oldest - 1
