@@ -38,6 +38,7 @@ class Cursor:
         self._lock = lock
         self._record = record
         self._mutex = threading.Lock()
+        self._seen = 0  # the highest LSN this cursor yielded: visible, so commit need not read the end again
 
     @property
     def name(self) -> str:
@@ -83,7 +84,10 @@ class Cursor:
             if lsn < current.position:
                 raise ValueError(f"cursor {self._name!r}: cannot commit LSN {lsn}, below its position "
                                  f"{current.position} (a cursor only moves forward)")
-            end = self._reader.durable_lsn
+            if lsn > self._seen:
+                # Without a live writer the visible end is found by reading the log: only when needed.
+                self._seen = max(self._seen, self._reader.durable_lsn)
+            end = self._seen
             if lsn > end:
                 raise ValueError(f"cursor {self._name!r}: cannot commit LSN {lsn}, beyond the visible end "
                                  f"(LSN {end}): commit only entries the log has made durable")
@@ -127,6 +131,8 @@ class Cursor:
         try:
             for lsn, data in inner:
                 expect = lsn + 1
+                if lsn > self._seen:
+                    self._seen = lsn
                 yield lsn, data
         except LsnOutOfRangeError as exc:
             raise self._lost_or(exc, expect) from exc
