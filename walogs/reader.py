@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Optional
 
-from walogs import _damage, _floor, _lock, _retention, _segments, _visible
+from walogs import _damage, _floor, _lock, _notify, _retention, _segments, _visible
 from walogs import cursor as _cursor
 from walogs._format import segment_name
 from walogs._impl import codec
@@ -259,6 +259,7 @@ class _Stream:
         self._cursor: Optional[_segments.SegmentCursor] = None
         self._first: Optional[tuple[int, str]] = None
         self._start = 0
+        self._watch = _notify.AVAILABLE  # False: followers poll (WALOGS_FOLLOW_POLL=1, or no inotify here)
 
     def locate(self, start: Optional[int]) -> None:
         """Choose the segment that holds ``start`` (default: the oldest stored entry)."""
@@ -297,6 +298,7 @@ class _Stream:
 
         Each must be read to its end before the next is asked for (as a ChainReader does).
         """
+        waiter: Optional[_notify.Waiter] = None
         try:
             checked_range = False
             pause = _POLL_FIRST
@@ -316,12 +318,22 @@ class _Stream:
                 idle = now - idle_since
                 if timeout is not None and idle >= timeout:
                     return
+                if waiter is None and self._watch:
+                    waiter = _notify.watch(self._dir)
+                    self._watch = waiter is not None
+                if waiter is not None:
+                    # Sleeps in the kernel until the writer writes; polls only while a write awaits its sync.
+                    seq, offset = self._position()
+                    waiter.wait(seq, offset, None if timeout is None else timeout - idle)
+                    continue
                 cap = _POLL_BUSY_MAX if idle < _POLL_IDLE_AFTER else _POLL_IDLE_MAX
                 pause = min(pause * 2, cap)
                 if timeout is not None:
                     pause = min(pause, max(timeout - idle, 0.0))
                 time.sleep(pause)
         finally:
+            if waiter is not None:
+                waiter.close()
             if self._cursor is not None:
                 self._cursor.close()
 
