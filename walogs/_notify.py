@@ -83,12 +83,14 @@ class Waiter:
         self._fd: Optional[int] = fd
         self._pid = os.getpid()
         self._visible = os.path.join(directory, VISIBLE_NAME)
+        self._vfd: Optional[int] = None  # VISIBLE, kept open: a writer rewrites it in place, never replaces it
 
     def wait(self, seq: int, offset: int, timeout: Optional[float]) -> None:
         """Return when there may be more to read after byte ``offset`` of segment ``seq``, or after ``timeout`` s.
 
-        That is: the directory changed, or the published end moved past
-        (seq, offset), or (None) ``WAKE_ANYWAY`` passed.
+        That is: the published end moved past (seq, offset), or the
+        directory changed while no writer publishes an end, or (None)
+        ``WAKE_ANYWAY`` passed.
         """
         fd = self._descriptor()
         if fd is None:
@@ -96,26 +98,49 @@ class Waiter:
             return
         started = time.monotonic()
         limit = min(timeout, WAKE_ANYWAY) if timeout is not None else WAKE_ANYWAY
-        pause = _POLL_FIRST
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         while True:
-            if self._drain(fd):
+            changed = self._drain(fd)
+            raw = self._read_visible()
+            end = _visible.decode(raw)
+            if end is None or end.state != _visible.PUBLISHED:
+                if changed:
+                    return  # no writer publishes: every valid frame is readable, so look
+            elif (end.seq, end.offset) > (seq, offset):
                 return
-            end = self._published()
-            if end is not None and (end.seq, end.offset) > (seq, offset):
-                return
+            elif self._unpublished(end):
+                # Written, not yet visible: the writer's fdatasync is under way. Its publication
+                # raises no event, so read the published end (one pread) until it changes.
+                if not self._until_changed(raw, started, limit):
+                    return
+                continue
             waited = time.monotonic() - started
             if waited >= limit:
                 return
-            if end is not None and self._unpublished(end):
-                # Written, not yet visible: the writer's fdatasync is under way. Its publication
-                # raises no event, so look at the published end until it moves.
-                cap = _POLL_SOON if waited < _POLL_SOON_FOR else _POLL_LATER if waited < _POLL_IDLE_AFTER else _POLL_IDLE
-                pause = min(pause * 2, cap, limit - waited)
-                time.sleep(pause)
-                continue
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            poller.poll(max(limit - waited, 0.0) * 1000)
+            poller.poll(max(limit - waited, 0.0) * 1000)  # asleep in the kernel until the directory changes
+
+    def _until_changed(self, raw: bytes, started: float, limit: float) -> bool:
+        """Sleep-poll until the published end's bytes differ from ``raw``; False when ``limit`` passed first."""
+        pause = _POLL_FIRST
+        while True:
+            waited = time.monotonic() - started
+            if waited >= limit:
+                return False
+            cap = _POLL_SOON if waited < _POLL_SOON_FOR else _POLL_LATER if waited < _POLL_IDLE_AFTER else _POLL_IDLE
+            pause = min(pause * 2, cap, limit - waited)
+            time.sleep(pause)
+            if self._read_visible() != raw:
+                return True
+
+    def _read_visible(self) -> bytes:
+        fd = self._vfd
+        if fd is None:
+            try:
+                fd = self._vfd = _io.open_read(self._visible)
+            except FileNotFoundError:
+                return b""
+        return os.pread(fd, VISIBLE_SIZE, 0)
 
     def _descriptor(self) -> Optional[int]:
         if self._pid != os.getpid():  # a forked child shares the parent's event queue: take its own
@@ -145,14 +170,6 @@ class Waiter:
                 return got
             got = True
 
-    def _published(self) -> Optional[_visible.VisibleEnd]:
-        try:
-            raw = _io.read_at(self._visible, VISIBLE_SIZE, 0)
-        except FileNotFoundError:
-            return None
-        end = _visible.decode(raw)
-        return end if end is not None and end.state == _visible.PUBLISHED else None
-
     def _unpublished(self, end: _visible.VisibleEnd) -> bool:
         """Whether the writer has written past its published end (bytes, or a newer segment)."""
         try:
@@ -164,6 +181,7 @@ class Waiter:
 
     def close(self) -> None:
         """Close the inotify descriptor; idempotent."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            _io.close(fd)  # in a forked child too: its copy only
+        for fd in (self._fd, self._vfd):
+            if fd is not None:
+                _io.close(fd)  # in a forked child too: its copy only
+        self._fd = self._vfd = None

@@ -259,7 +259,6 @@ class _Stream:
         self._cursor: Optional[_segments.SegmentCursor] = None
         self._first: Optional[tuple[int, str]] = None
         self._start = 0
-        self._watch = _notify.AVAILABLE  # False: followers poll (WALOGS_FOLLOW_POLL=1, or no inotify here)
 
     def locate(self, start: Optional[int]) -> None:
         """Choose the segment that holds ``start`` (default: the oldest stored entry)."""
@@ -298,7 +297,8 @@ class _Stream:
 
         Each must be read to its end before the next is asked for (as a ChainReader does).
         """
-        waiter: Optional[_notify.Waiter] = None
+        # Watching from before the first pass: a change during any pass is queued for the wait after it.
+        waiter = _notify.watch(self._dir) if follow and _notify.AVAILABLE else None
         try:
             checked_range = False
             pause = _POLL_FIRST
@@ -314,15 +314,14 @@ class _Stream:
                 now = time.monotonic()
                 if self._position() != before:
                     idle_since, pause = now, _POLL_FIRST
-                    continue
+                    if waiter is None:
+                        continue
                 idle = now - idle_since
                 if timeout is not None and idle >= timeout:
                     return
-                if waiter is None and self._watch:
-                    waiter = _notify.watch(self._dir)
-                    self._watch = waiter is not None
                 if waiter is not None:
-                    # Sleeps in the kernel until the writer writes; polls only while a write awaits its sync.
+                    # Returns at once if more is visible; else sleeps in the kernel until the writer
+                    # writes, polling only while a write awaits its sync.
                     seq, offset = self._position()
                     waiter.wait(seq, offset, None if timeout is None else timeout - idle)
                     continue
