@@ -315,7 +315,7 @@ def test_a_lost_cursor_does_not_pin_and_a_running_follow_raises_instead_of_skipp
 # ---------------------------------------------------------------------- SIGKILL during commits (P13)
 
 KILLS = scale(300, 3000)
-KILL_DEADLINE = max(25.0, KILLS * 0.08)
+KILL_DEADLINE = max(60.0, KILLS * 0.1)  # a bound on a loaded machine; a round takes 10-30 ms
 
 
 def _committer(w, path, seed):
@@ -337,13 +337,15 @@ def _committer(w, path, seed):
 
 
 def test_sigkill_at_random_instants_during_commits_leaves_the_old_or_the_new_position(log_dir):
-    with _log(log_dir, 1) as wal:
-        for _ in range(KILLS // 50 + 1):  # about 100 LSNs per round, more than a round commits
-            wal.append_batch([b"x"] * 5000)
+    # A live writer (its published end makes durable_lsn cheap), small segments (a child starts
+    # reading at its position, not at the start of one large segment).
+    wal = _log(log_dir, 1, max_segment_size=64 << 10)
+    for _ in range(KILLS // 50 + 1):  # about 100 LSNs per round, more than a round commits
+        wal.append_batch([b"x"] * 5000)
     rng = random.Random(SEED)
     kills = mid_commit = 0
     start = time.monotonic()
-    with walogs.WalReader(log_dir) as reader:
+    with wal, walogs.WalReader(log_dir) as reader:
         committed = 0
         while kills < KILLS and time.monotonic() - start < KILL_DEADLINE:
             pid, r = fork_with_pipe(lambda w: _committer(w, log_dir, rng.random()), send_error)

@@ -5,12 +5,12 @@ slots, each in a 512-byte sector of its own, like LSN_FLOOR's. A slot is
 a magic, a counter, the committed position and a CRC-32; the valid slot
 with the higher counter is the record. An update writes the older slot and
 fdatasyncs, so a crash (or a power loss tearing that sector) leaves the
-other slot, the previous position, whole (P13). After the slots, the
+other slot, the previous position, whole. After the slots, the
 owner's pid, rewritten when a process takes ownership and never synced: it
 only names the owner in messages and ``walogs info``.
 
 A new file is written whole under a temp name (``<name>.cursor.tmp``),
-fdatasynced, renamed to its name and the folder synced (I3), by one
+fdatasynced, renamed to its name and the folder synced, by one
 creator at a time (they hold the cursors folder's flock exclusively). A
 creator killed before the rename leaves its temp file, which the next
 creation of that name overwrites.
@@ -73,7 +73,8 @@ def path_of(directory: str, name: str) -> str:
 
 
 def ensure_folder(directory: str) -> str:
-    """Create the cursors folder if missing, durably (I3: its parent is synced); its path."""
+    """Create the cursors folder if missing, durably (its parent is synced); its path."""
+    # I3: the folder's entry must be durable before a cursor file in it is relied on.
     path = folder(directory)
     try:
         _io.mkdir(path)
@@ -127,7 +128,8 @@ def read(path: str) -> Optional[Record]:
 
 
 def write(fd: int, current: Record, position: int) -> Record:
-    """Durably make ``position`` the record: the older slot, then fdatasync (P13). The record now."""
+    """Durably make ``position`` the record: the older slot, then fdatasync. The record now."""
+    # P13: a torn write of one slot leaves the other, the previous position.
     slot = 1 - current.slot  # the newest record stays whole if this write tears
     counter = current.counter + 1
     _io.pwrite_all(fd, pack_slot(counter, position), CURSOR_SLOT_OFFSETS[slot])

@@ -1,6 +1,6 @@
 """What named cursors pin: which segments a checkpoint may delete, which cursors are lost, how far each lags.
 
-The one home of the retention rule (P14). A checkpoint deletes, oldest
+The one home of the retention rule. A checkpoint deletes, oldest
 first, the completed segments whose every LSN is at most the limit it was
 given and at most every live cursor's position; past
 ``WalConfig.max_retained_bytes`` it deletes further (still only within its
