@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Optional
 
-from walogs import _damage, _floor, _lock, _notify, _retention, _segments, _visible
+from walogs import _damage, _floor, _lock, _notify, _retention, _segments, _stats, _visible
 from walogs import cursor as _cursor
 from walogs._format import segment_name
 from walogs._impl import codec
@@ -165,6 +165,12 @@ class WalReader:
         """Delete the named cursor (CursorLockedError while it has an owner, FileNotFoundError if none)."""
         self._check_open()
         _cursor.drop(self._dir, name)
+
+    def stats(self) -> dict[str, object]:
+        """Where the log stands now, as a plain dict: ``durable_lsn``, ``first_lsn``, ``segments``,
+        ``bytes_on_disk``, and ``cursors`` (each one's position, lag in entries and bytes, lost, owner)."""
+        self._check_open()
+        return _stats.reader_stats(self._dir, self.durable_lsn, self.first_lsn)
 
     def close(self) -> None:
         """Mark the reader closed; iterators already running keep their own descriptors."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Optional, TypeVar
 
-from walogs import _floor, _impl, _io, _lock, _recovery, _retention, _segments, _visible
+from walogs import _floor, _impl, _io, _lock, _recovery, _retention, _segments, _stats, _visible
 from walogs import cursor as _cursor
 from walogs._recovery import SegmentInfo
 from walogs.config import TailState, WalConfig
@@ -96,6 +96,7 @@ class Wal:
             refusal=_weakly(self._refusal),
         )
         _lock.watch_forks(self)
+        self._stats = _stats.Baseline(active.seq, active.end, layout.next_lsn)
         self._stop_interval = threading.Event()
         self._interval_thread: Optional[threading.Thread] = None
         if config.sync == "interval":
@@ -148,6 +149,9 @@ class Wal:
                 existed = frozenset(_io.listdir(directory))  # a new log, unless a wal.log is there
             _visible.mark_recovering(directory)
             layout, fd = _recovery.recover(directory)
+            if layout.torn_at is not None:
+                _log.warning("%s: recovery cut a torn tail off the last segment at offset %d (a write the "
+                             "last writer never finished; nothing it acknowledged is lost)", directory, layout.torn_at)
             # P11: published only now that recovery made the kept entries durable.
             publisher = _visible.Publisher(directory)
             lock.record_owner()
@@ -428,6 +432,7 @@ class Wal:
                     os.path.join(self._dir, _floor.FLOOR_NAME),
                 ) from no_space
             plan.report(self._dir, deleted[:victims], self._config.max_retained_bytes)
+            self._stats.checkpointed(deleted[:victims])
             return victims
 
     @_closes_when_done
@@ -639,6 +644,23 @@ class Wal:
         """Delete the named cursor (CursorLockedError while it has an owner, FileNotFoundError if none)."""
         self._check_open()
         _cursor.drop(self._dir, name)
+
+    def stats(self) -> dict[str, object]:
+        """What this writer did since it opened and where the log stands: a plain dict, cheap to build.
+
+        ``entries``, ``bytes_written``, ``syncs``, ``fdatasync_seconds`` (total)
+        and ``fdatasync_mean_seconds``, ``rotations``, ``checkpoints`` and
+        ``segments_deleted`` since open; ``next_lsn``, ``durable_lsn``,
+        ``first_lsn``, ``segments`` and ``bytes_on_disk`` now; ``cursors``:
+        each named cursor's position, lag in entries and bytes, lost and
+        owner.
+        """
+        segments, _ = self._segments_now()
+        writer = self._writer
+        snapshot = writer.snapshot()
+        first = next((s.first_lsn for s in segments if s.first_lsn), None)
+        return _stats.writer_stats(self._dir, self._stats, segments[:-1], snapshot, writer.syncs,
+                                   writer.sync_seconds, writer.durable_lsn, first)
 
 
 def _interval_sync(ref: weakref.ReferenceType[Wal], stop: threading.Event, interval: float) -> None:
