@@ -34,11 +34,13 @@ def test_writer_stats_count_what_it_did_since_open(log_dir):
         assert stats["next_lsn"] == 49 and stats["durable_lsn"] == 48 and stats["first_lsn"] == wal.first_lsn <= 21
         assert stats["segments"] == wal.segment_count and stats["bytes_on_disk"] == _segment_bytes(log_dir)
         assert stats["cursors"]["c"]["position"] == 20 and stats["cursors"]["c"]["lag"] == 28
-        assert stats["cursors"]["c"]["owned"] is False and stats["cursors"]["c"]["lost"] is False
+        assert stats["cursors"]["c"]["owned"] is True and stats["cursors"]["c"]["owner_pid"] == os.getpid()
+        assert stats["cursors"]["c"]["lost"] is False
         assert 0 < stats["cursors"]["c"]["lag_bytes"] <= stats["bytes_on_disk"]
-        seen = reader.stats()
+            seen = reader.stats()
         assert {k: seen[k] for k in ("durable_lsn", "first_lsn", "segments", "bytes_on_disk", "cursors")} == \
             {k: stats[k] for k in ("durable_lsn", "first_lsn", "segments", "bytes_on_disk", "cursors")}
+        assert reader.stats()["cursors"]["c"]["owned"] is False
 
 
 def test_bytes_written_counts_segments_checkpointed_since_open(log_dir):
