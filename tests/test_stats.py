@@ -25,6 +25,7 @@ def test_writer_stats_count_what_it_did_since_open(log_dir):
             cur.commit(20)
             assert wal.checkpoint() > 0
             stats = wal.stats()
+            seen = reader.stats()
         frame = walogs.FRAME_HEADER_SIZE + 100
         assert stats["entries"] == 43 and stats["bytes_written"] == 43 * frame
         assert stats["syncs"] >= 41 and stats["fdatasync_seconds"] > 0
@@ -37,7 +38,6 @@ def test_writer_stats_count_what_it_did_since_open(log_dir):
         assert stats["cursors"]["c"]["owned"] is True and stats["cursors"]["c"]["owner_pid"] == os.getpid()
         assert stats["cursors"]["c"]["lost"] is False
         assert 0 < stats["cursors"]["c"]["lag_bytes"] <= stats["bytes_on_disk"]
-            seen = reader.stats()
         assert {k: seen[k] for k in ("durable_lsn", "first_lsn", "segments", "bytes_on_disk", "cursors")} == \
             {k: stats[k] for k in ("durable_lsn", "first_lsn", "segments", "bytes_on_disk", "cursors")}
         assert reader.stats()["cursors"]["c"]["owned"] is False
