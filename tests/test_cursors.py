@@ -12,6 +12,7 @@ import logging
 import os
 import pathlib
 import random
+import shutil
 import signal
 import struct
 import time
@@ -449,3 +450,56 @@ def test_retention_with_followers_one_lagging_past_the_cap(log_dir):
     if kind == b"L":
         assert a == b, "the lost error names the first LSN the consumer had not seen"
     assert kind == b"L", "with a 12000-byte cap and a 20 ms consumer, the laggard must fall behind it"
+
+
+# ---------------------------------------------------------------------- power loss (P13)
+
+
+def test_power_loss_at_every_point_of_cursor_creation_and_commits(tmp_path):
+    """Crash images (tests/crashfs.py) at every op of creating cursors and committing: each
+    variant of unsynced data (dropped, cut, zeroed, random, sectors, kept) under each namespace
+    mode. A cursor file is missing only before its creation was made durable; otherwise it
+    decodes to the last acknowledged position or the one being committed, never garbage."""
+    from crashfs import IMAGE_VARIANTS, NAMESPACE_MODES, Recorder
+
+    from walogs import _cursor_file
+
+    root = tmp_path / "log"
+    with _log(root, 30, max_segment_size=600):
+        pass
+    rec = Recorder(root)
+    acked: list[tuple[int, str, int]] = []  # (ops recorded when it returned, cursor, position)
+    started: list[tuple[int, str, int]] = []  # (ops recorded before it began, cursor, position)
+    with pytest.MonkeyPatch.context() as mp:
+        rec.install(mp)
+        with walogs.WalReader(root) as reader:
+            for name in ("p", "q"):
+                started.append((len(rec.ops), name, 0))
+                with reader.cursor(name) as cur:
+                    acked.append((len(rec.ops), name, 0))
+                    for lsn in range(3, 31, 3 if name == "p" else 7):
+                        started.append((len(rec.ops), name, lsn))
+                        cur.commit(lsn)
+                        acked.append((len(rec.ops), name, lsn))
+    rng = random.Random(SEED)
+    images = 0
+    for point in range(len(rec.ops) + 1):
+        for variant in IMAGE_VARIANTS:
+            namespace = rng.choice(NAMESPACE_MODES)
+            dest = tmp_path / f"img-{point}-{variant}"
+            rec.build_image(point, dest, variant, namespace, random.Random(point))
+            for name in ("p", "q"):
+                done = [pos for at, n, pos in acked if n == name and at <= point]
+                begun = [pos for at, n, pos in started if n == name and at < point]
+                record = _cursor_file.read(_cursor_path(dest, name))
+                where = f"crash after op {point} ({variant}, {namespace}), cursor {name}"
+                if record is None:
+                    assert not done, f"{where}: a created cursor's file is gone"
+                    continue
+                assert begun, f"{where}: a file before its creation began"
+                allowed = set(done[-1:]) | set(begun[-1:])
+                assert record.position in allowed, (where, record.position, allowed)
+            images += 1
+            shutil.rmtree(dest)
+    assert images == (len(rec.ops) + 1) * len(IMAGE_VARIANTS)
+    assert len(acked) == 2 + 10 + 4
