@@ -18,7 +18,7 @@ import struct
 import sys
 from typing import Any, Optional, Sequence
 
-from walogs import __version__, _damage, _floor, _io, _lock, _recovery, _retention, _salvage, _segments, _visible
+from walogs import __version__, _cursor_file, _damage, _floor, _io, _lock, _recovery, _retention, _salvage, _segments, _visible
 from walogs._impl import BUILD_INFO, codec
 from walogs.errors import LsnOutOfRangeError, WalCorruptError, WalError, WalLockedError
 from walogs.reader import WalReader, published_end
@@ -236,7 +236,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "segments": _segment_summaries(directory, end),
         "tail": verdict,
         "build": dataclasses.asdict(BUILD_INFO),
-        "cursors": _cursor_rows(directory),
+        "cursors": _cursor_rows(directory, verdict),
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -258,10 +258,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cursor_rows(directory: str) -> list[dict[str, Any]]:
+def _cursor_rows(directory: str, verdict: dict[str, Any]) -> list[dict[str, Any]]:
     """Each named cursor: position, lag in entries and bytes, owner, lost (read without taking any)."""
-    with WalReader(directory) as reader:
-        return [dataclasses.asdict(info) for info in _retention.describe(directory, reader.durable_lsn)]
+    if not _cursor_file.names(directory):
+        return []
+    try:
+        with WalReader(directory) as reader:
+            end = reader.durable_lsn
+    except WalError:
+        end = verdict.get("last_lsn") or 0  # a damaged log: lag up to what the scan found
+    return [dataclasses.asdict(info) for info in _retention.describe(directory, end)]
 
 
 def _describe(verdict: dict[str, Any]) -> str:
