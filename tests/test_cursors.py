@@ -8,6 +8,7 @@ while cursor processes follow it (P5, P14: a consumer never skips silently).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
@@ -18,11 +19,11 @@ import struct
 import time
 
 import pytest
-from _procs import fork_child, fork_with_pipe, kill_all, read_to_eof, read_until, reap, run_walogs, send, send_error, take_records
+from _procs import (fork_with_pipe, kill_all, read_to_eof, read_until, reap, run_walogs, send, send_error,
+                    take_records)
 from conftest import entry, scale, snapshot
 
 import walogs
-from walogs import _format
 from walogs.errors import CursorLockedError, CursorLostError, LsnOutOfRangeError, WalLockedError
 
 SEED = int(os.environ.get("WALOGS_SEED", "20261205"))
@@ -273,10 +274,12 @@ def test_past_the_cap_checkpoint_deletes_and_the_laggard_is_lost_loudly(log_dir,
             with caplog.at_level(logging.WARNING, logger="walogs"):
                 assert wal.checkpoint() > 0
             first = wal.first_lsn
-            kept = sum(os.path.getsize(os.path.join(log_dir, n)) for n in os.listdir(log_dir) if n.startswith("wal-"))
+            kept = sum(os.path.getsize(os.path.join(log_dir, n)) for n in os.listdir(log_dir)
+                       if n.startswith("wal-"))
             assert kept <= 2000
-            assert [r for r in caplog.records if "cursor 'slow' is lost" in r.getMessage() and "LSN 6" in r.getMessage()]
-            assert not [r for r in caplog.records if "'fast'" in r.getMessage()]
+            messages = [r.getMessage() for r in caplog.records]
+            assert [m for m in messages if "cursor 'slow' is lost" in m and "LSN 6 is the first" in m], messages
+            assert not [m for m in messages if "'fast'" in m]
             positions = reader.cursors()
             assert positions["slow"].lost and not positions["fast"].lost
             for call in (slow.iter, lambda: slow.follow(timeout=0)):
@@ -290,9 +293,10 @@ def test_past_the_cap_checkpoint_deletes_and_the_laggard_is_lost_loudly(log_dir,
             assert next(iter(slow.iter()))[0] == first
     result = run_walogs("info", "--json", log_dir)
     assert result.returncode == 0, result.stderr
-    import json
     info = json.loads(result.stdout)
     rows = {row["name"]: row for row in info["cursors"]}
+    text = run_walogs("info", log_dir).stdout.decode()
+    assert "cursors:   2" in text and "slow  position" in text and "not owned" in text
     assert rows["slow"]["position"] == first - 1 and rows["slow"]["lost"] is False
     assert rows["fast"]["lag"] == 0 and rows["fast"]["owner_pid"] is None
 

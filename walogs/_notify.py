@@ -59,7 +59,7 @@ def _load() -> Optional[ctypes.CDLL]:
 
 _libc = _load()
 AVAILABLE = _libc is not None and os.environ.get("WALOGS_FOLLOW_POLL", "") in ("", "0")
-"""Whether followers sleep on inotify; ``WALOGS_FOLLOW_POLL=1`` makes them poll (to compare, or to test the fallback)."""
+"""Whether followers sleep on inotify; ``WALOGS_FOLLOW_POLL=1`` makes them poll (to compare, to test it)."""
 
 
 def watch(directory: str) -> Optional[Waiter]:

@@ -28,7 +28,10 @@ class Baseline:
     """Bytes of those segments that this writer completed (numbered from ``seq`` on)."""
 
     def bytes_written(self, completed: list[Any], snapshot: tuple[int, int, int, int, int]) -> int:
-        """Bytes of frames written since open: segments completed since (kept or deleted), the active one, less what ``seq`` held at open."""
+        """Bytes of frames written since open.
+
+        Segments completed since (kept or deleted) and the active one, less what ``seq`` held at open.
+        """
         kept = sum(s.end for s in completed if s.seq >= self.seq)
         return kept + self.deleted_written + snapshot[1] - self.end
 

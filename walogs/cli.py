@@ -18,7 +18,8 @@ import struct
 import sys
 from typing import Any, Optional, Sequence
 
-from walogs import __version__, _cursor_file, _damage, _floor, _io, _lock, _recovery, _retention, _salvage, _segments, _visible
+from walogs import __version__, _cursor_file, _damage, _floor, _io, _lock, _recovery, _retention, _salvage
+from walogs import _segments, _visible
 from walogs._impl import BUILD_INFO, codec
 from walogs.errors import LsnOutOfRangeError, WalCorruptError, WalError, WalLockedError
 from walogs.reader import WalReader, published_end
