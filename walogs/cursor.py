@@ -113,9 +113,14 @@ class Cursor:
             raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
         return self._entries(follow=True, timeout=timeout)
 
-    def _entries(self, follow: bool, timeout: Optional[float]) -> Iterator[tuple[int, bytes]]:
+    def _follow_from(self, start: int, timeout: Optional[float]) -> Iterator[tuple[int, bytes]]:
+        """:meth:`follow` from ``start`` (after entries already yielded, not yet committed): for walogs.aio."""
+        return self._entries(follow=True, timeout=timeout, start=max(start, self._record.position + 1))
+
+    def _entries(self, follow: bool, timeout: Optional[float], start: Optional[int] = None) -> Iterator[tuple[int, bytes]]:
         self._fd()
-        start = self._record.position + 1
+        if start is None:
+            start = self._record.position + 1
         directory = self._reader.path
         oldest = _retention.oldest_lsn(directory)
         if _retention.is_lost(start - 1, oldest):
