@@ -11,7 +11,7 @@ only names the owner in messages and ``walogs info``.
 
 A new file is written whole under a temp name (``<name>.cursor.tmp``),
 fdatasynced, renamed to its name and the folder synced, by one
-creator at a time (they hold the cursors folder's flock exclusively). A
+creator at a time (they hold the log directory's flock exclusively). A
 creator killed before the rename leaves its temp file, which the next
 creation of that name overwrites.
 """
@@ -148,7 +148,7 @@ def record_owner(fd: int) -> None:
 def create(directory: str, name: str, position: int) -> bool:
     """Create cursor ``name`` at ``position``, whole and durable; False if it exists already.
 
-    The caller holds the cursors folder exclusively (``_retention.cursors_held``),
+    The caller holds the log directory's flock (``_retention.cursors_held``),
     so no other creator renames over the file between the check and the rename.
     """
     cursors = ensure_folder(directory)

@@ -13,8 +13,8 @@ synced after each unlink) and goes oldest first, so the state survives any
 crash exactly as the deletions did. A lost cursor pins nothing; committing
 ``first_lsn - 1`` makes it live again.
 
-A checkpoint holds an exclusive ``flock`` on the ``cursors`` folder from
-reading the positions to its last deletion; creating a cursor holds one
+A checkpoint holds an exclusive ``flock`` on the log directory from
+reading the positions to its last deletion; creating a cursor holds it
 too, from choosing its position to the file's rename. So a cursor is
 either seen by a checkpoint, or created after its deletions and placed
 after them.
@@ -56,27 +56,13 @@ def is_lost(position: int, oldest: int) -> bool:
 
 
 @contextlib.contextmanager
-def cursors_held(directory: str, create: bool = False) -> Iterator[None]:
-    """Hold the cursors folder's flock, exclusively: a checkpoint, or a cursor being created.
+def cursors_held(directory: str) -> Iterator[None]:
+    """Hold the log directory's ``flock``, exclusively: a checkpoint, or a cursor being created.
 
-    ``create``: make the folder first if missing (a checkpoint does, without
-    syncing; a cursor's creator syncs it). Where the folder cannot be made
-    (a full disk), no cursor can be created either: nothing is held.
+    The directory itself, which always exists (no writer has to make a
+    ``cursors`` folder for this); nothing else locks it.
     """
-    path = _cursor_file.folder(directory)
-    if create and not os.path.isdir(path):
-        try:
-            _io.mkdir(path)
-        except FileExistsError:
-            pass
-        except OSError:
-            yield
-            return
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        yield
-        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

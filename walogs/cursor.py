@@ -218,7 +218,6 @@ def open_cursor(reader: WalReader, name: str, start: Optional[int], lock_timeout
 def _create(reader: WalReader, name: str, start: Optional[int]) -> None:
     """Create cursor ``name`` where ``start`` says (default: before the oldest stored LSN), unless it exists."""
     directory = reader.path
-    _cursor_file.ensure_folder(directory)
     # Exclusive with checkpoints and other creators: a checkpoint either sees this cursor or
     # has finished deleting before its position is chosen (P14).
     with _retention.cursors_held(directory):

@@ -388,7 +388,7 @@ class Wal:
         """
         if applied_up_to is not None and (isinstance(applied_up_to, bool) or not isinstance(applied_up_to, int)):
             raise TypeError(f"applied_up_to must be an int LSN or None, not {type(applied_up_to).__name__}")
-        with self._mutex, _retention.cursors_held(self._dir, create=True):
+        with self._mutex, _retention.cursors_held(self._dir):
             self._check_writable()
             seq, active_end, active_first = self._writer.snapshot()[:3]
             completed = self._completed  # a rotation may append to it meanwhile, never remove
