@@ -41,7 +41,7 @@ async def _run(fn: Callable[..., _T], *args: Any) -> _T:
     return await loop.run_in_executor(_executor, functools.partial(fn, *args))
 
 
-class Wal:
+class AsyncWal:
     """An open writer for asyncio: :func:`open` makes one; every method is awaited and never blocks the loop."""
 
     def __init__(self, wal: _wal.Wal) -> None:
@@ -93,7 +93,7 @@ class Wal:
         """Sync what the sync mode promises and release the lock."""
         await _run(self.wal.close)
 
-    async def __aenter__(self) -> Wal:
+    async def __aenter__(self) -> AsyncWal:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -107,21 +107,21 @@ def _lost_to_caller(path: object, future: asyncio.Future[int]) -> None:
 
 
 class _Opening:
-    """What :func:`open` returns: await it for a :class:`Wal`, or use it in ``async with``."""
+    """What :func:`open` returns: await it for an :class:`AsyncWal`, or use it in ``async with``."""
 
     def __init__(self, path: PathLike, config: Optional[WalConfig], options: dict[str, Any]) -> None:
         self._args = (path, config)
         self._options = options
-        self._wal: Optional[Wal] = None
+        self._wal: Optional[AsyncWal] = None
 
-    async def _open(self) -> Wal:
+    async def _open(self) -> AsyncWal:
         wal = await _run(functools.partial(_wal.Wal.open, *self._args, **self._options))
-        return Wal(wal)
+        return AsyncWal(wal)
 
-    def __await__(self) -> Generator[Any, None, Wal]:
+    def __await__(self) -> Generator[Any, None, AsyncWal]:
         return self._open().__await__()
 
-    async def __aenter__(self) -> Wal:
+    async def __aenter__(self) -> AsyncWal:
         self._wal = await self._open()
         return self._wal
 
@@ -133,7 +133,7 @@ class _Opening:
 def open(path: PathLike, config: Optional[WalConfig] = None, **options: Any) -> _Opening:  # noqa: A001
     """Open a log as :meth:`walogs.Wal.open` does (``options``: ``lock_timeout``, ``create``, ...), in a thread.
 
-    ``await walogs.aio.open(...)`` gives a :class:`Wal`; ``async with
+    ``await walogs.aio.open(...)`` gives an :class:`AsyncWal`; ``async with
     walogs.aio.open(...) as wal:`` closes it on exit.
     """
     return _Opening(path, config, options)
@@ -184,10 +184,10 @@ class WalReader:
         """The entries visible now, from ``start``, read in a thread (a list: for a long log, use follow)."""
         return await _run(lambda: list(self.reader.iter(start)))
 
-    async def cursor(self, name: str, *, start: Optional[int] = None, lock_timeout: Optional[float] = 0.0) -> Cursor:
+    async def cursor(self, name: str, *, start: Optional[int] = None, lock_timeout: Optional[float] = 0.0) -> AsyncCursor:
         """As :meth:`walogs.WalReader.cursor`, opened in a thread (it may wait for the owner)."""
         cur = await _run(functools.partial(self.reader.cursor, name, start=start, lock_timeout=lock_timeout))
-        return Cursor(cur)
+        return AsyncCursor(cur)
 
     def cursors(self) -> dict[str, _reader.CursorPosition]:
         """As :meth:`walogs.WalReader.cursors`."""
@@ -204,7 +204,7 @@ class WalReader:
         self.close()
 
 
-class Cursor:
+class AsyncCursor:
     """A named cursor for asyncio: ``await commit``, ``async for ... in follow()``."""
 
     def __init__(self, cursor: _Cursor) -> None:
@@ -244,11 +244,11 @@ class Cursor:
         """Release ownership (never commits)."""
         await _run(self.cursor.close)
 
-    async def __aenter__(self) -> Cursor:
+    async def __aenter__(self) -> AsyncCursor:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
 
-__all__ = ["Cursor", "Wal", "WalReader", "open"]
+__all__ = ["AsyncCursor", "AsyncWal", "WalReader", "open"]
