@@ -231,7 +231,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     directory = _log_directory(args.dir)
     live, pid = _lock.writer_is_live(directory)
     verdict, end = _verdict(directory)
-    info = {
+    info: dict[str, Any] = {
         "directory": directory,
         "writer": {"live": live, "pid": pid if live else None},
         "segments": _segment_summaries(directory, end),

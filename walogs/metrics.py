@@ -67,7 +67,7 @@ class WalCollector(Collector):
             lost.add_metric([log, name], 1 if cursor["lost"] else 0)
         yield from (position, lag, lag_bytes, lost)
         if self._wal is not None and not self._wal.closed:
-            counters = self._wal.stats()
+            counters: dict[str, Any] = self._wal.stats()
             for key, name, text in _WRITER_COUNTERS:
                 counter = CounterMetricFamily(name, text, labels=["log"])
                 counter.add_metric([log], counters[key])
