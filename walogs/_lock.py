@@ -267,6 +267,16 @@ def writer_is_live(directory: str) -> tuple[bool, int | None]:
     return False, None
 
 
+def writer_lock_held(fd: int) -> bool:
+    """:func:`writer_is_live` on an open descriptor of LOCK, without the pid: one lock query (and
+    /proc/locks only when no OFD lock is held, for a writer that takes only flock)."""
+    answer = _ofd(fd, _F_OFD_GETLK, fcntl.F_RDLCK)
+    if _FLOCK.unpack(answer[: _FLOCK.size])[0] != fcntl.F_UNLCK:
+        return True
+    st = os.fstat(fd)
+    return _flock_holder(st.st_dev, st.st_ino) is not None
+
+
 def _flock_holder(device: int, inode: int) -> int | None:
     """The pid holding an exclusive flock on (device, inode), from /proc/locks; None if none."""
     wanted = f"{os.major(device):02x}:{os.minor(device):02x}:{inode}"

@@ -14,9 +14,9 @@ import time
 from collections.abc import Iterator
 from typing import Optional
 
-from walogs import _damage, _floor, _lock, _notify, _retention, _segments, _stats, _visible
+from walogs import _damage, _floor, _io, _lock, _notify, _retention, _segments, _stats, _visible
 from walogs import cursor as _cursor
-from walogs._format import segment_name
+from walogs._format import LOCK_NAME, VISIBLE_NAME, segment_name
 from walogs._impl import codec
 from walogs._types import PathLike
 from walogs.errors import LsnOutOfRangeError, WalClosedError, WalCorruptError
@@ -230,6 +230,44 @@ def published_end(directory: str) -> Optional[_visible.VisibleEnd]:
     return record if live else None
 
 
+class _EndWatch:
+    """``published_end`` for one iterator's passes, with VISIBLE and LOCK kept open between them.
+
+    A follower asks once per pass; kept open, that is a pread and a lock
+    query instead of opening and closing both files (and reading the pid).
+    LOCK's inode never changes while its log lives; if it did (a new log
+    whose creation failed and was made again), both are opened afresh.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self._dir = directory
+        self._visible: Optional[int] = None
+        self._lock: Optional[int] = None
+
+    def published(self) -> Optional[_visible.VisibleEnd]:
+        """The end a live writer publishes now, or None (as :func:`published_end`)."""
+        if self._lock is None or not _lock.same_file(self._lock, os.path.join(self._dir, LOCK_NAME)):
+            self.close()
+            try:
+                self._lock = _io.open_read(os.path.join(self._dir, LOCK_NAME))
+                self._visible = _io.open_read(os.path.join(self._dir, VISIBLE_NAME))
+            except FileNotFoundError:
+                self.close()
+                return published_end(self._dir)  # no writer yet made them
+        assert self._visible is not None
+        record = _visible.read_fd(self._visible)
+        if record is None or record.state != _visible.PUBLISHED:
+            return None
+        return record if _lock.writer_lock_held(self._lock) else None
+
+    def close(self) -> None:
+        """Close both descriptors."""
+        for fd in (self._visible, self._lock):
+            if fd is not None:
+                _io.close(fd)
+        self._visible = self._lock = None
+
+
 def _without_a_killed_write(directory: str, seq: int, size: int) -> int:
     """How much of segment ``seq`` (``size`` bytes) a reader may read when no writer is live.
 
@@ -265,6 +303,7 @@ class _Stream:
         self._cursor: Optional[_segments.SegmentCursor] = None
         self._first: Optional[tuple[int, str]] = None
         self._start = 0
+        self._ends = _EndWatch(directory)
 
     def locate(self, start: Optional[int]) -> None:
         """Choose the segment that holds ``start`` (default: the oldest stored entry)."""
@@ -337,6 +376,7 @@ class _Stream:
                     pause = min(pause, max(timeout - idle, 0.0))
                 time.sleep(pause)
         finally:
+            self._ends.close()
             if waiter is not None:
                 waiter.close()
             if self._cursor is not None:
@@ -379,7 +419,7 @@ class _Stream:
             # The size first, then the writer: a writer that appears in between
             # cannot get its unsynced appends below a size taken before it (P4).
             size = cursor.size()
-            end = self._reader._published_end()
+            end = self._ends.published()
             if end is not None and cursor.seq > end.seq:
                 return
             if end is None:
@@ -387,6 +427,8 @@ class _Stream:
             else:
                 limit = end.offset if cursor.seq == end.seq else None
             yield from cursor.readers(limit)
+            if cursor.status == codec.SCAN_END and end is not None and cursor.seq >= end.seq:
+                return  # at the published end: no later segment is readable yet (no listing needed)
             files = _segments.segment_files(self._dir)[0]
             last_seq = max(files, default=cursor.seq)
             if cursor.status != codec.SCAN_END:
