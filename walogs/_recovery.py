@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from walogs import _damage, _floor, _io, _segments, _visible
-from walogs._format import CURSORS_DIR, FLOOR_NAME, FLOOR_TEMP_NAME, LOCK_NAME, SEGMENT_RE, V1_NAME, VISIBLE_NAME, segment_name
+from walogs._format import (CURSORS_DIR, FLOOR_NAME, FLOOR_TEMP_NAME, LOCK_NAME, SEGMENT_RE, V1_NAME, VISIBLE_NAME,
+                            segment_name)
 from walogs.errors import WalCorruptError
 
 # Re-exported for walogs.wal, which lists segments through this module until it asks

@@ -174,7 +174,8 @@ class WalReader:
         self.reader = _reader.WalReader(path)
         """The blocking :class:`walogs.WalReader` underneath."""
 
-    def follow(self, start: Optional[int] = None, *, timeout: Optional[float] = None) -> AsyncIterator[tuple[int, bytes]]:
+    def follow(self, start: Optional[int] = None, *,
+               timeout: Optional[float] = None) -> AsyncIterator[tuple[int, bytes]]:
         """As :meth:`walogs.WalReader.follow`, as an async iterator."""
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
@@ -184,7 +185,8 @@ class WalReader:
         """The entries visible now, from ``start``, read in a thread (a list: for a long log, use follow)."""
         return await _run(lambda: list(self.reader.iter(start)))
 
-    async def cursor(self, name: str, *, start: Optional[int] = None, lock_timeout: Optional[float] = 0.0) -> AsyncCursor:
+    async def cursor(self, name: str, *, start: Optional[int] = None,
+                     lock_timeout: Optional[float] = 0.0) -> AsyncCursor:
         """As :meth:`walogs.WalReader.cursor`, opened in a thread (it may wait for the owner)."""
         cur = await _run(functools.partial(self.reader.cursor, name, start=start, lock_timeout=lock_timeout))
         return AsyncCursor(cur)

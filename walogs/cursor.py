@@ -117,7 +117,8 @@ class Cursor:
         """:meth:`follow` from ``start`` (after entries already yielded, not yet committed): for walogs.aio."""
         return self._entries(follow=True, timeout=timeout, start=max(start, self._record.position + 1))
 
-    def _entries(self, follow: bool, timeout: Optional[float], start: Optional[int] = None) -> Iterator[tuple[int, bytes]]:
+    def _entries(self, follow: bool, timeout: Optional[float],
+                 start: Optional[int] = None) -> Iterator[tuple[int, bytes]]:
         self._fd()
         if start is None:
             start = self._record.position + 1

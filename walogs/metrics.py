@@ -53,7 +53,8 @@ class WalCollector(Collector):
             gauge = GaugeMetricFamily(name, text, labels=["log"])
             gauge.add_metric([log], stats[key] or 0)
             yield gauge
-        position = GaugeMetricFamily("walogs_cursor_position", "A named cursor's committed LSN", labels=["log", "cursor"])
+        position = GaugeMetricFamily("walogs_cursor_position", "A named cursor's committed LSN",
+                                     labels=["log", "cursor"])
         lag = GaugeMetricFamily("walogs_cursor_lag_entries", "Visible entries after a cursor's position",
                                 labels=["log", "cursor"])
         lag_bytes = GaugeMetricFamily("walogs_cursor_lag_bytes", "Bytes of the segments holding a cursor's lag",

@@ -150,8 +150,8 @@ class Wal:
             _visible.mark_recovering(directory)
             layout, fd = _recovery.recover(directory)
             if layout.torn_at is not None:
-                _log.warning("%s: recovery cut a torn tail off the last segment at offset %d (a write the "
-                             "last writer never finished; nothing it acknowledged is lost)", directory, layout.torn_at)
+                _log.warning("%s: recovery cut a torn tail off the last segment at offset %d (a write the last "
+                             "writer never finished; nothing it acknowledged is lost)", directory, layout.torn_at)
             # P11: published only now that recovery made the kept entries durable.
             publisher = _visible.Publisher(directory)
             lock.record_owner()
@@ -636,7 +636,6 @@ class Wal:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"next_lsn={self._writer.next_lsn}"
         return f"<walogs.Wal {self._dir!r} {state} sync={self._config.sync!r}>"
-
 
     # ------------------------------------------------------------------ named cursors
 
