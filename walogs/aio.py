@@ -152,18 +152,29 @@ async def _follow(make: Callable[[Optional[int], Optional[float]], Any], start: 
         first = False  # even timeout=0 reads what is visible, as the blocking follow does
         chunk = _SLICE if left is None else max(min(_SLICE, left), 0.0)
         iterator = make(next_start, chunk)
+        pending: Optional[concurrent.futures.Future[Any]] = None
         try:
             while True:
-                item = await _run(next, iterator, _END)
+                pending = _executor.submit(next, iterator, _END)
+                item = await asyncio.wrap_future(pending)
+                pending = None
                 if item is _END:
                     break
                 idle_since = time.monotonic()
                 next_start = item[0] + 1
                 yield item
         finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                await _run(close)
+            # Cancelled or abandoned while a thread is inside next(): the iterator is closed in
+            # that thread's wake (at most one slice later), never while it runs.
+            _executor.submit(_close_after, pending, iterator)
+
+
+def _close_after(pending: Optional[concurrent.futures.Future[Any]], iterator: Any) -> None:
+    if pending is not None:
+        concurrent.futures.wait([pending])
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
 
 
 class WalReader:
