@@ -4,7 +4,8 @@ docs/format.md describes these formats in words. Everything that reads or
 writes them takes its layouts from here: the codecs (``_frame_py``, and
 ``_frame.pyx``, which has the same layouts in C and checks them against
 these when it is imported), the segment files (``_segments``), ``VISIBLE``
-(``_visible``), ``LSN_FLOOR`` (``_floor``) and ``LOCK`` (``_lock``). This
+(``_visible``), ``LSN_FLOOR`` (``_floor``), ``LOCK`` (``_lock``) and the
+named cursors' files (``_cursor_file``). This
 module imports nothing from walogs.
 """
 
