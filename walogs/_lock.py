@@ -317,6 +317,11 @@ class FileLock:
         """True while this process (not a forked child) holds the lock."""
         return self.fd is not None and self._generation == _fork_generation
 
+    @property
+    def forked(self) -> bool:
+        """True in a child forked after the lock was taken: the child never holds it."""
+        return self._generation != _fork_generation
+
     def release(self) -> None:
         """Unlock and close the descriptor; in a forked child only close it."""
         fd, self.fd = self.fd, None

@@ -61,11 +61,11 @@ class Cursor:
         return self._reader.durable_lsn - self._record.position
 
     def _fd(self) -> int:
+        if self._lock.forked:
+            raise WalError(f"{self._path}: this Cursor was opened before a fork; a forked child "
+                           f"must open cursor {self._name!r} itself (after the parent closed it)")
         fd = self._lock.fd
-        if fd is None or not self._lock.held:
-            if fd is not None or self._lock._generation != _lock.fork_generation():
-                raise WalError(f"{self._path}: this Cursor was opened before a fork; a forked child "
-                               f"must open cursor {self._name!r} itself (after the parent closed it)")
+        if fd is None:
             raise WalClosedError(f"{self._path}: cursor {self._name!r} is closed; open it again with WalReader.cursor")
         return fd
 
