@@ -1,5 +1,6 @@
 """The README's first steps run: examples/quickstart.py and examples/worker_pool.py
-(what ``make demo`` shows) finish cleanly against the walogs under test.
+(what ``make demo`` shows), and examples/event_store.py (named cursors, snapshot and
+checkpoint), finish cleanly against the walogs under test.
 (examples/gunicorn_app runs under real gunicorn in test_gunicorn.py.)"""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from _procs import ROOT
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 
 
-@pytest.mark.parametrize("name", ["quickstart.py", "worker_pool.py"])
+@pytest.mark.parametrize("name", ["quickstart.py", "worker_pool.py", "event_store.py"])
 def test_example_runs(tmp_path, name):
     # ROOT holds the walogs under test (the source tree, or site-packages for the wheel).
     env = dict(os.environ, PYTHONPATH=ROOT)
