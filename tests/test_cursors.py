@@ -508,3 +508,52 @@ def test_power_loss_at_every_point_of_cursor_creation_and_commits(tmp_path):
             shutil.rmtree(dest)
     assert images == (len(rec.ops) + 1) * len(IMAGE_VARIANTS)
     assert len(acked) == 2 + 10 + 4
+
+
+# ---------------------------------------------------------------------- creation races
+
+
+def _creator(w, path, names):
+    reader = walogs.WalReader(path)
+    for name in names:
+        try:
+            with reader.cursor(name, lock_timeout=10) as cur:
+                first = next(iter(cur.iter()), None)  # a new cursor is never born lost
+                send(w, b"C", cur.position, first[0] if first else 0)
+                cur.commit(reader.durable_lsn)  # and pins no more, so checkpoints go on
+        except CursorLostError as exc:
+            send(w, b"L", exc.first_missing)
+
+
+def test_cursors_created_while_the_writer_checkpoints_are_never_born_lost(log_dir):
+    """A checkpoint either sees a cursor being created or deletes before its position is chosen."""
+    with _log(log_dir, 10, max_segment_size=300) as wal:
+        procs = [fork_with_pipe(lambda w, k=k: _creator(w, log_dir, [f"c{k}-{i}" for i in range(60)]), send_error)
+                 for k in range(2)]
+        bufs = [bytearray() for _ in procs]
+        try:
+            deadline = time.monotonic() + 60
+            checkpoints = 0
+            while any(reap_nowait(pid) is None for pid, _ in procs) and time.monotonic() < deadline:
+                wal.append_batch([entry(i) for i in range(3)])
+                checkpoints += wal.checkpoint(wal.next_lsn - 1) > 0
+            for (pid, r), buf in zip(procs, bufs):
+                read_to_eof(r, buf, time.monotonic() + 20)
+        finally:
+            kill_all([pid for pid, _ in procs])
+            for _, r in procs:
+                os.close(r)
+    records = [rec for buf in bufs for rec in take_records(buf)]
+    assert [rec for rec in records if rec[0] != b"C"] == [], records[:5]
+    assert len(records) == 120 and checkpoints > 0
+    for _, position, first, _ in records:
+        assert first in (0, position + 1)  # it reads on from just after its position: nothing skipped
+
+
+def reap_nowait(pid):
+    """The wait status of child ``pid`` if it has exited (reaping it), else None."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return 0
+    return status if done else None
