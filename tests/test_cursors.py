@@ -19,7 +19,7 @@ import struct
 import time
 
 import pytest
-from _procs import (fork_with_pipe, kill_all, read_to_eof, read_until, reap, run_walogs, send, send_error,
+from _procs import (fork_child, fork_with_pipe, kill_all, read_to_eof, read_until, reap, run_walogs, send, send_error,
                     take_records)
 from conftest import entry, scale, snapshot
 
@@ -557,3 +557,25 @@ def reap_nowait(pid):
     except ChildProcessError:
         return 0
     return status if done else None
+
+
+def _incrementer(path, rounds):
+    reader = walogs.WalReader(path)
+    for _ in range(rounds):
+        with reader.cursor("shared", lock_timeout=30) as cur:
+            position = cur.position
+            time.sleep(0.0005)  # a second owner now would read the same position: a lost update
+            cur.commit(position + 1)
+
+
+def test_owners_in_many_processes_take_turns_and_lose_no_commit(log_dir):
+    """Four processes create and take the same cursor at once, 25 times each: the commits add up."""
+    with _log(log_dir, 100):
+        pids = [fork_child(lambda: _incrementer(log_dir, 25)) for _ in range(4)]
+        try:
+            statuses = [reap(pid, timeout=60) for pid in pids]
+        finally:
+            kill_all(pids)
+        assert statuses == [0, 0, 0, 0]
+        with walogs.WalReader(log_dir) as reader:
+            assert reader.cursors() == {"shared": 100}
