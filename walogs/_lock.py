@@ -267,9 +267,12 @@ def writer_is_live(directory: str) -> tuple[bool, int | None]:
     return False, None
 
 
-def writer_lock_held(fd: int) -> bool:
-    """:func:`writer_is_live` on an open descriptor of LOCK, without the pid: one lock query (and
-    /proc/locks only when no OFD lock is held, for a writer that takes only flock)."""
+def is_locked(fd: int) -> bool:
+    """Whether some open file holds an exclusive OFD or flock lock on the file of ``fd``, asked without taking it.
+
+    On LOCK: :func:`writer_is_live` without the pid, in one lock query (and
+    /proc/locks only when no OFD lock is held, for a writer that takes only flock).
+    """
     answer = _ofd(fd, _F_OFD_GETLK, fcntl.F_RDLCK)
     if _FLOCK.unpack(answer[: _FLOCK.size])[0] != fcntl.F_UNLCK:
         return True
@@ -350,13 +353,9 @@ def file_is_locked(path: str) -> bool:
     except FileNotFoundError:
         return False
     try:
-        answer = _ofd(fd, _F_OFD_GETLK, fcntl.F_RDLCK)
-        st = os.fstat(fd)
+        return is_locked(fd)
     finally:
         _io.close(fd)
-    if _FLOCK.unpack(answer[: _FLOCK.size])[0] != fcntl.F_UNLCK:
-        return True
-    return _flock_holder(st.st_dev, st.st_ino) is not None
 
 
 def same_file(fd: int, path: str) -> bool:

@@ -258,7 +258,7 @@ class _EndWatch:
         record = _visible.read_fd(self._visible)
         if record is None or record.state != _visible.PUBLISHED:
             return None
-        return record if _lock.writer_lock_held(self._lock) else None
+        return record if _lock.is_locked(self._lock) else None
 
     def close(self) -> None:
         """Close both descriptors."""
