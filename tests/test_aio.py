@@ -119,7 +119,10 @@ def test_a_cancelled_append_stays_in_the_log_and_its_lsn_is_logged(log_dir, slow
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            await asyncio.sleep(SLOW_SYNC * 3)
+            deadline = time.monotonic() + 10  # the append finishes in its thread (a hang guard)
+            while wal.wal.durable_lsn < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # its done-callback runs on the loop
 
     with caplog.at_level(logging.DEBUG, logger="walogs"):
         asyncio.run(main())
