@@ -54,6 +54,8 @@ class Sizes:
     follow_samples: int
     follow_interval: float
     scaling_readers: tuple[int, ...]
+    idle_seconds: float = 10.0  # follow_idle_cpu: how long the followers sit idle while their CPU time is read
+    fanout_samples: int = 1000  # follow_fanout: paced appends per follower count
 
 
 FULL = Sizes(
@@ -64,7 +66,7 @@ FULL = Sizes(
 QUICK = Sizes(
     durable_seconds=0.3, fast_seconds=0.2, slice_seconds=0.05, repeats=3,
     iter_entries=100_000, scan_bytes=64 * MiB, rss_bytes=256 * MiB,
-    follow_samples=300, follow_interval=0.002, scaling_readers=(1, 4, 8),
+    follow_samples=300, follow_interval=0.002, scaling_readers=(1, 4, 8), idle_seconds=3.0, fanout_samples=200,
 )
 
 
@@ -220,6 +222,29 @@ def expect_ready(proc: subprocess.Popen, timeout: float = 60.0) -> None:
         raise RuntimeError(f"worker {proc.args[2]} ended early: {err[-2000:]}")
     if line.strip() != "READY":
         raise RuntimeError(f"worker {proc.args[2]} said {line.strip()!r}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used, from /proc (schedstat: ns; else stat: clock ticks)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def spawn_followers(path: str, count: int) -> list[subprocess.Popen]:
+    """Start ``count`` follow workers on the live log ``path`` and wait until each has yielded its first entry."""
+    procs = [spawn_worker("follow", {"path": path, "stop": "STOP", "timeout": 600}) for _ in range(count)]
+    try:
+        for proc in procs:
+            expect_ready(proc)
+    except BaseException:
+        kill_all(procs)
+        raise
+    return procs
 
 
 def kill_all(procs: list[subprocess.Popen]) -> None:

@@ -1,9 +1,11 @@
-"""One writer process, a pool of reader processes following the same log.
+"""One writer process, a pool of reader processes following the same log, each with a named cursor.
 
 Run with `make demo`. The writer appends orders (one by one and in
-batches), rotates by size and checkpoints what every reader has confirmed;
-each reader follows the log from LSN 1 and checks it saw every entry once,
-in order, undamaged.
+batches), rotates by size and checkpoints as far as every reader's cursor
+allows (``wal.checkpoint()``); each reader follows the log with its cursor
+``reader-N``, commits what it has handled, and checks it saw every entry
+once, in order, undamaged. A reader that is restarted goes on from its
+cursor's committed position.
 
 Then the other way round (``many_producers``): every worker of a pool
 appends to one log through its own shared writer (``Wal.open(...,
@@ -27,7 +29,7 @@ def payload(lsn: int) -> bytes:
     return f"order {lsn:06d}: {'x' * (lsn % 50)}".encode()
 
 
-def writer(directory: str, progress: "list[int]") -> None:
+def writer(directory: str) -> None:
     config = walogs.WalConfig(max_segment_size=16 * 1024)
     with walogs.Wal.open(directory, config) as wal:
         lsn = 0
@@ -37,41 +39,47 @@ def writer(directory: str, progress: "list[int]") -> None:
             else:
                 lsn = wal.append(payload(lsn + 1))
             if lsn % 500 < 20:
-                # Checkpoint only what every reader has already seen.
-                wal.checkpoint(min(progress))
+                # Deletes only segments every reader's cursor has committed past.
+                wal.checkpoint()
         print(f"writer: appended {ENTRIES} entries; {wal.segment_count} segments left after checkpoints")
 
 
-def reader(index: int, directory: str, progress: "list[int]") -> tuple[int, int]:
+def reader(index: int, directory: str) -> tuple[int, int]:
     seen = 0
-    expected = 1
-    for lsn, data in walogs.WalReader(directory).follow(start=1, timeout=10):
-        assert lsn == expected and data == payload(lsn), (index, lsn, expected)
-        expected += 1
-        seen += 1
-        progress[index] = lsn
-        if lsn % 1000 == 0:
-            print(f"reader {index}: at LSN {lsn}", flush=True)
-        if lsn == ENTRIES:
-            break
+    with walogs.WalReader(directory) as log, log.cursor(f"reader-{index}", lock_timeout=10) as cursor:
+        expected = cursor.position + 1
+        for lsn, data in cursor.follow(timeout=10):
+            assert lsn == expected and data == payload(lsn), (index, lsn, expected)
+            expected += 1
+            seen += 1
+            if lsn % 100 == 0 or lsn == ENTRIES:
+                cursor.commit(lsn)  # durable: a restarted reader goes on after it
+            if lsn % 1000 == 0:
+                print(f"reader {index}: at LSN {lsn}", flush=True)
+            if lsn == ENTRIES:
+                break
     return index, seen
 
 
 def main() -> None:
     directory = os.path.join(tempfile.mkdtemp(prefix="walogs-pool-"), "log")
     walogs.Wal.open(directory).close()  # create it so readers can start first
+    with walogs.WalReader(directory) as log:
+        for i in range(READERS):  # every cursor exists before the first checkpoint: it pins from LSN 1
+            log.cursor(f"reader-{i}").close()
     ctx = mp.get_context("spawn")
-    progress = ctx.Manager().list([0] * READERS)
     started = time.monotonic()
     with ctx.Pool(READERS) as pool:
-        results = [pool.apply_async(reader, (i, directory, progress)) for i in range(READERS)]
+        results = [pool.apply_async(reader, (i, directory)) for i in range(READERS)]
         time.sleep(0.5)  # let the readers start following
-        process = ctx.Process(target=writer, args=(directory, progress))
+        process = ctx.Process(target=writer, args=(directory,))
         process.start()
         process.join()
         for result in results:
             index, seen = result.get(timeout=60)
             print(f"reader {index}: saw {seen} entries, in order, none missing or damaged")
+    with walogs.WalReader(directory) as log:
+        print("cursors:", ", ".join(f"{name} at {pos}" for name, pos in log.cursors().items()))
     print(f"{READERS} readers x {ENTRIES} entries in {time.monotonic() - started:.1f} s "
           f"(codec: {walogs.IMPLEMENTATION})")
 

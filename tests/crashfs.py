@@ -78,7 +78,7 @@ SYNC_KINDS = frozenset({"sync", "sync_dir"})
 DIR_KINDS = frozenset({"create", "mkdir", "rename", "unlink"})
 DATA_KINDS = frozenset({"write", "truncate"})
 
-WRAPPED = ("open_read", "open_write", "create_new", "open_or_create", "close", "pwrite_all",
+WRAPPED = ("open_read", "open_write", "open_read_write", "create_new", "open_or_create", "close", "pwrite_all",
            "fdatasync", "fsync", "ftruncate", "rename", "unlink", "mkdir", "sync_dir")
 
 Opaque = Callable[[str, bytes, random.Random], Optional[bytes]]
@@ -335,6 +335,9 @@ class Recorder:
 
     def _open_write(self, path: str) -> int:
         return self._open_existing("open_write", path)
+
+    def _open_read_write(self, path: str) -> int:
+        return self._open_existing("open_read_write", path)
 
     def _create_new(self, path: str) -> int:
         fd = self._real["create_new"](path)

@@ -1,8 +1,9 @@
 """The README's first steps run: examples/quickstart.py and examples/worker_pool.py
-(what ``make demo`` shows) finish cleanly against the walogs under test, and
-worker_pool's pool of producers appends through shared writers (it checks every
-LSN once and every entry read back), with the implementation under test. (examples/gunicorn_app runs under
-real gunicorn in test_gunicorn.py.)"""
+(what ``make demo`` shows), and examples/event_store.py (named cursors, snapshot and
+checkpoint), finish cleanly against the walogs under test, and worker_pool's pool of
+producers appends through shared writers (it checks every LSN once and every entry read
+back), with the implementation under test. (examples/gunicorn_app runs under real
+gunicorn in test_gunicorn.py.)"""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 # What an example must print besides finishing cleanly.
 EXPECTED = {
     "quickstart.py": [],
+    "event_store.py": [],
     "worker_pool.py": ["4 producers x 500 entries appended to one log",
                        f"each producer's in its own order (codec: {walogs.IMPLEMENTATION})"],
 }

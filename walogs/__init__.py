@@ -8,7 +8,10 @@ every acknowledged entry survives a crash. Any number of readers
 from walogs._format import FRAME_HEADER_SIZE, MAX_ENTRY_SIZE
 from walogs._impl import BUILD_INFO, IMPLEMENTATION
 from walogs.config import DEFAULT_MAX_SEGMENT_SIZE, BuildInfo, TailState, WalConfig
+from walogs.cursor import Cursor
 from walogs.errors import (
+    CursorLockedError,
+    CursorLostError,
     EntryTooLargeError,
     LsnOutOfRangeError,
     WalClosedError,
@@ -16,7 +19,7 @@ from walogs.errors import (
     WalError,
     WalLockedError,
 )
-from walogs.reader import WalReader
+from walogs.reader import CursorPosition, WalReader
 from walogs.wal import Wal
 
 __version__ = "0.1.0"
@@ -28,6 +31,10 @@ __all__ = [
     "IMPLEMENTATION",
     "MAX_ENTRY_SIZE",
     "BuildInfo",
+    "Cursor",
+    "CursorLockedError",
+    "CursorLostError",
+    "CursorPosition",
     "EntryTooLargeError",
     "LsnOutOfRangeError",
     "TailState",

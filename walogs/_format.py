@@ -4,7 +4,8 @@ docs/format.md describes these formats in words. Everything that reads or
 writes them takes its layouts from here: the codecs (``_frame_py``, and
 ``_frame.pyx``, which has the same layouts in C and checks them against
 these when it is imported), the segment files (``_segments``), ``VISIBLE``
-(``_visible``), ``LSN_FLOOR`` (``_floor``) and ``LOCK`` (``_lock``). This
+(``_visible``), ``LSN_FLOOR`` (``_floor``), ``LOCK`` (``_lock``) and the
+named cursors' files (``_cursor_file``). This
 module imports nothing from walogs.
 """
 
@@ -158,3 +159,32 @@ WRITERS_LOCK_FLOOR = 8196
 """Held while LSN_FLOOR is advanced."""
 WRITERS_LOCK_CHECKPOINT = 8197
 """Held by the process checkpointing."""
+
+# Named cursors: ``cursors/<name>.cursor``, two slots like LSN_FLOOR, then the owner's pid.
+
+CURSORS_DIR = "cursors"
+"""The folder of the log directory that holds one file per named cursor (the segment scan never looks in it)."""
+CURSOR_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+"""A valid cursor name: 1 to 64 characters of letters, digits, ``.``, ``_`` and ``-``."""
+CURSOR_SUFFIX = ".cursor"
+"""A cursor's file is its name + this suffix (so ``.`` and ``..`` are names like any other)."""
+CURSOR_FILE_RE = re.compile(r"([A-Za-z0-9._-]{1,64})\.cursor")
+"""The file name of a cursor; its temp file (``<name>.cursor.tmp``) and anything else do not match."""
+CURSOR_TEMP_SUFFIX = ".tmp"
+"""A new cursor's file is written under its name + this suffix, then renamed."""
+CURSOR_MAGIC = b"WLCURSR1"
+CURSOR_SLOT = struct.Struct("<8sQQI4x")
+"""One slot: magic, counter u64, position u64, crc u32, 4 zero bytes."""
+CURSOR_SLOT_CRC_SPAN = 24
+"""A slot's CRC-32 covers its first 24 bytes (magic, counter, position)."""
+CURSOR_SLOT_OFFSETS = (0, 512)
+"""Each slot in a sector of its own: a torn write of one never touches the other."""
+CURSOR_OWNER = struct.Struct("<I")
+"""The pid of the process that owns the cursor (informational, never synced), after the slots."""
+CURSOR_OWNER_OFFSET = 1024
+CURSOR_FILE_SIZE = CURSOR_OWNER_OFFSET + CURSOR_OWNER.size
+
+
+def cursor_file_name(name: str) -> str:
+    """The file name, inside ``cursors/``, of the cursor called ``name`` (already validated)."""
+    return name + CURSOR_SUFFIX

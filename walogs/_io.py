@@ -32,6 +32,11 @@ def open_write(path: str) -> int:
     return os.open(path, os.O_WRONLY | _O_CLOEXEC)
 
 
+def open_read_write(path: str) -> int:
+    """Open an existing file for reading and writing (a cursor's owner)."""
+    return os.open(path, os.O_RDWR | _O_CLOEXEC)
+
+
 def create_new(path: str) -> int:
     """Create ``path`` for writing; FileExistsError if it is already there."""
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)

@@ -54,6 +54,7 @@ _fork_generation = 0
 _fork_watchers: weakref.WeakSet[Any] = weakref.WeakSet()
 _held_locks: weakref.WeakSet[WriterLock] = weakref.WeakSet()
 _held_ranges: weakref.WeakSet[RangeLocks] = weakref.WeakSet()
+_held_file_locks: weakref.WeakSet[FileLock] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
@@ -63,6 +64,8 @@ def _after_fork_in_child() -> None:
         lock._drop_in_child()
     for ranges in list(_held_ranges):
         ranges._drop_in_child()
+    for file_lock in list(_held_file_locks):
+        file_lock._drop_in_child()
     for watcher in list(_fork_watchers):
         watcher._in_forked_child()
 
@@ -299,6 +302,21 @@ def shared_writers_attached(directory: str) -> bool:
         _io.close(fd)
 
 
+def is_locked(fd: int) -> bool:
+    """Whether some open file holds an OFD or flock lock on the file of ``fd``, asked without taking it.
+
+    On LOCK: :func:`writer_is_live` without the pid, in one lock query (and
+    /proc/locks only when no OFD lock is held, for a writer that takes only
+    flock). Asked with a write lock, which conflicts with an exclusive
+    writer's lock and with shared writers' read locks alike.
+    """
+    answer = _ofd(fd, _F_OFD_GETLK, fcntl.F_WRLCK)
+    if _FLOCK.unpack(answer[: _FLOCK.size])[0] != fcntl.F_UNLCK:
+        return True
+    st = os.fstat(fd)
+    return _flock_holder(st.st_dev, st.st_ino) is not None
+
+
 def _flock_holder(device: int, inode: int) -> int | None:
     """The pid holding a flock on (device, inode), from /proc/locks; None if none."""
     wanted = f"{os.major(device):02x}:{os.minor(device):02x}:{inode}"
@@ -364,7 +382,70 @@ class RangeLocks:
     def _drop_in_child(self) -> None:
         fd, self.fd = self.fd, -1
         if fd >= 0:
+
+
+class FileLock:
+    """An exclusive OFD lock (and flock) on one open file, for as long as this object holds it.
+
+    For a named cursor's file: one owner across processes and within one,
+    released by the kernel when the owner dies. The descriptor is the
+    caller's way to write the file; a forked child drops its copy without
+    unlocking (the parent keeps ownership), as with the writer lock.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+        self._generation = _fork_generation
+        _held_file_locks.add(self)
+
+    @classmethod
+    def try_acquire(cls, fd: int) -> FileLock | None:
+        """Lock ``fd`` now, or None if another open file holds it (the caller keeps ``fd`` either way)."""
+        return cls(fd) if _try_lock(fd) else None
+
+    @property
+    def held(self) -> bool:
+        """True while this process (not a forked child) holds the lock."""
+        return self.fd is not None and self._generation == _fork_generation
+
+    @property
+    def forked(self) -> bool:
+        """True in a child forked after the lock was taken: the child never holds it."""
+        return self._generation != _fork_generation
+
+    def release(self) -> None:
+        """Unlock and close the descriptor; in a forked child only close it."""
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return
+        try:
+            if self._generation == _fork_generation:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                _ofd(fd, _F_OFD_SETLK, fcntl.F_UNLCK)
+        finally:
+            _io.close(fd)
+
+    def _drop_in_child(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
             try:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def file_is_locked(path: str) -> bool:
+    """Whether some open file holds an OFD or flock lock on ``path``, asked without taking it."""
+    try:
+        fd = _io.open_read(path)
+    except FileNotFoundError:
+        return False
+    try:
+        return is_locked(fd)
+    finally:
+        _io.close(fd)
+
+
+def same_file(fd: int, path: str) -> bool:
+    """True if ``fd`` is the file now at ``path`` (not one removed or replaced since it was opened)."""
+    return _is_current(fd, path)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from walogs import _damage, _floor, _io, _segments, _visible
-from walogs._format import (FLOOR_NAME, FLOOR_TEMP_NAME, LOCK_NAME, SEGMENT_RE, V1_NAME, VISIBLE_NAME, WRITERS_NAME,
-                            segment_name)
+from walogs._format import (CURSORS_DIR, FLOOR_NAME, FLOOR_TEMP_NAME, LOCK_NAME, SEGMENT_RE, V1_NAME, VISIBLE_NAME,
+                            WRITERS_NAME, segment_name)
 from walogs.errors import WalCorruptError
 
 # Re-exported for walogs.wal, which lists segments through this module until it asks
@@ -146,7 +146,7 @@ def holds_log(directory: str) -> bool:
     return bool(files) or v1 or os.path.exists(os.path.join(directory, FLOOR_NAME))
 
 
-SIDE_FILES = frozenset({LOCK_NAME, VISIBLE_NAME, FLOOR_NAME, FLOOR_TEMP_NAME, WRITERS_NAME})
+SIDE_FILES = frozenset({LOCK_NAME, VISIBLE_NAME, FLOOR_NAME, FLOOR_TEMP_NAME, WRITERS_NAME, CURSORS_DIR})
 """Names walogs itself puts in a log directory besides segments."""
 
 

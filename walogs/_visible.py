@@ -66,7 +66,7 @@ from walogs._frame_py import pack_visible as _pack_visible
 # IN_FLIGHT_SIZE, PUBLISHED, VISIBLE_NAME.
 __all__ = ["BOOT_ID", "CLOSED", "FILE_SIZE", "IN_FLIGHT_OFFSET", "IN_FLIGHT_SIZE", "PUBLISHED", "RECOVERING",
            "VISIBLE_NAME", "InFlight", "Publisher", "VisibleEnd", "decode", "in_flight_cut", "mark_recovering",
-           "read", "read_in_flight"]
+           "read", "read_fd", "read_in_flight"]
 
 
 def _boot_id() -> bytes:
@@ -117,16 +117,21 @@ def read(directory: str, attempts: int = 100) -> Optional[VisibleEnd]:
     except FileNotFoundError:
         return None
     try:
-        for _ in range(attempts):
-            raw = os.pread(fd, VISIBLE_SIZE, 0)
-            if len(raw) < VISIBLE_SIZE:
-                return None
-            record = decode(raw)
-            if record is not None:
-                return record
-        return None
+        return read_fd(fd, attempts)
     finally:
         _io.close(fd)
+
+
+def read_fd(fd: int, attempts: int = 100) -> Optional[VisibleEnd]:
+    """:func:`read` from an open descriptor of VISIBLE."""
+    for _ in range(attempts):
+        raw = os.pread(fd, VISIBLE_SIZE, 0)
+        if len(raw) < VISIBLE_SIZE:
+            return None
+        record = decode(raw)
+        if record is not None:
+            return record
+    return None
 
 
 @dataclass(frozen=True)

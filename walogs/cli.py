@@ -18,7 +18,8 @@ import struct
 import sys
 from typing import Any, Optional, Sequence
 
-from walogs import __version__, _damage, _floor, _io, _lock, _recovery, _salvage, _segments, _visible
+from walogs import __version__, _cursor_file, _damage, _floor, _io, _lock, _recovery, _retention, _salvage
+from walogs import _segments, _visible
 from walogs._impl import BUILD_INFO, codec
 from walogs.errors import LsnOutOfRangeError, WalCorruptError, WalError, WalLockedError
 from walogs.reader import WalReader, published_end
@@ -231,12 +232,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     live, pid = _lock.writer_is_live(directory)
     shared = live and _lock.shared_writers_attached(directory)
     verdict, end = _verdict(directory)
-    info = {
+    info: dict[str, Any] = {
         "directory": directory,
         "writer": {"live": live, "pid": pid if live else None, "shared": shared},
         "segments": _segment_summaries(directory, end),
         "tail": verdict,
         "build": dataclasses.asdict(BUILD_INFO),
+        "cursors": _cursor_rows(directory, verdict),
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -252,7 +254,25 @@ def cmd_info(args: argparse.Namespace) -> int:
         lsns = f"LSN {row['first_lsn']}..{row['last_lsn']}" if row["first_lsn"] else "empty"
         print(f"  {row['segment']}  {row['size']:>12} bytes  {lsns}")
     print(f"state:     {_describe(verdict)}")
+    print(f"cursors:   {len(info['cursors'])}")
+    for row in info["cursors"]:
+        owner = f"owned by pid {row['owner_pid'] or 'unknown'}" if row["owned"] else "not owned"
+        lost = "  LOST: entries it had not committed were checkpointed away" if row["lost"] else ""
+        print(f"  {row['name']}  position {row['position']}  lag {row['lag']} entries, "
+              f"{row['lag_bytes']} bytes  {owner}{lost}")
     return EXIT_OK
+
+
+def _cursor_rows(directory: str, verdict: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each named cursor: position, lag in entries and bytes, owner, lost (read without taking any)."""
+    if not _cursor_file.names(directory):
+        return []
+    try:
+        with WalReader(directory) as reader:
+            end = reader.durable_lsn
+    except WalError:
+        end = verdict.get("last_lsn") or 0  # a damaged log: lag up to what the scan found
+    return [dataclasses.asdict(info) for info in _retention.describe(directory, end)]
 
 
 def _describe(verdict: dict[str, Any]) -> str:

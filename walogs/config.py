@@ -28,15 +28,22 @@ class WalConfig:
     ``rotate()``). ``sync``: ``"always"`` (fdatasync before ``append``
     returns), ``"interval"`` (a background sync every ``sync_interval``
     seconds, from MIN_SYNC_INTERVAL to MAX_SYNC_INTERVAL) or ``"none"``
-    (only on ``sync()``, ``rotate()``, ``close()``). Invalid values raise
+    (only on ``sync()``, ``rotate()``, ``close()``). ``max_retained_bytes``:
+    the most bytes of segments named cursors may keep from a checkpoint
+    (None: no limit); past it, checkpoint deletes anyway and the cursors
+    that fell behind are lost. Invalid values raise
     ValueError here, not later.
     """
 
     max_segment_size: Optional[int] = DEFAULT_MAX_SEGMENT_SIZE
     sync: SyncMode = "always"
     sync_interval: float = 0.05
+    max_retained_bytes: Optional[int] = None
 
     def __post_init__(self) -> None:
+        cap = self.max_retained_bytes
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
+            raise ValueError(f"max_retained_bytes must be an int >= 0 or None, not {cap!r}")
         size = self.max_segment_size
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
             raise ValueError(f"max_segment_size must be a positive int or None, not {size!r}")

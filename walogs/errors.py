@@ -86,3 +86,43 @@ class WalClosedError(WalError):
 
 class LsnOutOfRangeError(WalError, LookupError):
     """A requested LSN is not stored (checkpointed away, or not yet written)."""
+
+
+class CursorLockedError(WalLockedError):
+    """Another owner holds the named cursor: one owner per cursor, across processes.
+
+    ``path`` is the cursor's file, ``name`` the cursor, ``pid`` the owner's
+    recorded pid (None if unknown).
+    """
+
+    def __init__(self, path: object, name: str, pid: int | None = None, waited: float = 0.0) -> None:
+        holder = f"process {pid}" if pid else "another owner"
+        WalError.__init__(
+            self,
+            f"{path}: cursor {name!r} is owned by {holder} (waited {format_duration(waited)}); "
+            "a cursor has one owner at a time: close the other Cursor, pass lock_timeout to wait, "
+            "or use another cursor name",
+        )
+        self.path = path
+        self.pid = pid
+        self.name = name
+
+
+class CursorLostError(LsnOutOfRangeError):
+    """A checkpoint deleted entries a named cursor had not committed (past ``max_retained_bytes``).
+
+    ``name`` is the cursor, ``first_missing`` the first LSN it will never
+    see, ``first_lsn`` the oldest LSN still stored (None: none is).
+    """
+
+    def __init__(self, directory: object, name: str, first_missing: int, first_lsn: int | None) -> None:
+        now = f"the oldest stored LSN is {first_lsn}" if first_lsn else "no entry is stored now"
+        super().__init__(
+            f"{directory}: cursor {name!r} is lost: LSN {first_missing} and later entries it had not "
+            f"committed were checkpointed away because the log passed max_retained_bytes ({now}); "
+            "nothing is skipped silently: rebuild what this consumer derives from a snapshot, then "
+            "commit first_lsn - 1 to resume (or drop the cursor)"
+        )
+        self.name = name
+        self.first_missing = first_missing
+        self.first_lsn = first_lsn

@@ -14,8 +14,9 @@ import time
 from collections.abc import Iterator
 from typing import Optional
 
-from walogs import _damage, _floor, _lock, _segments, _visible
-from walogs._format import segment_name
+from walogs import _damage, _floor, _io, _lock, _notify, _retention, _segments, _stats, _visible
+from walogs import cursor as _cursor
+from walogs._format import LOCK_NAME, VISIBLE_NAME, segment_name
 from walogs._impl import codec
 from walogs._types import PathLike
 from walogs.errors import LsnOutOfRangeError, WalClosedError, WalCorruptError
@@ -135,6 +136,42 @@ class WalReader:
         # Python below (segments, visible end, damage, polling) runs between chunks.
         return codec.ChainReader(stream.readers(follow, timeout))
 
+    # ------------------------------------------------------------------ named cursors
+
+    def cursor(self, name: str, *, start: Optional[int] = None, lock_timeout: Optional[float] = 0.0) -> _cursor.Cursor:
+        """Open the named cursor, creating it if missing; this handle owns it until closed.
+
+        One owner at a time across processes: if another holds it, wait up
+        to ``lock_timeout`` seconds (None: forever), then CursorLockedError.
+        ``start`` is the position of a new cursor (default: just before the
+        oldest stored LSN; LsnOutOfRangeError outside that up to
+        ``durable_lsn``); an existing cursor keeps its position. Names are 1
+        to 64 characters of ``[A-Za-z0-9._-]`` (else ValueError). Creating a
+        cursor is the one write a reader makes: its file in ``cursors/``.
+        """
+        self._check_open()
+        return _cursor.open_cursor(self, name, start, lock_timeout)
+
+    def cursors(self) -> dict[str, CursorPosition]:
+        """Every cursor's committed position, read without taking any cursor.
+
+        Each value is an int (the position) that also says ``lost``,
+        ``lag``, ``lag_bytes``, ``owned`` and ``owner_pid``.
+        """
+        self._check_open()
+        return {info.name: CursorPosition(info) for info in _retention.describe(self._dir, self.durable_lsn)}
+
+    def drop_cursor(self, name: str) -> None:
+        """Delete the named cursor (CursorLockedError while it has an owner, FileNotFoundError if none)."""
+        self._check_open()
+        _cursor.drop(self._dir, name)
+
+    def stats(self) -> dict[str, object]:
+        """Where the log stands now, as a plain dict: ``durable_lsn``, ``first_lsn``, ``segments``,
+        ``bytes_on_disk``, and ``cursors`` (each one's position, lag in entries and bytes, lost, owner)."""
+        self._check_open()
+        return _stats.reader_stats(self._dir, self.durable_lsn, self.first_lsn)
+
     def close(self) -> None:
         """Mark the reader closed; iterators already running keep their own descriptors."""
         self._closed = True
@@ -149,6 +186,37 @@ class WalReader:
         return f"<walogs.WalReader {self._dir!r}{' closed' if self._closed else ''}>"
 
 
+class CursorPosition(int):
+    """A cursor's committed position (the int itself), with what ``walogs info`` shows about it.
+
+    ``lost``: a checkpoint deleted entries it had not committed (its
+    iter/follow raise CursorLostError); ``lag``: visible entries after the
+    position; ``lag_bytes``: bytes of the segments holding them; ``owned``
+    and ``owner_pid``: whether a handle owns it now, and whose.
+    """
+
+    name: str
+    lost: bool
+    lag: int
+    lag_bytes: int
+    owned: bool
+    owner_pid: Optional[int]
+
+    def __new__(cls, info: _retention.CursorInfo) -> CursorPosition:
+        self = super().__new__(cls, info.position)
+        self.name, self.lost, self.lag, self.lag_bytes = info.name, info.lost, info.lag, info.lag_bytes
+        self.owned, self.owner_pid = info.owned, info.owner_pid
+        return self
+
+    @property
+    def position(self) -> int:
+        """The committed position, as a plain int."""
+        return int(self)
+
+    def __repr__(self) -> str:
+        return f"{int(self)}" + (" (lost)" if self.lost else "")
+
+
 def published_end(directory: str) -> Optional[_visible.VisibleEnd]:
     """The visible end a live writer of ``directory`` publishes, or None when no writer publishes one.
 
@@ -160,6 +228,44 @@ def published_end(directory: str) -> Optional[_visible.VisibleEnd]:
         return None
     live, _ = _lock.writer_is_live(directory)
     return record if live else None
+
+
+class _EndWatch:
+    """``published_end`` for one iterator's passes, with VISIBLE and LOCK kept open between them.
+
+    A follower asks once per pass; kept open, that is a pread and a lock
+    query instead of opening and closing both files (and reading the pid).
+    LOCK's inode never changes while its log lives; if it did (a new log
+    whose creation failed and was made again), both are opened afresh.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self._dir = directory
+        self._visible: Optional[int] = None
+        self._lock: Optional[int] = None
+
+    def published(self) -> Optional[_visible.VisibleEnd]:
+        """The end a live writer publishes now, or None (as :func:`published_end`)."""
+        if self._lock is None or not _lock.same_file(self._lock, os.path.join(self._dir, LOCK_NAME)):
+            self.close()
+            try:
+                self._lock = _io.open_read(os.path.join(self._dir, LOCK_NAME))
+                self._visible = _io.open_read(os.path.join(self._dir, VISIBLE_NAME))
+            except FileNotFoundError:
+                self.close()
+                return published_end(self._dir)  # no writer yet made them
+        assert self._visible is not None
+        record = _visible.read_fd(self._visible)
+        if record is None or record.state != _visible.PUBLISHED:
+            return None
+        return record if _lock.is_locked(self._lock) else None
+
+    def close(self) -> None:
+        """Close both descriptors."""
+        for fd in (self._visible, self._lock):
+            if fd is not None:
+                _io.close(fd)
+        self._visible = self._lock = None
 
 
 def _without_a_killed_write(directory: str, seq: int, size: int) -> int:
@@ -197,6 +303,7 @@ class _Stream:
         self._cursor: Optional[_segments.SegmentCursor] = None
         self._first: Optional[tuple[int, str]] = None
         self._start = 0
+        self._ends = _EndWatch(directory)
 
     def locate(self, start: Optional[int]) -> None:
         """Choose the segment that holds ``start`` (default: the oldest stored entry)."""
@@ -235,6 +342,8 @@ class _Stream:
 
         Each must be read to its end before the next is asked for (as a ChainReader does).
         """
+        # Watching from before the first pass: a change during any pass is queued for the wait after it.
+        waiter = _notify.watch(self._dir) if follow and _notify.AVAILABLE else None
         try:
             checked_range = False
             pause = _POLL_FIRST
@@ -250,16 +359,26 @@ class _Stream:
                 now = time.monotonic()
                 if self._position() != before:
                     idle_since, pause = now, _POLL_FIRST
-                    continue
+                    if waiter is None:
+                        continue
                 idle = now - idle_since
                 if timeout is not None and idle >= timeout:
                     return
+                if waiter is not None:
+                    # Returns at once if more is visible; else sleeps in the kernel until the writer
+                    # writes, polling only while a write awaits its sync.
+                    seq, offset = self._position()
+                    waiter.wait(seq, offset, None if timeout is None else timeout - idle)
+                    continue
                 cap = _POLL_BUSY_MAX if idle < _POLL_IDLE_AFTER else _POLL_IDLE_MAX
                 pause = min(pause * 2, cap)
                 if timeout is not None:
                     pause = min(pause, max(timeout - idle, 0.0))
                 time.sleep(pause)
         finally:
+            self._ends.close()
+            if waiter is not None:
+                waiter.close()
             if self._cursor is not None:
                 self._cursor.close()
 
@@ -300,7 +419,7 @@ class _Stream:
             # The size first, then the writer: a writer that appears in between
             # cannot get its unsynced appends below a size taken before it (P4).
             size = cursor.size()
-            end = self._reader._published_end()
+            end = self._ends.published()
             if end is not None and cursor.seq > end.seq:
                 return
             if end is None:
@@ -308,6 +427,8 @@ class _Stream:
             else:
                 limit = end.offset if cursor.seq == end.seq else None
             yield from cursor.readers(limit)
+            if cursor.status == codec.SCAN_END and end is not None and cursor.seq >= end.seq:
+                return  # at the published end: no later segment is readable yet (no listing needed)
             files = _segments.segment_files(self._dir)[0]
             last_seq = max(files, default=cursor.seq)
             if cursor.status != codec.SCAN_END:

@@ -16,7 +16,8 @@ from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
 from typing import Optional, TypeVar
 
-from walogs import _floor, _impl, _io, _lock, _recovery, _segments, _shared, _visible
+from walogs import _floor, _impl, _io, _lock, _recovery, _retention, _segments, _shared, _stats, _visible
+from walogs import cursor as _cursor
 from walogs._format import WRITERS_LOCK_CHECKPOINT, WRITERS_LOCK_FLOOR
 from walogs._recovery import SegmentInfo
 from walogs.config import TailState, WalConfig
@@ -107,6 +108,8 @@ class Wal:
                 config.max_segment_size or _NO_LIMIT, config.sync, publisher,
                 new_segment=new_segment, completed=completed, refusal=refusal)
         _lock.watch_forks(self)
+        at_open = self._writer.snapshot()
+        self._stats = _stats.Baseline(at_open[0], at_open[1], at_open[4])
         self._stop_interval = threading.Event()
         self._interval_thread: Optional[threading.Thread] = None
         if config.sync == "interval":
@@ -174,6 +177,9 @@ class Wal:
                 existed = frozenset(_io.listdir(directory))  # a new log, unless a wal.log is there
             _visible.mark_recovering(directory)
             layout, fd = _recovery.recover(directory)
+            if layout.torn_at is not None:
+                _log.warning("%s: recovery cut a torn tail off the last segment at offset %d (a write the last "
+                             "writer never finished; nothing it acknowledged is lost)", directory, layout.torn_at)
             # P11: published only now that recovery made the kept entries durable.
             publisher = _visible.Publisher(directory)
             lock.record_owner()
@@ -430,8 +436,16 @@ class Wal:
             return False  # the next rotation takes over an empty file it finds there
 
     @_closes_when_done
-    def checkpoint(self, applied_up_to: int) -> int:
+    def checkpoint(self, applied_up_to: Optional[int] = None) -> int:
         """Delete completed segments whose every LSN is <= ``applied_up_to``; return how many.
+
+        Named cursors pin the log: a segment holding an LSN above a cursor's
+        committed position stays, unless the segments kept would pass
+        ``config.max_retained_bytes``; then the oldest go anyway, and the
+        cursors that had not committed their entries are lost (logged as a
+        warning on the ``walogs`` logger). With no argument: as far as every
+        cursor allows (nothing when the log has no cursor), and past the cap
+        as far as it requires.
 
         Oldest first, syncing the directory after each, so a crash leaves
         the newest segments; the active segment is never deleted. LSNs
@@ -443,18 +457,17 @@ class Wal:
         entries still cover and raises OSError(ENOSPC) for the rest; the
         writer stays usable.
         """
-        if isinstance(applied_up_to, bool) or not isinstance(applied_up_to, int):
-            raise TypeError(f"applied_up_to must be an int LSN, not {type(applied_up_to).__name__}")
-        with self._across_processes(self._mutex, WRITERS_LOCK_CHECKPOINT):
+        if applied_up_to is not None and (isinstance(applied_up_to, bool) or not isinstance(applied_up_to, int)):
+            raise TypeError(f"applied_up_to must be an int LSN or None, not {type(applied_up_to).__name__}")
+        with self._across_processes(self._mutex, WRITERS_LOCK_CHECKPOINT), _retention.cursors_held(self._dir):
             self._check_writable()
-            seq, _, active_first, _, next_lsn = self._writer.snapshot()
+            seq, active_end, active_first, _, next_lsn = self._writer.snapshot()
             # A rotation may append to it meanwhile, never remove.
             completed = self._completed_segments(seq, active_first, next_lsn)
-            victims = 0
-            for seg in completed:
-                if seg.last_lsn > applied_up_to:
-                    break
-                victims += 1
+            plan = _retention.plan(self._dir, completed, active_end, active_first, applied_up_to,
+                                   self._config.max_retained_bytes)  # P14
+            victims = plan.victims
+            deleted = completed[:victims]
             if not victims:
                 return 0
             wanted = victims
@@ -490,6 +503,8 @@ class Wal:
                     f"restart); deleted {victims} of {wanted} segments: free some space and checkpoint again",
                     os.path.join(self._dir, _floor.FLOOR_NAME),
                 ) from no_space
+            plan.report(self._dir, deleted[:victims], self._config.max_retained_bytes)
+            self._stats.checkpointed(deleted[:victims])
             return victims
 
     @_closes_when_done
@@ -704,6 +719,30 @@ class Wal:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"next_lsn={self._writer.next_lsn}"
         return f"<walogs.Wal {self._dir!r} {state} sync={self._config.sync!r}>"
+
+    # ------------------------------------------------------------------ named cursors
+
+    def drop_cursor(self, name: str) -> None:
+        """Delete the named cursor (CursorLockedError while it has an owner, FileNotFoundError if none)."""
+        self._check_open()
+        _cursor.drop(self._dir, name)
+
+    def stats(self) -> dict[str, object]:
+        """What this writer did since it opened and where the log stands: a plain dict, cheap to build.
+
+        ``entries``, ``bytes_written``, ``syncs``, ``fdatasync_seconds`` (total)
+        and ``fdatasync_mean_seconds``, ``rotations``, ``checkpoints`` and
+        ``segments_deleted`` since open; ``next_lsn``, ``durable_lsn``,
+        ``first_lsn``, ``segments`` and ``bytes_on_disk`` now; ``cursors``:
+        each named cursor's position, lag in entries and bytes, lost and
+        owner.
+        """
+        segments, _ = self._segments_now()
+        writer = self._writer
+        snapshot = writer.snapshot()
+        first = next((s.first_lsn for s in segments if s.first_lsn), None)
+        return _stats.writer_stats(self._dir, self._stats, segments[:-1], snapshot, writer.syncs,
+                                   writer.sync_seconds, writer.durable_lsn, first)
 
 
 def _interval_sync(ref: weakref.ReferenceType[Wal], stop: threading.Event, interval: float) -> None:
