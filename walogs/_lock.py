@@ -382,6 +382,10 @@ class RangeLocks:
     def _drop_in_child(self) -> None:
         fd, self.fd = self.fd, -1
         if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class FileLock:

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
-from walogs import _cursor_file, _floor, _io, _lock, _segments
+from walogs import _cursor_file, _floor, _lock, _segments
 
 if TYPE_CHECKING:
     from walogs._recovery import SegmentInfo
