@@ -62,3 +62,76 @@ def test_recovery_cut_is_a_warning(log_dir, caplog):
             assert not wal.tail_state.clean
     messages = [r.getMessage() for r in caplog.records]
     assert [m for m in messages if "recovery cut a torn tail" in m and str(log_dir) in m], messages
+
+
+class _SlowFirstSync:
+    """Wraps walogs._io.fdatasync so that its first call takes ``delay`` seconds longer.
+
+    A real fdatasync still runs; only a disk slower than one second is simulated (the
+    machine's disk cannot be made slow on demand). The compiled writers then make their
+    system calls through walogs._io, so both implementations take this path.
+    """
+
+    def __init__(self, monkeypatch, delay: float) -> None:
+        from walogs import _io
+
+        self.real, self.delay, self.calls = _io.fdatasync, delay, 0
+        monkeypatch.setattr(_io, "fdatasync", self)
+
+    def __call__(self, fd: int) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            import time
+
+            time.sleep(self.delay)
+        self.real(fd)
+
+
+def test_slow_fdatasync_is_a_warning_and_shows_in_the_percentiles(log_dir, monkeypatch, caplog):
+    for shared in (False, True):
+        path = os.path.join(log_dir, f"shared-{shared}")
+        with walogs.Wal.open(path, shared=shared) as wal:
+            wal.append(b"before")
+            slow = _SlowFirstSync(monkeypatch, 1.05)
+            with caplog.at_level(logging.WARNING, logger="walogs"):
+                wal.append(b"slow")
+                for i in range(20):
+                    wal.append(b"fast %d" % i)
+            monkeypatch.undo()
+            stats = wal.stats()
+        assert slow.calls >= 21
+        slow_lines = [r.getMessage() for r in caplog.records if "fdatasync took" in r.getMessage()]
+        assert len(slow_lines) == 1 and "wal-000001.log" in slow_lines[0] and "slower than 1 s" in slow_lines[0]
+        caplog.clear()
+        assert stats["fdatasync_max_seconds"] >= 1.05
+        assert stats["fdatasync_p50_seconds"] < 1.0 <= stats["fdatasync_p99_seconds"]
+
+
+def test_poisoning_is_a_warning_once(log_dir, monkeypatch, caplog):
+    from walogs import _io
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error (injected)")
+
+    for shared in (False, True):
+        path = os.path.join(log_dir, f"shared-{shared}")
+        wal = walogs.Wal.open(path, shared=shared)
+        wal.append(b"kept")
+        monkeypatch.setattr(_io, "fdatasync", failing)
+        with caplog.at_level(logging.WARNING, logger="walogs"):
+            try:
+                wal.append(b"lost")
+            except OSError:
+                pass
+            else:
+                raise AssertionError("the failed fdatasync did not raise")
+            for _ in range(3):
+                try:
+                    wal.append(b"refused")
+                except walogs.WalError as exc:
+                    assert "poisoned" in str(exc)
+        monkeypatch.undo()
+        wal.close()
+        lines = [r.getMessage() for r in caplog.records if "poisoned" in r.getMessage()]
+        assert len(lines) == 1 and path in lines[0] and "Input/output error" in lines[0]
+        caplog.clear()

@@ -49,7 +49,7 @@ from walogs._frame cimport build_frame, build_in_flight, build_visible, entry_vi
 import os
 import sys
 
-from walogs import _frame, _io
+from walogs import _frame, _io, _stats
 from walogs._format import (
     FRAME_HEADER_SIZE,
     IN_FLIGHT_OFFSET,
@@ -123,6 +123,7 @@ cdef enum:
     _MODE_ALWAYS = 0
     _MODE_INTERVAL = 1
     _MODE_NONE = 2
+    _WINDOW = 256                   # _stats.SYNC_WINDOW, checked below
     # A state slot's u64 fields, in WRITERS_SLOT_FIELDS' order.
     _SEQ = 0
     _END = 1
@@ -140,6 +141,9 @@ cdef enum:
     _R_GONE = -3                    # the segment to sync was checkpointed: nothing to sync
 
 cdef int64_t _GATHER_MAX_NS = 1000000    # a gathering leader waits at most 1 ms
+cdef int64_t _SLOW_SYNC_NS = <int64_t>(_stats.SLOW_SYNC_SECONDS * 1e9)
+if _stats.SYNC_WINDOW != _WINDOW:
+    raise ImportError(f"{__name__}: built for a window of {_WINDOW} syncs, _stats.SYNC_WINDOW is {_stats.SYNC_WINDOW}")
 cdef uint32_t _MAX_LEN = MAX_ENTRY_SIZE
 
 if FRAME_HEADER_SIZE != _HDR:
@@ -295,6 +299,7 @@ cdef class SharedWriter:
     cdef uint64_t _seq, _sync_seq
     cdef uint64_t _syncs
     cdef int64_t _sync_ns
+    cdef int64_t _recent[_WINDOW]   # the latest group-commit fdatasync durations (a ring)
     cdef object _closed_snapshot
     cdef uint64_t _closed_durable
 
@@ -392,6 +397,20 @@ cdef class SharedWriter:
     def sync_seconds(self) -> float:
         """Wall time this process spent in them."""
         return self._sync_ns * 1e-9
+
+    def sync_latencies(self) -> list:
+        """The latest fdatasync durations this process led, in ns (up to ``_stats.SYNC_WINDOW``), oldest first."""
+        cdef uint64_t i, n
+        cdef list out = []
+        with nogil:
+            pthread_mutex_lock(&self._leader)
+        try:
+            n = self._syncs if self._syncs < _WINDOW else _WINDOW
+            for i in range(self._syncs - n, self._syncs):
+                out.append(self._recent[i % _WINDOW])
+        finally:
+            pthread_mutex_unlock(&self._leader)
+        return out
 
     def snapshot(self) -> tuple:
         """(seq, end, first_lsn, last_lsn, next_lsn) of the active segment, taken at one instant."""
@@ -815,8 +834,12 @@ cdef class SharedWriter:
                 pthread_mutex_unlock(&self._local)
             return _R_FAILED
         took = wsw_now_ns() - started
+        self._recent[self._syncs % _WINDOW] = took
         self._syncs += 1
         self._sync_ns += took
+        if took > _SLOW_SYNC_NS:
+            with gil:
+                _stats.slow_sync(self._sync_fd, took * 1e-9)
         if gather:
             wsw_store32(self._base, _GATHER_AT, calls if calls else 1)
             wsw_store32(self._base, _GATHER_AT + 4, 0)

@@ -53,6 +53,7 @@ The host callbacks and the surface are ``_writer_py.SegmentWriter``'s.
 
 from __future__ import annotations
 
+import collections
 import mmap
 import os
 import threading
@@ -60,7 +61,7 @@ import time
 from collections.abc import Callable
 from typing import Optional, TypeVar
 
-from walogs import _frame_py, _futex, _io
+from walogs import _frame_py, _futex, _io, _stats
 from walogs._format import (
     VISIBLE_PUBLISHED as PUBLISHED,
     WRITERS_CURRENT,
@@ -130,6 +131,7 @@ class SharedWriter:
         self._sync_fd, self._sync_seq = -1, 0  # a segment, for fdatasync (under _leader)
         self._syncs = 0
         self._sync_ns = 0
+        self._recent: collections.deque[int] = collections.deque(maxlen=_stats.SYNC_WINDOW)  # latest sync durations
 
     def _init_locks(self) -> None:
         self._local = threading.Lock()  # before APPEND: one thread of this process in the append section
@@ -166,6 +168,11 @@ class SharedWriter:
     def sync_seconds(self) -> float:
         """Wall time this process spent in them."""
         return self._sync_ns * 1e-9
+
+    def sync_latencies(self) -> list[int]:
+        """The latest fdatasync durations this process led, in ns (up to ``_stats.SYNC_WINDOW``), oldest first."""
+        with self._leader:
+            return list(self._recent)
 
     def snapshot(self) -> tuple[int, int, int, int, int]:
         """(seq, end, first_lsn, last_lsn, next_lsn) of the active segment, taken at one instant."""
@@ -391,6 +398,9 @@ class SharedWriter:
         took = time.monotonic_ns() - started
         self._syncs += 1
         self._sync_ns += took
+        self._recent.append(took)
+        if took > _stats.SLOW_SYNC_SECONDS * 1e9:
+            _stats.slow_sync(self._sync_fd, took * 1e-9)
         if gather:
             WRITERS_GATHER.pack_into(self._map, WRITERS_GATHER_AT, calls or 1, 0, took)
         with self._local:

@@ -7,11 +7,39 @@ on the append path for them.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from walogs import _retention, _segments
+
+SYNC_WINDOW = 256
+"""How many of a writer's latest fdatasync durations its stats' percentiles cover."""
+SLOW_SYNC_SECONDS = 1.0
+"""An fdatasync slower than this is logged as a warning on the ``walogs`` logger."""
+_log = logging.getLogger("walogs")
+
+
+def slow_sync(fd: int, seconds: float) -> None:
+    """Warn that an fdatasync of ``fd`` took ``seconds`` (the writers call it only past SLOW_SYNC_SECONDS)."""
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        path = f"descriptor {fd}"
+    _log.warning("%s: fdatasync took %.2f s (slower than %g s): appends waited that long for durability; "
+                 "the disk is overloaded or failing (check its health and what else writes to it)",
+                 path, seconds, SLOW_SYNC_SECONDS)
+
+
+def percentiles(durations_ns: list[int]) -> dict[str, float]:
+    """p50, p99 and max (seconds) of a writer's recent fdatasync durations (zeros when there are none)."""
+    if not durations_ns:
+        return {"fdatasync_p50_seconds": 0.0, "fdatasync_p99_seconds": 0.0, "fdatasync_max_seconds": 0.0}
+    ordered = sorted(durations_ns)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e-9  # noqa: E731
+    return {"fdatasync_p50_seconds": pick(0.5), "fdatasync_p99_seconds": pick(0.99),
+            "fdatasync_max_seconds": ordered[-1] * 1e-9}
 
 
 @dataclass
@@ -67,8 +95,9 @@ def reader_stats(directory: str, durable_lsn: int, first_lsn: Optional[int]) -> 
 
 
 def writer_stats(directory: str, base: Baseline, completed: list[Any], snapshot: tuple[int, int, int, int, int],
-                 syncs: int, sync_seconds: float, durable_lsn: int, first_lsn: Optional[int]) -> dict[str, Any]:
-    """``Wal.stats()``."""
+                 syncs: int, sync_seconds: float, durable_lsn: int, first_lsn: Optional[int],
+                 recent_syncs_ns: Optional[list[int]] = None) -> dict[str, Any]:
+    """``Wal.stats()``; ``recent_syncs_ns``: the writer's latest fdatasync durations (its percentiles)."""
     seq, _, _, _, next_lsn = snapshot
     return {
         "entries": next_lsn - base.next_lsn,
@@ -76,6 +105,7 @@ def writer_stats(directory: str, base: Baseline, completed: list[Any], snapshot:
         "syncs": syncs,
         "fdatasync_seconds": sync_seconds,
         "fdatasync_mean_seconds": sync_seconds / syncs if syncs else 0.0,
+        **percentiles(recent_syncs_ns or []),
         "rotations": seq - base.seq,
         "checkpoints": base.checkpoints,
         "segments_deleted": base.deleted,

@@ -77,7 +77,7 @@ from posix.types cimport off_t
 
 from walogs._frame cimport build_frame, build_in_flight, build_visible, entry_view
 
-from walogs import _frame, _io
+from walogs import _frame, _io, _stats
 from walogs._format import FRAME_HEADER_SIZE, IN_FLIGHT_OFFSET, MAX_ENTRY_SIZE
 from walogs._format import VISIBLE_FILE_SIZE as FILE_SIZE
 from walogs._format import VISIBLE_PUBLISHED as PUBLISHED
@@ -122,12 +122,16 @@ cdef enum:
     _MODE_ALWAYS = 0
     _MODE_INTERVAL = 1
     _MODE_NONE = 2
+    _WINDOW = 256                   # _stats.SYNC_WINDOW, checked below
     # Outcomes of the C steps (mutex held); the public methods turn them into a result or a raise.
     _OK = 0
     _R_REFUSED = -1                 # closed, poisoned or forked: raise refusal()
     _R_FAILED = -2                  # the call's _Call.exc holds the exception to raise
 
 cdef int64_t _GATHER_MAX_NS = 1000000    # a gathering leader waits at most 1 ms
+cdef int64_t _SLOW_SYNC_NS = <int64_t>(_stats.SLOW_SYNC_SECONDS * 1e9)
+if _stats.SYNC_WINDOW != _WINDOW:
+    raise ImportError(f"{__name__}: built for a window of {_WINDOW} syncs, _stats.SYNC_WINDOW is {_stats.SYNC_WINDOW}")
 cdef uint32_t _MAX_LEN = MAX_ENTRY_SIZE
 
 if FRAME_HEADER_SIZE != _HDR:
@@ -237,6 +241,7 @@ cdef class SegmentWriter:
     cdef int64_t _last_sync_ns
     cdef uint64_t _syncs
     cdef int64_t _sync_ns
+    cdef int64_t _recent[_WINDOW]   # the latest group-commit fdatasync durations (a ring)
     cdef Py_buffer _visible
     cdef bint _has_visible
     cdef unsigned char _boot[_BOOT_ID]   # this boot's id, in every in-flight record
@@ -318,6 +323,20 @@ cdef class SegmentWriter:
     def sync_seconds(self) -> float:
         """Wall time spent in those fdatasync calls."""
         return self._sync_ns * 1e-9
+
+    def sync_latencies(self) -> list:
+        """The latest group-commit fdatasync durations in ns (up to ``_stats.SYNC_WINDOW``), oldest first."""
+        cdef uint64_t i, n
+        cdef list out = []
+        with nogil:
+            pthread_mutex_lock(&self._mu)
+        try:
+            n = self._syncs if self._syncs < _WINDOW else _WINDOW
+            for i in range(self._syncs - n, self._syncs):
+                out.append(self._recent[i % _WINDOW])
+        finally:
+            pthread_mutex_unlock(&self._mu)
+        return out
 
     def snapshot(self) -> tuple:
         """(seq, end, first_lsn, last_lsn, next_lsn) of the active segment, taken at one instant."""
@@ -554,9 +573,13 @@ cdef class SegmentWriter:
         pthread_mutex_lock(&self._mu)
         self._syncing = False
         if rc == _OK:
-            self._syncs += 1
             self._last_sync_ns = _now_ns() - started
+            self._recent[self._syncs % _WINDOW] = self._last_sync_ns
+            self._syncs += 1
             self._sync_ns += self._last_sync_ns
+            if self._last_sync_ns > _SLOW_SYNC_NS:
+                with gil:
+                    _stats.slow_sync(fd, self._last_sync_ns * 1e-9)
             # Recorded at once: a failing rotation's sync next must not cut these frames.
             self._synced_lsn, self._synced_seq, self._synced_end = lsn, seq, end
             synced[0] = lsn

@@ -33,12 +33,13 @@ What differs, and why:
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable
 from typing import Optional
 
-from walogs import _frame_py, _io
+from walogs import _frame_py, _io, _stats
 from walogs._format import VISIBLE_PUBLISHED as PUBLISHED
 from walogs._types import as_batch
 from walogs._visible import Publisher
@@ -81,6 +82,7 @@ class SegmentWriter:
         self._last_sync_ns = 0
         self._syncs = 0
         self._sync_ns = 0
+        self._recent: collections.deque[int] = collections.deque(maxlen=_stats.SYNC_WINDOW)  # latest sync durations
         self._poison: Optional[BaseException] = None
         self._new_segment, self._completed, self._refusal = new_segment, completed, refusal
         self._publisher = publisher
@@ -119,6 +121,11 @@ class SegmentWriter:
     def sync_seconds(self) -> float:
         """Wall time spent in those fdatasync calls."""
         return self._sync_ns * 1e-9
+
+    def sync_latencies(self) -> list[int]:
+        """The latest group-commit fdatasync durations in ns (up to ``_stats.SYNC_WINDOW``), oldest first."""
+        with self._mutex:
+            return list(self._recent)
 
     def snapshot(self) -> tuple[int, int, int, int, int]:
         """(seq, end, first_lsn, last_lsn, next_lsn) of the active segment, taken at one instant."""
@@ -278,6 +285,9 @@ class SegmentWriter:
         self._syncs += 1
         self._last_sync_ns = time.monotonic_ns() - started
         self._sync_ns += self._last_sync_ns
+        self._recent.append(self._last_sync_ns)
+        if self._last_sync_ns > _stats.SLOW_SYNC_SECONDS * 1e9:
+            _stats.slow_sync(fd, self._last_sync_ns * 1e-9)
         # Recorded at once: a failing rotation's sync next must not cut these frames.
         self._synced_lsn, self._synced_seq, self._synced_end = lsn, seq, end
         if lsn > self._durable and not self._poisoned:

@@ -268,6 +268,8 @@ class Wal:
         if unreported is not None:
             return unreported
         poison = self._writer.poison
+        if poison is not None:
+            self._report_poison(poison)
         if poison is None:  # not refused after all (a race with nothing to report): say what to do anyway
             return WalError(f"{self._dir}: the writer refused the write; close it and open the log again")
         # P2: after a failed write or sync nothing may be acknowledged until reopen.
@@ -277,6 +279,15 @@ class Wal:
         )
         error.__cause__ = poison
         return error
+
+    def _report_poison(self, exc: BaseException) -> None:
+        """Log, once per handle, that an I/O error poisoned the writer (what an operator must know)."""
+        if getattr(self, "_poison_reported", False):
+            return
+        self._poison_reported = True
+        _log.warning("%s: writer poisoned by an I/O error (%s): no append is acknowledged until every "
+                     "writer of the log has closed it and it is opened again (recovery then keeps what "
+                     "was synced)", self._dir, exc)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -308,6 +319,9 @@ class Wal:
         """
         try:
             return self._writer.append(data)
+        except OSError as exc:
+            self._report_poison(exc)
+            raise
         finally:
             if self._close_deferred:  # a signal handler called close() during this call
                 self._close()
@@ -324,6 +338,9 @@ class Wal:
             items = list(as_batch(items))
             first = self._writer.append_batch(items)
             return range(first, first + len(items))
+        except OSError as exc:
+            self._report_poison(exc)
+            raise
         finally:
             if self._close_deferred:  # a signal handler called close() during this call
                 self._close()
@@ -332,6 +349,9 @@ class Wal:
         """Make every written entry durable now."""
         try:
             self._writer.sync()
+        except OSError as exc:
+            self._report_poison(exc)
+            raise
         finally:
             if self._close_deferred:  # a signal handler called close() during this call
                 self._close()
@@ -742,7 +762,7 @@ class Wal:
         snapshot = writer.snapshot()
         first = next((s.first_lsn for s in segments if s.first_lsn), None)
         return _stats.writer_stats(self._dir, self._stats, segments[:-1], snapshot, writer.syncs,
-                                   writer.sync_seconds, writer.durable_lsn, first)
+                                   writer.sync_seconds, writer.durable_lsn, first, writer.sync_latencies())
 
 
 def _interval_sync(ref: weakref.ReferenceType[Wal], stop: threading.Event, interval: float) -> None:
