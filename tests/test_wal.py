@@ -458,7 +458,7 @@ def test_writer_twins_have_one_surface():
 
     assert surface(compiled.SegmentWriter) == surface(_writer_py.SegmentWriter) == [
         "append", "append_batch", "close", "drop_in_child", "durable_lsn", "next_lsn", "poison", "poison_with",
-        "rotate", "snapshot", "sync", "sync_seconds", "syncs"]
+        "rotate", "snapshot", "sync", "sync_latencies", "sync_seconds", "syncs"]
     assert not hasattr(compiled, "FULL") and not hasattr(_writer_py, "BLOCKED")
 
     def doc(name: str, member: object) -> str:

@@ -49,7 +49,7 @@ from walogs._frame cimport build_frame, build_in_flight, build_visible, entry_vi
 import os
 import sys
 
-from walogs import _frame, _io, _stats
+from walogs import _frame, _io, _sync_log
 from walogs._format import (
     FRAME_HEADER_SIZE,
     IN_FLIGHT_OFFSET,
@@ -123,7 +123,7 @@ cdef enum:
     _MODE_ALWAYS = 0
     _MODE_INTERVAL = 1
     _MODE_NONE = 2
-    _WINDOW = 256                   # _stats.SYNC_WINDOW, checked below
+    _WINDOW = 256                   # _sync_log.SYNC_WINDOW, checked below
     # A state slot's u64 fields, in WRITERS_SLOT_FIELDS' order.
     _SEQ = 0
     _END = 1
@@ -141,9 +141,9 @@ cdef enum:
     _R_GONE = -3                    # the segment to sync was checkpointed: nothing to sync
 
 cdef int64_t _GATHER_MAX_NS = 1000000    # a gathering leader waits at most 1 ms
-cdef int64_t _SLOW_SYNC_NS = <int64_t>(_stats.SLOW_SYNC_SECONDS * 1e9)
-if _stats.SYNC_WINDOW != _WINDOW:
-    raise ImportError(f"{__name__}: built for a window of {_WINDOW} syncs, _stats.SYNC_WINDOW is {_stats.SYNC_WINDOW}")
+cdef int64_t _SLOW_SYNC_NS = <int64_t>(_sync_log.SLOW_SYNC_SECONDS * 1e9)
+if _sync_log.SYNC_WINDOW != _WINDOW:
+    raise ImportError(f"{__name__} keeps {_WINDOW} sync durations, _sync_log.SYNC_WINDOW says {_sync_log.SYNC_WINDOW}")
 cdef uint32_t _MAX_LEN = MAX_ENTRY_SIZE
 
 if FRAME_HEADER_SIZE != _HDR:
@@ -399,7 +399,7 @@ cdef class SharedWriter:
         return self._sync_ns * 1e-9
 
     def sync_latencies(self) -> list:
-        """The latest fdatasync durations this process led, in ns (up to ``_stats.SYNC_WINDOW``), oldest first."""
+        """The latest fdatasync durations this process led, in ns (up to ``_sync_log.SYNC_WINDOW``), oldest first."""
         cdef uint64_t i, n
         cdef list out = []
         with nogil:
@@ -839,7 +839,7 @@ cdef class SharedWriter:
         self._sync_ns += took
         if took > _SLOW_SYNC_NS:
             with gil:
-                _stats.slow_sync(self._sync_fd, took * 1e-9)
+                _sync_log.slow_sync(self._sync_fd, took * 1e-9)
         if gather:
             wsw_store32(self._base, _GATHER_AT, calls if calls else 1)
             wsw_store32(self._base, _GATHER_AT + 4, 0)

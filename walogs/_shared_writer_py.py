@@ -61,7 +61,7 @@ import time
 from collections.abc import Callable
 from typing import Optional, TypeVar
 
-from walogs import _frame_py, _futex, _io, _stats
+from walogs import _frame_py, _futex, _io, _sync_log
 from walogs._format import (
     VISIBLE_PUBLISHED as PUBLISHED,
     WRITERS_CURRENT,
@@ -131,7 +131,7 @@ class SharedWriter:
         self._sync_fd, self._sync_seq = -1, 0  # a segment, for fdatasync (under _leader)
         self._syncs = 0
         self._sync_ns = 0
-        self._recent: collections.deque[int] = collections.deque(maxlen=_stats.SYNC_WINDOW)  # latest sync durations
+        self._recent: collections.deque[int] = collections.deque(maxlen=_sync_log.SYNC_WINDOW)  # latest sync durations
 
     def _init_locks(self) -> None:
         self._local = threading.Lock()  # before APPEND: one thread of this process in the append section
@@ -170,7 +170,7 @@ class SharedWriter:
         return self._sync_ns * 1e-9
 
     def sync_latencies(self) -> list[int]:
-        """The latest fdatasync durations this process led, in ns (up to ``_stats.SYNC_WINDOW``), oldest first."""
+        """The latest fdatasync durations this process led, in ns (up to ``_sync_log.SYNC_WINDOW``), oldest first."""
         with self._leader:
             return list(self._recent)
 
@@ -399,8 +399,8 @@ class SharedWriter:
         self._syncs += 1
         self._sync_ns += took
         self._recent.append(took)
-        if took > _stats.SLOW_SYNC_SECONDS * 1e9:
-            _stats.slow_sync(self._sync_fd, took * 1e-9)
+        if took > _sync_log.SLOW_SYNC_SECONDS * 1e9:
+            _sync_log.slow_sync(self._sync_fd, took * 1e-9)
         if gather:
             WRITERS_GATHER.pack_into(self._map, WRITERS_GATHER_AT, calls or 1, 0, took)
         with self._local:

@@ -1,35 +1,17 @@
 """What ``Wal.stats()`` and ``WalReader.stats()`` report: plain dicts, cheap enough to build every second.
 
-Built from what the writer already counts (``syncs``, ``sync_seconds``),
-its snapshot, a directory listing and the cursor files; nothing is counted
-on the append path for them.
+Built from what the writer already counts (``syncs``, ``sync_seconds``,
+its latest fdatasync durations), its snapshot, a directory listing and the
+cursor files; nothing more is counted on the append path for them.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from walogs import _retention, _segments
-
-SYNC_WINDOW = 256
-"""How many of a writer's latest fdatasync durations its stats' percentiles cover."""
-SLOW_SYNC_SECONDS = 1.0
-"""An fdatasync slower than this is logged as a warning on the ``walogs`` logger."""
-_log = logging.getLogger("walogs")
-
-
-def slow_sync(fd: int, seconds: float) -> None:
-    """Warn that an fdatasync of ``fd`` took ``seconds`` (the writers call it only past SLOW_SYNC_SECONDS)."""
-    try:
-        path = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        path = f"descriptor {fd}"
-    _log.warning("%s: fdatasync took %.2f s (slower than %g s): appends waited that long for durability; "
-                 "the disk is overloaded or failing (check its health and what else writes to it)",
-                 path, seconds, SLOW_SYNC_SECONDS)
 
 
 def percentiles(durations_ns: list[int]) -> dict[str, float]:

@@ -77,7 +77,7 @@ from posix.types cimport off_t
 
 from walogs._frame cimport build_frame, build_in_flight, build_visible, entry_view
 
-from walogs import _frame, _io, _stats
+from walogs import _frame, _io, _sync_log
 from walogs._format import FRAME_HEADER_SIZE, IN_FLIGHT_OFFSET, MAX_ENTRY_SIZE
 from walogs._format import VISIBLE_FILE_SIZE as FILE_SIZE
 from walogs._format import VISIBLE_PUBLISHED as PUBLISHED
@@ -122,16 +122,16 @@ cdef enum:
     _MODE_ALWAYS = 0
     _MODE_INTERVAL = 1
     _MODE_NONE = 2
-    _WINDOW = 256                   # _stats.SYNC_WINDOW, checked below
+    _WINDOW = 256                   # _sync_log.SYNC_WINDOW, checked below
     # Outcomes of the C steps (mutex held); the public methods turn them into a result or a raise.
     _OK = 0
     _R_REFUSED = -1                 # closed, poisoned or forked: raise refusal()
     _R_FAILED = -2                  # the call's _Call.exc holds the exception to raise
 
 cdef int64_t _GATHER_MAX_NS = 1000000    # a gathering leader waits at most 1 ms
-cdef int64_t _SLOW_SYNC_NS = <int64_t>(_stats.SLOW_SYNC_SECONDS * 1e9)
-if _stats.SYNC_WINDOW != _WINDOW:
-    raise ImportError(f"{__name__}: built for a window of {_WINDOW} syncs, _stats.SYNC_WINDOW is {_stats.SYNC_WINDOW}")
+cdef int64_t _SLOW_SYNC_NS = <int64_t>(_sync_log.SLOW_SYNC_SECONDS * 1e9)
+if _sync_log.SYNC_WINDOW != _WINDOW:
+    raise ImportError(f"{__name__} keeps {_WINDOW} sync durations, _sync_log.SYNC_WINDOW says {_sync_log.SYNC_WINDOW}")
 cdef uint32_t _MAX_LEN = MAX_ENTRY_SIZE
 
 if FRAME_HEADER_SIZE != _HDR:
@@ -325,7 +325,7 @@ cdef class SegmentWriter:
         return self._sync_ns * 1e-9
 
     def sync_latencies(self) -> list:
-        """The latest group-commit fdatasync durations in ns (up to ``_stats.SYNC_WINDOW``), oldest first."""
+        """The latest group-commit fdatasync durations in ns (up to ``_sync_log.SYNC_WINDOW``), oldest first."""
         cdef uint64_t i, n
         cdef list out = []
         with nogil:
@@ -579,7 +579,7 @@ cdef class SegmentWriter:
             self._sync_ns += self._last_sync_ns
             if self._last_sync_ns > _SLOW_SYNC_NS:
                 with gil:
-                    _stats.slow_sync(fd, self._last_sync_ns * 1e-9)
+                    _sync_log.slow_sync(fd, self._last_sync_ns * 1e-9)
             # Recorded at once: a failing rotation's sync next must not cut these frames.
             self._synced_lsn, self._synced_seq, self._synced_end = lsn, seq, end
             synced[0] = lsn

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Optional
 
-from walogs import _frame_py, _io, _stats
+from walogs import _frame_py, _io, _sync_log
 from walogs._format import VISIBLE_PUBLISHED as PUBLISHED
 from walogs._types import as_batch
 from walogs._visible import Publisher
@@ -82,7 +82,7 @@ class SegmentWriter:
         self._last_sync_ns = 0
         self._syncs = 0
         self._sync_ns = 0
-        self._recent: collections.deque[int] = collections.deque(maxlen=_stats.SYNC_WINDOW)  # latest sync durations
+        self._recent: collections.deque[int] = collections.deque(maxlen=_sync_log.SYNC_WINDOW)  # latest sync durations
         self._poison: Optional[BaseException] = None
         self._new_segment, self._completed, self._refusal = new_segment, completed, refusal
         self._publisher = publisher
@@ -123,7 +123,7 @@ class SegmentWriter:
         return self._sync_ns * 1e-9
 
     def sync_latencies(self) -> list[int]:
-        """The latest group-commit fdatasync durations in ns (up to ``_stats.SYNC_WINDOW``), oldest first."""
+        """The latest group-commit fdatasync durations in ns (up to ``_sync_log.SYNC_WINDOW``), oldest first."""
         with self._mutex:
             return list(self._recent)
 
@@ -286,8 +286,8 @@ class SegmentWriter:
         self._last_sync_ns = time.monotonic_ns() - started
         self._sync_ns += self._last_sync_ns
         self._recent.append(self._last_sync_ns)
-        if self._last_sync_ns > _stats.SLOW_SYNC_SECONDS * 1e9:
-            _stats.slow_sync(fd, self._last_sync_ns * 1e-9)
+        if self._last_sync_ns > _sync_log.SLOW_SYNC_SECONDS * 1e9:
+            _sync_log.slow_sync(fd, self._last_sync_ns * 1e-9)
         # Recorded at once: a failing rotation's sync next must not cut these frames.
         self._synced_lsn, self._synced_seq, self._synced_end = lsn, seq, end
         if lsn > self._durable and not self._poisoned:
