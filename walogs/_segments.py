@@ -221,8 +221,8 @@ def _header_at(view: memoryview, offset: int) -> tuple[int, int, int] | None:
     return _HEADER.unpack_from(view, offset)
 
 
-def scan_segment(seq: int, path: str, expect_lsn: int = 0, limit: Optional[int] = None) -> SegmentScan:
-    """Validate the frames of one segment up to ``limit`` (default: its size).
+def scan_segment(seq: int, path: str, expect_lsn: int = 0, limit: Optional[int] = None, start: int = 0) -> SegmentScan:
+    """Validate the frames of one segment from ``start`` (a frame boundary) up to ``limit`` (default: its size).
 
     ``expect_lsn`` is the LSN its first frame must carry (0: any). Streams
     the file; creates no object per frame.
@@ -232,8 +232,8 @@ def scan_segment(seq: int, path: str, expect_lsn: int = 0, limit: Optional[int] 
         size = _io.file_size(fd)
         stop = size if limit is None else min(limit, size)
         chunks = Chunks()
-        result = SegmentScan(seq, path, size, 0, 0, 0, 0, codec.SCAN_END)
-        pos, expect = 0, expect_lsn
+        result = SegmentScan(seq, path, size, start, 0, 0, 0, codec.SCAN_END)
+        pos, expect = start, expect_lsn
         while pos < stop:
             view = chunks.read(fd, pos, min(CHUNK, stop - pos))
             end, count, first, last, status = codec.scan(view, 0, expect)

@@ -38,7 +38,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Optional
 
-from walogs import _io
+from walogs import _damage, _io, _segments
 from walogs._format import (
     BOOT_ID_SIZE,
     IN_FLIGHT_FIELDS,
@@ -159,23 +159,35 @@ def read_in_flight(directory: str) -> Optional[InFlight]:
     return InFlight(seq, start, end)
 
 
-def in_flight_cut(directory: str, seq: int, size: int) -> Optional[int]:
-    """Where recovery cuts segment ``seq`` (``size`` bytes) to drop a write a killed writer left half done.
+def in_flight_cut(directory: str, seq: int, size: int, path: str) -> Optional[int]:
+    """Where recovery cuts segment ``seq`` (file ``path``, ``size`` bytes) to drop a write a killed writer left half done.
 
     The offset of that write's start, or None. Only when the trusted
-    in-flight record names this segment and the file ends strictly inside
-    the write it names, at a page boundary: the kernel copies a write page
-    by page (folio by folio) and stops a killed one between two. A file
-    that ends at the write's start got none of it, one that ends at its end
-    got all of it (the batch is whole), and one that is longer, or ends
-    elsewhere, was written to afterwards by someone else (say, another
-    implementation's writer), so the record is not about these bytes. The
-    caller checks that the start is a frame boundary.
+    in-flight record names this segment and the write stopped strictly
+    inside the range it names. Into a segment that grows, the file's size
+    says where: the kernel copies a write page by page (folio by folio) and
+    stops a killed one between two, so the file ends strictly inside the
+    write, at a page boundary. A file that ends at the write's start got
+    none of it, one that ends at its end got all of it (the batch is
+    whole), and one that ends elsewhere was written to afterwards by
+    someone else (say, another implementation's writer), so the record is
+    not about these bytes. Into a segment prepared with zeros (the file
+    reaches the write's end, and holds only zeros after it) the size says
+    nothing, the frames do: the write is whole when its frames run
+    unbroken from its start to its end, else it stopped inside (the bytes it
+    did not reach are zeros). A longer file with anything but zeros after
+    the write was written to afterwards: not about these bytes. The caller
+    checks that the start is a frame boundary.
     """
     record = read_in_flight(directory)
-    if record is None or record.seq != seq or not record.start < size < record.end or size % mmap.PAGESIZE:
+    if record is None or record.seq != seq or not record.start < size:
         return None
-    return record.start
+    if size < record.end:
+        return None if size % mmap.PAGESIZE else record.start
+    if size > record.end and not _damage.all_zero(path, record.end, size):
+        return None
+    scan = _segments.scan_segment(seq, path, 0, record.end, start=record.start)
+    return None if scan.clean and scan.end == record.end else record.start
 
 
 def mark_recovering(directory: str) -> None:

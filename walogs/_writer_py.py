@@ -349,6 +349,7 @@ class SegmentWriter:
             return False  # the sync it waited for failed: never sync again (P2)
         if self._end == 0:
             return True
+        self._trim()  # a completed segment ends at its last frame; the sync next makes the cut durable
         self._sync_locked()  # P2 if it fails; else the old segment's entries are durable
         try:
             new_fd = self._new_segment(self._seq + 1)  # I15: created durably before its first frame
@@ -362,6 +363,19 @@ class SegmentWriter:
             new_fd, old[1] + 1, 0, 0, 0, self._written, old[1] + 1, 0)
         try:
             self._completed(*old)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        return True
+
+    def _trim(self) -> bool:
+        # Mutex held, paused, no sync running (rotation, close): cut the zeros of a segment
+        # prepared with them past the last frame (docs/format.md); True if it cut. The caller
+        # syncs. A failure poisons (P2).
+        try:
+            if _io.file_size(self._fd) <= self._end:
+                return False
+            _io.ftruncate(self._fd, self._end)
         except BaseException as exc:
             self._fail(exc)
             raise
@@ -454,8 +468,10 @@ class SegmentWriter:
             while self._syncing:
                 failed = _wait_through(self._changed, failed)
             try:
-                if not self._poisoned and self._durable < self._written:
-                    self._sync_locked()  # appends waiting on a group commit return durable
+                # Appends waiting on a group commit return durable; a clean close leaves the
+                # segment ending at its last frame, durably.
+                if not self._poisoned and (self._trim() or self._durable < self._written):
+                    self._sync_locked()
             except BaseException as exc:
                 failed = exc
             self._closed = True  # waiters wake to return or raise; no write or sync after this

@@ -9,6 +9,9 @@ from typing import ClassVar, Literal, Optional, get_args
 DEFAULT_MAX_SEGMENT_SIZE = 64 * 1024 * 1024
 """Default size at which the writer starts a new segment."""
 
+PREALLOCATE_MAX = 64 * 1024 * 1024
+"""Largest prepared segment: a larger ``max_segment_size`` (or None) grows the file past this."""
+
 SyncMode = Literal["always", "interval", "none"]
 """The type of ``WalConfig.sync``: a type checker flags any other string."""
 SYNC_MODES: tuple[SyncMode, ...] = get_args(SyncMode)
@@ -35,11 +38,14 @@ class WalConfig:
     max_segment_size: Optional[int] = DEFAULT_MAX_SEGMENT_SIZE
     sync: SyncMode = "always"
     sync_interval: float = 0.05
+    preallocate: Optional[bool] = None
 
     def __post_init__(self) -> None:
         size = self.max_segment_size
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
             raise ValueError(f"max_segment_size must be a positive int or None, not {size!r}")
+        if self.preallocate is not None and not isinstance(self.preallocate, bool):
+            raise ValueError(f"preallocate must be True, False or None, not {self.preallocate!r}")
         if self.sync not in SYNC_MODES:
             raise ValueError(f"sync must be one of {', '.join(map(repr, SYNC_MODES))}, not {self.sync!r}")
         interval = self.sync_interval

@@ -97,7 +97,7 @@ class WalReader:
                 continue
             try:
                 cursor.expect = last + 1 if last else 0
-                for _ in cursor.frames(_without_a_killed_write(self._dir, seq, cursor.size())):
+                for _ in cursor.frames(_without_a_killed_write(self._dir, seq, cursor.size(), cursor.path)):
                     pass
                 last = cursor.last_lsn or last
             finally:
@@ -162,15 +162,15 @@ def published_end(directory: str) -> Optional[_visible.VisibleEnd]:
     return record if live else None
 
 
-def _without_a_killed_write(directory: str, seq: int, size: int) -> int:
-    """How much of segment ``seq`` (``size`` bytes) a reader may read when no writer is live.
+def _without_a_killed_write(directory: str, seq: int, size: int, path: str) -> int:
+    """How much of segment ``seq`` (file ``path``, ``size`` bytes) a reader may read when no writer is live.
 
     All of it, except a write a killed writer left half done: the next
     writer open cuts all of that write (a batch is all or nothing), so a
     reader must not yield its whole frames now and see their LSNs handed
     out again later (``_visible.in_flight_cut`` says when that is so).
     """
-    cut = _visible.in_flight_cut(directory, seq, size)
+    cut = _visible.in_flight_cut(directory, seq, size, path)
     return size if cut is None else cut
 
 
@@ -304,7 +304,7 @@ class _Stream:
             if end is not None and cursor.seq > end.seq:
                 return
             if end is None:
-                limit: Optional[int] = _without_a_killed_write(self._dir, cursor.seq, size)
+                limit: Optional[int] = _without_a_killed_write(self._dir, cursor.seq, size, cursor.path)
             else:
                 limit = end.offset if cursor.seq == end.seq else None
             yield from cursor.readers(limit)
@@ -344,6 +344,6 @@ class _Stream:
         scan = cursor.scan_view()
         after_lsn = _damage.last_good_lsn(scan, cursor.expect, _floor.read_floor(self._dir))
         verdict = _damage.judge(scan, after_lsn, last_segment=is_last, live=end is not None)
-        if not verdict.torn:
+        if verdict.damage:
             raise verdict.error(self._dir, scan, cursor.expect)
         # A torn tail, or a write still in flight: the end of what is visible now.

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
 from typing import Optional, TypeVar
 
-from walogs import _floor, _impl, _io, _lock, _recovery, _segments, _shared, _visible
+from walogs import _damage, _floor, _impl, _io, _lock, _prealloc, _recovery, _segments, _shared, _visible
 from walogs._format import WRITERS_LOCK_CHECKPOINT, WRITERS_LOCK_FLOOR
 from walogs._recovery import SegmentInfo
 from walogs.config import TailState, WalConfig
@@ -92,6 +92,14 @@ class Wal:
         # _mutex) both advance; its holder takes no other lock.
         self._floor_lock = threading.Lock()
         self._publisher = publisher
+        # The next segment prepared with zeros (docs/format.md); shared writers never preallocate.
+        self._preparer: Optional[_prealloc.Preparer] = None
+        if attachment is None:
+            if _prealloc.pays_off(directory, config.preallocate):
+                self._preparer = _prealloc.Preparer(directory, _prealloc.prepared_size(config.max_segment_size),
+                                                    background=_prealloc.BACKGROUND)
+            else:
+                _prealloc.remove_leftover(directory)
         new_segment, completed, refusal = (_weakly(self._new_segment), _weakly(self._segment_completed),
                                            _weakly(self._refusal))
         self._writer: _impl.SegmentWriter | _impl.SharedWriter
@@ -107,6 +115,8 @@ class Wal:
                 config.max_segment_size or _NO_LIMIT, config.sync, publisher,
                 new_segment=new_segment, completed=completed, refusal=refusal)
         _lock.watch_forks(self)
+        if self._preparer is not None:
+            self._preparer.start()
         self._stop_interval = threading.Event()
         self._interval_thread: Optional[threading.Thread] = None
         if config.sync == "interval":
@@ -347,7 +357,11 @@ class Wal:
         fd: Optional[int] = None
         sync_failed = False
         try:
-            fd = self._create_segment(path)
+            # A prepared segment (zeros, synced) if one is ready; never waits for one.
+            if self._preparer is not None and self._take_prepared(path):
+                fd = _io.open_write(path)
+            else:
+                fd = self._create_segment(path)
             try:
                 _io.sync_dir(self._dir)  # I15: durable before its first frame
             except OSError:
@@ -396,12 +410,22 @@ class Wal:
             _floor.close_strays(self._dir)  # interrupted (Ctrl-C): the record stays a lower bound
             raise
 
+    def _take_prepared(self, path: str) -> bool:
+        # The prepared segment renamed to ``path``; False (an empty segment is made instead) when
+        # none is ready or the rename failed (it changed nothing then).
+        assert self._preparer is not None
+        try:
+            return self._preparer.take(path)
+        except OSError:
+            return False
+
     def _create_segment(self, path: str) -> int:
         """Create the segment file ``path`` for writing (syncing the directory is the caller's).
 
-        An empty file already there is one a rotation of this writer left
-        when it was interrupted (no one else writes here while we hold the
-        lock): it is taken away and created again. Any other is FileExistsError.
+        An empty (or all-zero, prepared) file already there is one a
+        rotation of this writer left when it was interrupted (no one else
+        writes here while we hold the lock): it is taken away and created
+        again. Any other is FileExistsError.
         """
         try:
             return _io.create_new(path)
@@ -413,15 +437,20 @@ class Wal:
     def _discard_segment(self, path: str, fd: Optional[int]) -> bool:
         """Undo the creation of segment ``path`` (fd: its descriptor if known); True if it was removed.
 
-        Only an empty file goes: nothing is written to a new segment before
-        the writer switches to it.
+        Only an empty or all-zero (prepared) file goes: nothing is written
+        to a new segment before the writer switches to it.
         """
         try:
             if fd is not None:
                 _io.close(fd)
             else:
                 _io.close_strays(path)
-            return _io.unlink_if_empty(path)
+            if _io.unlink_if_empty(path):
+                return True
+            if not _damage.all_zero(path, 0):
+                return False
+            _io.unlink(path)
+            return True
         except OSError:
             return False  # the next rotation takes over an empty file it finds there
 
@@ -636,10 +665,14 @@ class Wal:
             self._stop_interval.set()
             # Each step runs even if one before it raised: the lock must go.
             try:
-                # Waits out a rotation or sync; appends waiting for a group commit return durable
-                # (unless poisoned); no write or sync after it. In a forked child it only closes
-                # this process's descriptor.
-                self._writer.close()
+                try:
+                    # Waits out a rotation or sync; appends waiting for a group commit return durable
+                    # (unless poisoned); trims the active segment's zeros; no write or sync after it.
+                    # In a forked child it only closes this process's descriptor.
+                    self._writer.close()
+                finally:
+                    if self._preparer is not None and in_owner:
+                        self._preparer.stop()  # and its file goes: the next open prepares afresh
             finally:
                 if self._attachment is not None:
                     _shared.detach(self._attachment)  # the last shared writer marks it closed
