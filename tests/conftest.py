@@ -73,6 +73,17 @@ def write_calls_in_fork(wal: walogs.Wal) -> list[str]:
     return results
 
 
+def settled(wal: walogs.Wal, timeout: float = 60.0) -> walogs.Wal:
+    """Wait until ``wal``'s segment preparer (preallocate) has the next segment ready: from then
+    on the directory changes only when ``wal`` is called. A hang guard, not a timing assert."""
+    preparer = wal._preparer
+    deadline = time.monotonic() + timeout
+    while preparer is not None and not preparer.ready:
+        assert time.monotonic() < deadline, "the next segment was never prepared"
+        time.sleep(0.005)
+    return wal
+
+
 def snapshot(directory) -> dict[str, tuple[bytes, int, int]]:
     """Every file's bytes, size and mtime (ns), to prove a call changed nothing."""
     out = {}

@@ -28,10 +28,11 @@ Which frame "could continue the log" (its LSN window) is in docs/format.md.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from typing import Optional
 
-from walogs import _io, _segments
+from walogs import _io, _segments, _visible
 from walogs._format import FRAME_HEADER_SIZE, SECTOR
 from walogs._format import FRAME_HEADER as _HEADER
 from walogs._impl import codec
@@ -214,14 +215,12 @@ def zeros_to_sector_end(path: str, bad_offset: int, end: int) -> bool:
     return len(data) == stop - bad_offset and not any(data)
 
 
-_ZERO_CHUNK = bytes(_segments.CHUNK)
-
 
 def all_zero(path: str, start: int, end: Optional[int] = None) -> bool:
     """True if every byte of ``path`` from ``start`` to ``end`` (default: its end) is zero.
 
     A segment prepared with zeros and written into ends in such a run (or
-    a finished one, none). Streams the file in chunks of one reused buffer (P9).
+    a finished one, none). Streams the file in chunks of one reused buffer.
     """
     fd = _io.open_read(path)
     try:
@@ -233,9 +232,40 @@ def all_zero(path: str, start: int, end: Optional[int] = None) -> bool:
             got = _io.pread_into(fd, memoryview(buf)[:n], pos)
             if got < n:
                 return False  # shorter than asked: the file shrank meanwhile
-            if (buf if n == len(buf) else buf[:n]) != _ZERO_CHUNK[:n]:
+            if buf.count(0, 0, n) != n:
                 return False
             pos += n
         return True
     finally:
         _io.close(fd)
+
+
+def killed_write_cut(directory: str, seq: int, size: int, path: str) -> Optional[int]:
+    """Where recovery cuts segment ``seq`` (file ``path``, ``size`` bytes) to drop a write a killed writer left half done.
+
+    The offset of that write's start, or None. Only when the trusted
+    in-flight record names this segment and the write stopped strictly
+    inside the range it names. Into a segment that grows, the file's size
+    says where: the kernel copies a write page by page (folio by folio) and
+    stops a killed one between two, so the file ends strictly inside the
+    write, at a page boundary. A file that ends at the write's start got
+    none of it, one that ends at its end got all of it (the batch is
+    whole), and one that ends elsewhere was written to afterwards by
+    someone else (say, another implementation's writer), so the record is
+    not about these bytes. Into a segment prepared with zeros (the file
+    reaches the write's end, and holds only zeros after it) the size says
+    nothing, the frames do: the write is whole when its frames run
+    unbroken from its start to its end, else it stopped inside (the bytes it
+    did not reach are zeros). A longer file with anything but zeros after
+    the write was written to afterwards: not about these bytes. The caller
+    checks that the start is a frame boundary.
+    """
+    record = _visible.read_in_flight(directory)
+    if record is None or record.seq != seq or not record.start < size:
+        return None
+    if size < record.end:
+        return None if size % mmap.PAGESIZE else record.start
+    if size > record.end and not all_zero(path, record.end, size):
+        return None
+    scan = _segments.scan_segment(seq, path, 0, record.end, start=record.start)
+    return None if scan.clean and scan.end == record.end else record.start

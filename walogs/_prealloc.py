@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import mmap
 import os
 import threading
+from collections.abc import Callable
 from typing import Optional
 
 from walogs import _io
@@ -95,9 +97,16 @@ class Preparer:
     :meth:`take` (for tests that need every system call in one order).
     """
 
-    def __init__(self, directory: str, size: int, background: bool = True) -> None:
-        """Remove a leftover prepared segment; :meth:`start` begins preparing the next one."""
+    def __init__(self, directory: str, size: int, background: bool = True,
+                 halted: Callable[[], bool] = lambda: False) -> None:
+        """Remove a leftover prepared segment; :meth:`start` begins preparing the next one.
+
+        ``halted()`` True (the writer is poisoned: after a failed sync
+        nothing more is done on disk) stops preparing before the next
+        system call.
+        """
         self._dir = directory
+        self._halted = halted
         self._path = os.path.join(directory, PREPARED_NAME)
         self._size = size
         self._background = background
@@ -127,7 +136,7 @@ class Preparer:
     def take(self, dest: str) -> bool:
         """Rename the prepared segment to ``dest`` if one is ready (True); False at once if not.
 
-        Syncing the directory is the caller's (I15). The next one is
+        Syncing the directory is the caller's. The next one is
         prepared after. An OSError from the rename propagates (the prepared
         file is then given up).
         """
@@ -167,36 +176,38 @@ class Preparer:
     def _prepare_once(self) -> None:
         # Zeros written for real, chunk by chunk, each synced: only then is it ready.
         with self._cond:
-            if self._ready or self._stopped:
-                self._wanted = False
-                return
             self._wanted = False
-        fd = -1
+            if self._ready or self._stopped:
+                return
+        if self._halted():
+            return
+        # An anonymous mapping reads as zeros without touching memory: no chunk of zeros is
+        # held in the process (memory stays bounded, P9).
+        area = mmap.mmap(-1, min(PREPARED_ZERO_CHUNK, self._size))
+        zeros = memoryview(area)
+        fd, offset = -1, 0
         try:
             fd = _io.open_or_create(self._path, os.O_WRONLY | os.O_TRUNC)
-            zeros = bytes(min(PREPARED_ZERO_CHUNK, self._size))
-            offset = 0
-            while offset < self._size:
-                if self._stopped:
-                    return
-                chunk = zeros if offset + len(zeros) <= self._size else zeros[: self._size - offset]
-                _io.pwrite_all(fd, chunk, offset)
-                _io.fdatasync(fd)
-                offset += len(chunk)
+            while offset < self._size and not (self._stopped or self._halted()):
+                with zeros[: min(len(zeros), self._size - offset)] as chunk:
+                    _io.pwrite_all(fd, chunk, offset)
+                    _io.fdatasync(fd)
+                    offset += len(chunk)
         except OSError:
-            # No space for zeros (or a failing disk): rotations create empty segments; the
+            # No space for zeros (or a failing disk): rotations create empty segments, and the
             # next take() tries again. The partial file goes.
+            offset = -1
+        finally:
             if fd >= 0:
                 _io.close(fd)
-                fd = -1
+            zeros.release()
+            area.close()
+        if offset < 0:
             try:
                 remove_leftover(self._dir)
             except OSError:
                 pass
             return
-        finally:
-            if fd >= 0:
-                _io.close(fd)
         with self._cond:
-            if not self._stopped:
+            if not self._stopped and offset >= self._size:
                 self._ready = True

@@ -260,12 +260,12 @@ def _cut_write_in_flight(layout: LogLayout, size: int) -> None:
     """A batch is all or nothing across a process crash: cut a write the dead writer left half done.
 
     The whole frames of a killed ``pwrite`` are valid frames, so the scan
-    keeps them; the in-flight record (``_visible.in_flight_cut``) says where
+    keeps them; the in-flight record (``_damage.killed_write_cut``) says where
     that write started. Only when the frames before it are whole and end
     exactly there; the cut is reported like a torn tail.
     """
     last = layout.segments[-1]
-    cut = _visible.in_flight_cut(layout.directory, last.seq, size, layout.path_of(last))
+    cut = _damage.killed_write_cut(layout.directory, last.seq, size, layout.path_of(last))
     if cut is None or cut > last.end:  # the valid frames end before the write began: a torn tail as ever
         return
     expect = layout.segments[-2].last_lsn + 1 if len(layout.segments) > 1 and layout.segments[-2].last_lsn else 0

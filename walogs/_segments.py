@@ -284,11 +284,15 @@ def corrupt_error(directory: str, scan: SegmentScan, expect_lsn: int, what: str,
 
 
 def peek_lsn(path: str, offset: int = 0) -> Optional[int]:
-    """The LSN field of the frame header at ``offset`` of a segment (unchecked), None if there is none."""
+    """The LSN field of the frame header at ``offset`` of a segment (unchecked), None if there is none.
+
+    LSN 0 is never written: a zero header is the zero tail of a segment
+    prepared with zeros (docs/format.md), so there is no frame there either.
+    """
     header = _io.read_at(path, FRAME_HEADER_SIZE, offset)
     if len(header) < FRAME_HEADER_SIZE:
         return None
-    return _HEADER.unpack(header)[2]
+    return _HEADER.unpack(header)[2] or None
 
 
 class SegmentCursor:

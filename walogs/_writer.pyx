@@ -480,7 +480,7 @@ cdef class SegmentWriter:
     cdef int _write(self, _Call *call, const unsigned char *p, size_t n, uint64_t first,
                     uint64_t last) noexcept nogil:
         # Mutex held. P7: one write per append or batch, nothing kept in user space.
-        # Before the write: if a kill cuts it short, recovery cuts all of it (_visible.in_flight_cut).
+        # Before the write: if a kill cuts it short, recovery cuts all of it (_damage.killed_write_cut).
         self._mark_in_flight(self._seq, self._end, self._end + n)
         cdef int rc = self._pwrite_all(call, p, n, self._end)
         if rc != _OK:

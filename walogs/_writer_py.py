@@ -202,7 +202,7 @@ class SegmentWriter:
 
     def _write(self, frames: bytes, first: int, last: int) -> None:
         # Mutex held. P7: one write per append or batch, nothing kept in user space.
-        # Before the write: if a kill cuts it short, recovery cuts all of it (_visible.in_flight_cut).
+        # Before the write: if a kill cuts it short, recovery cuts all of it (_damage.killed_write_cut).
         self._mark_in_flight(self._seq, self._end, self._end + len(frames))
         try:
             _io.pwrite_all(self._fd, frames, self._end)

@@ -168,9 +168,9 @@ def _without_a_killed_write(directory: str, seq: int, size: int, path: str) -> i
     All of it, except a write a killed writer left half done: the next
     writer open cuts all of that write (a batch is all or nothing), so a
     reader must not yield its whole frames now and see their LSNs handed
-    out again later (``_visible.in_flight_cut`` says when that is so).
+    out again later (``_damage.killed_write_cut`` says when that is so).
     """
-    cut = _visible.in_flight_cut(directory, seq, size, path)
+    cut = _damage.killed_write_cut(directory, seq, size, path)
     return size if cut is None else cut
 
 

@@ -55,6 +55,18 @@ def _weakly(method: _Method) -> _Method:
     return call  # type: ignore[return-value]
 
 
+def _halted(wal: Wal) -> Callable[[], bool]:
+    """For the segment preparer: True once ``wal`` is gone or its writer poisoned (after a failed sync, no more I/O)."""
+    ref = weakref.ref(wal)
+
+    def halted() -> bool:
+        live = ref()
+        writer = getattr(live, "_writer", None)
+        return live is None or (writer is not None and writer.poison is not None)
+
+    return halted
+
+
 class Wal:
     """A writer of a log directory. Create it with :meth:`Wal.open`.
 
@@ -97,7 +109,7 @@ class Wal:
         if attachment is None:
             if _prealloc.pays_off(directory, config.preallocate):
                 self._preparer = _prealloc.Preparer(directory, _prealloc.prepared_size(config.max_segment_size),
-                                                    background=_prealloc.BACKGROUND)
+                                                    background=_prealloc.BACKGROUND, halted=_halted(self))
             else:
                 _prealloc.remove_leftover(directory)
         new_segment, completed, refusal = (_weakly(self._new_segment), _weakly(self._segment_completed),
