@@ -137,13 +137,13 @@ class Preparer:
         """Rename the prepared segment to ``dest`` if one is ready (True); False at once if not.
 
         Syncing the directory is the caller's. The next one is
-        prepared after. An OSError from the rename propagates (the prepared
-        file is then given up).
+        prepared after. A file already at ``dest`` is never replaced (False:
+        the caller decides about it). An OSError from the rename propagates.
         """
         with self._cond:
             if self._stopped:
                 return False
-            taken = self._ready
+            taken = self._ready and not os.path.lexists(dest)
             if taken:
                 self._ready = False
                 _io.rename(self._path, dest)
@@ -198,10 +198,14 @@ class Preparer:
             # next take() tries again. The partial file goes.
             offset = -1
         finally:
-            if fd >= 0:
-                _io.close(fd)
             zeros.release()
             area.close()
+            if fd >= 0:
+                try:
+                    _io.close(fd)
+                except BaseException:
+                    _io.close_strays(self._path)  # interrupted (Ctrl-C): closed, or about to be
+                    raise
         if offset < 0:
             try:
                 remove_leftover(self._dir)
