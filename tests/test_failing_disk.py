@@ -38,7 +38,7 @@ import sys
 import pytest
 from _damage import seg_name
 from _procs import run_python
-from conftest import entry, scale
+from conftest import entry, from_preparer, scale
 
 import walogs
 from walogs import _io, _lock, _prealloc
@@ -178,16 +178,6 @@ def test_real_efbig(log_dir, mode, limit, size):
 
 # ---------------------------------------------------------------------------
 # Injected EIO on the n-th sync call (a mock: see the module docstring)
-
-
-def from_preparer() -> bool:
-    """True when the segment preparer (walogs/_prealloc.py) makes the current call."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        if frame.f_code.co_filename.endswith(os.path.join("walogs", "_prealloc.py")):
-            return True
-        frame = frame.f_back
-    return False
 
 
 @pytest.fixture(autouse=True)

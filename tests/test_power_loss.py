@@ -444,7 +444,8 @@ def test_workload_shape(recorded):
     steps = Counter(what.split()[0] for _, _, what in w.steps)
     created = {os.path.basename(op.path) for op in rec.ops if op.kind == "create"}
     assert len(w.appended) >= 200 and steps["append"] >= 50 and steps["append_batch"] >= 20
-    assert len([n for n in created if n.startswith(SEGMENT_NAME)]) >= 3
+    renamed = {op.dst_name for op in rec.ops if op.kind == "rename"}
+    assert len([n for n in created | renamed if n.startswith(SEGMENT_NAME)]) >= 3
     assert steps["checkpoint"] >= 2 and kinds["unlink"] >= 2 and steps["rotate"] >= 1 and steps["open"] >= 2
     assert kinds["sync"] >= 150 and kinds["sync_dir"] >= 10
     # Preallocated segments: prepared (created, zeros written and synced), renamed in, trimmed.
