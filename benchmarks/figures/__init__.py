@@ -37,7 +37,7 @@ FIGURES: list[Spec] = [
          "SQLite journal_mode=WAL, synchronous=FULL: one autocommit INSERT of one row per call",
          "appends/s", AtLeast(1.1), "SQLite WAL/FULL autocommit"),
     Spec("rotation_latency", rotation_latency.measure,
-         "worst durable append latency across 50 rotations of 256 KiB segments, over the median append "
+         "worst durable append latency across 50 rotations of 64 KiB segments, over the median append "
          "(median of repeats)",
          "—",
          "x median", Below({"": 5.0})),

@@ -19,7 +19,7 @@ from walogs import WalConfig
 from walogs._format import segment_name
 
 ROTATIONS = 50
-ROTATE_BYTES = 256 * 1024
+ROTATE_BYTES = 64 * 1024
 
 
 def measure(b: Bench, spec: Spec) -> Figure:
