@@ -136,9 +136,12 @@ class Preparer:
     def take(self, dest: str) -> bool:
         """Rename the prepared segment to ``dest`` if one is ready (True); False at once if not.
 
-        Syncing the directory is the caller's. The next one is
-        prepared after. A file already at ``dest`` is never replaced (False:
-        the caller decides about it). An OSError from the rename propagates.
+        Syncing the directory is the caller's, and so is preparing the
+        next one (:meth:`start`) once its rotation is done: zeroing it
+        meanwhile would compete with the rotation's own syncs. When none is
+        ready (still being zeroed, or zeroing failed) it asks for one. A
+        file already at ``dest`` is never replaced (False: the caller
+        decides about it). An OSError from the rename propagates.
         """
         with self._cond:
             if self._stopped:
@@ -147,7 +150,8 @@ class Preparer:
             if taken:
                 self._ready = False
                 _io.rename(self._path, dest)
-        self.start()  # the next one (or, after a failure to prepare, this one again)
+        if not taken:
+            self.start()  # after a failure to prepare: try again
         return taken
 
     def stop(self, remove: bool = True) -> None:

@@ -406,6 +406,8 @@ class Wal:
                 _io.close_strays(os.path.join(self._dir, name))  # closed, or about to be: unknown
                 raise
         self._record_high_water(seq + 1, last_lsn + 1)
+        if self._preparer is not None:
+            self._preparer.start()  # the next segment, now that this rotation's syncs are done
 
     def _record_high_water(self, seq: int, next_lsn: int) -> None:
         # LSN_FLOOR, now that segment seq exists durably (I15) and the completed one is synced:
