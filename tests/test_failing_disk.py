@@ -33,7 +33,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import sys
 
 import pytest
 from _damage import seg_name

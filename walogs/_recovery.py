@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from walogs import _damage, _floor, _io, _segments, _visible
+from walogs import _damage, _floor, _io, _segments
 from walogs._format import (FLOOR_NAME, FLOOR_TEMP_NAME, LOCK_NAME, PREPARED_NAME, SEGMENT_RE, V1_NAME, VISIBLE_NAME,
                             WRITERS_NAME, segment_name)
 from walogs.errors import WalCorruptError
