@@ -536,12 +536,43 @@ def figure_in_slices(b: Bench, spec: Spec, baseline: Side, subject: Side,
     return fig, base, subj
 
 
-def wal_side(b: Bench, prefix: str, config: WalConfig, op: str, arg: Any, chunk: int = 1, per_call: int = 1) -> Side:
-    """A Wal in a fresh directory; each slice calls ``wal.<op>(arg)`` in a loop (``per_call`` entries a call)."""
+def wait_prepared(wal: Wal, timeout: float = 120.0) -> None:
+    """Until ``wal``'s next segment is prepared (preallocate; at once when it does not preallocate)."""
+    preparer = wal._preparer
+    deadline = time.monotonic() + timeout
+    while preparer is not None and not preparer.ready:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the next segment was never prepared")
+        time.sleep(0.005)
+
+
+def steady_wal(path: str, config: WalConfig) -> Wal:
+    """A Wal as a long-running log has it: writing into a prepared segment (when it preallocates).
+
+    A new log's first segment grows (nothing was prepared before it): one
+    entry, then a rotation into the prepared segment, then until the next
+    one is prepared (its zeros written), so no zeroing runs during the timing.
+    """
+    wal = Wal.open(path, config)
+    if wal._preparer is not None:
+        wal.append(b"warm")
+        wait_prepared(wal)
+        wal.rotate()
+        wait_prepared(wal)
+    return wal
+
+
+def wal_side(b: Bench, prefix: str, config: WalConfig, op: str, arg: Any, chunk: int = 1, per_call: int = 1,
+             steady: bool = False) -> Side:
+    """A Wal in a fresh directory; each slice calls ``wal.<op>(arg)`` in a loop (``per_call`` entries a call).
+
+    ``steady``: opened with :func:`steady_wal` (into a prepared segment).
+    """
 
     def open_() -> dict:
         path = b.fresh(prefix)
-        return {"path": path, "wal": Wal.open(path, config), "calls": 0}
+        wal = steady_wal(path, config) if steady else Wal.open(path, config)
+        return {"path": path, "wal": wal, "calls": 0, "before": wal.next_lsn - 1}
 
     def run(state: dict, seconds: float) -> tuple[int, float]:
         n, t = timed_loop(getattr(state["wal"], op), arg, seconds, chunk)
@@ -552,7 +583,7 @@ def wal_side(b: Bench, prefix: str, config: WalConfig, op: str, arg: Any, chunk:
         wal = state["wal"]
         try:
             # every call appended its entries: nothing was skipped or double counted
-            assert wal.next_lsn == state["calls"] * per_call + 1, (wal.next_lsn, state["calls"])
+            assert wal.next_lsn == state["before"] + state["calls"] * per_call + 1, (wal.next_lsn, state["calls"])
         finally:
             wal.close()
             shutil.rmtree(state["path"])

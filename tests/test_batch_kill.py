@@ -63,13 +63,28 @@ def expected(lsn: int) -> bytes:
 
 
 def _write_in_progress(path) -> bool:
-    """True if the newest segment ends between two batches: the kernel is inside a batch's pwrite.
+    """True if the newest segment's data ends between two batches: the kernel is inside a batch's pwrite.
 
-    (``/proc/PID/syscall`` cannot tell: a write into the page cache runs on the CPU,
-    and a running task shows no system call there.)"""
+    A segment that grows ends where its data ends; one prepared with zeros (preallocate)
+    is as long as it was prepared, and a batch is written into the zeros: so look at the
+    bytes, a batch's first byte (its first frame's length, non-zero) written and its last
+    byte (entry data, never zero) still zero or missing. (``/proc/PID/syscall`` cannot
+    tell: a write into the page cache runs on the CPU, and a running task shows no
+    system call there.)"""
     try:
         names = segments_of(path)
-        return bool(names) and os.stat(os.path.join(path, names[-1])).st_size % BATCH_BYTES != 0
+        if not names:
+            return False
+        fd = os.open(os.path.join(path, names[-1]), os.O_RDONLY)
+        try:
+            for start in range(0, SEGMENT - BATCH_BYTES + 1, BATCH_BYTES):
+                if os.pread(fd, 1, start) in (b"", b"\0"):
+                    return False  # this batch not started: none after it either
+                if os.pread(fd, 1, start + BATCH_BYTES - 1) in (b"", b"\0"):
+                    return True
+            return False
+        finally:
+            os.close(fd)
     except OSError:
         return False
 

@@ -28,7 +28,7 @@ from walogs import cli
 from _procs import ROOT, read_ready, stop, walogs_cmd
 from _procs import run_walogs as run
 from _damage import HEADER, append_bytes, flip_bit, frames, frames_of, seg_name, segments_of
-from conftest import entry, make_frame, snapshot
+from conftest import entry, make_frame, settled, snapshot
 
 TIMEOUT = 30  # seconds, for every subprocess call
 LIMIT = 160
@@ -691,7 +691,7 @@ def test_repair_refuses_damage_outside_the_last_segment(sample, kind):
 
 def test_repair_refuses_while_a_writer_holds_the_lock(sample):
     s = sample("clean")
-    with walogs.Wal.open(s.dir, CONFIG) as wal:
+    with settled(walogs.Wal.open(s.dir, CONFIG)) as wal:  # its next segment prepared: it changes nothing now
         # Damage the active segment behind the idle writer's back: repair would cut it if it could.
         last = s.dir / segments_of(s.dir)[-1]
         flip_bit(last, frames_of(last)[1][0] + HEADER + 1)

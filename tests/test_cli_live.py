@@ -23,12 +23,12 @@ import sys
 import time
 
 import pytest
-from _damage import HEADER, append_bytes, flip_bit, frames_of, segments_of
+from _damage import HEADER, flip_bit, frames_of, segments_of
 from _procs import ROOT, run_walogs
 from conftest import make_frame, snapshot
 
 import walogs
-from walogs import _segments, cli
+from walogs import _segments, _visible, cli
 TIMEOUT = 60
 RUNS = 20  # verify runs and info runs, each, per sync mode
 
@@ -111,7 +111,8 @@ class IdleWriter:
         assert line == b"321\n", (line, self.proc.stderr.read())
         self.directory = directory
         self.active = os.path.join(directory, segments_of(directory)[-1])
-        self.visible_end = os.path.getsize(self.active)
+        # Where its frames end; the file may be longer, zeros it writes into (preallocated).
+        self.visible_end = _visible.read(str(directory)).offset
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -142,7 +143,9 @@ def test_a_frame_in_flight_past_the_visible_end_is_not_damage(idle_writer, fligh
         damaged = bytearray(first)
         damaged[40] ^= 0xFF
         data = bytes(damaged) + make_frame(322, b"next")
-    append_bytes(idle_writer.active, data)  # past the visible end: a write the writer has not finished
+    with open(idle_writer.active, "r+b") as f:  # past the visible end: a write the writer has not finished
+        f.seek(idle_writer.visible_end)
+        f.write(data)
     before = snapshot(idle_writer.directory)
     proc = walogs_run("verify", idle_writer.directory)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -21,9 +21,17 @@ import time
 import pytest
 
 import walogs
-from walogs import _io, _lock, _segments
+from walogs import _io, _lock, _prealloc, _segments
 from _procs import ROOT, fork_with_pipe, run_python, stop
 from conftest import HeldSync, Interrupted, interrupted_after, join_all, queue_appends, run_threads, write_calls_in_fork
+
+@pytest.fixture(autouse=True)
+def prepare_inline(monkeypatch):
+    """The next segment is prepared (preallocate) in the writer's own thread, at open and inside
+    a rotation's rename: a test that wraps fdatasync after the open sees the writer's calls only,
+    in one order (the preparer's own faults: tests/test_prealloc.py)."""
+    monkeypatch.setattr(_prealloc, "BACKGROUND", False)
+
 
 _FSIZE_CHILD = r"""
 import json, os, resource, signal, sys

@@ -301,6 +301,10 @@ def check_examine(directory: str, name: str, buf: bytes, expect: int) -> str:
     if reason == "lsn":
         assert got[:4] == ("corrupt", name, end, True), got
         return "lsn jump"
+    if not any(buf[end:]):  # a zero tail (a segment prepared with zeros): a clean end, nothing cut
+        assert got[0] == "ok" and got[1] is None and got[2][-1] == seg, got
+        assert_reencodes(buf, 0, frames, end)
+        return "zero tail"
     after = frames[-1][0] if frames else max(expect - 1, 0)
     continuing = ref_continuing(buf, end, after)
     if got[0] == "ok":

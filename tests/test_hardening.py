@@ -22,7 +22,7 @@ import time
 
 import pytest
 from _procs import ROOT, run_python, stop
-from conftest import HeldSync, Interrupted, entry, interrupted_after, queue_appends
+from conftest import HeldSync, Interrupted, entry, interrupted_after, queue_appends, settled
 
 import walogs
 from walogs import _io
@@ -108,6 +108,8 @@ import walogs
 from walogs import _io
 
 path = sys.argv[1]
+from walogs import _prealloc
+_prealloc.BACKGROUND = False  # no preparing thread holds a descriptor while they are counted
 wal = walogs.Wal.open(path, walogs.WalConfig(max_segment_size=200))
 wal.append(b"a" * 150)
 real = _io.sync_dir
@@ -308,8 +310,10 @@ from walogs import _io
 # Python keeps an inherited SIG_IGN: Ctrl-C must raise KeyboardInterrupt here.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
-path, sync, trigger = sys.argv[1], sys.argv[2], sys.argv[3]
-NAMES = ("fdatasync", "create_new", "sync_dir", "close")
+path, sync, trigger, preallocate = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+from walogs import _prealloc
+_prealloc.BACKGROUND = False  # the next segment is prepared in this thread: its calls are steps too
+NAMES = ("fdatasync", "create_new", "rename", "pwrite_all", "sync_dir", "close")
 plan = {"armed": False, "at": 0, "when": "", "calls": []}
 
 def wrap(name):
@@ -339,7 +343,7 @@ def trigger_rotation(wal, i):
         return wal.append(b"%06d" % i * 10)
     return wal.append(b"%06d" % i * 10)  # 60 bytes: the third entry in a segment rotates
 
-cfg = walogs.WalConfig(sync=sync, max_segment_size=200)
+cfg = walogs.WalConfig(sync=sync, max_segment_size=200, preallocate=preallocate)
 results = []
 for at in range(1, 40):
     for when in ("before", "after"):
@@ -379,8 +383,9 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.parametrize("preallocate", [False, True])
 @pytest.mark.parametrize("sync,trigger", [("always", "size"), ("none", "size"), ("none", "rotate")])
-def test_ctrl_c_at_every_step_of_a_rotation(tmp_path, sync, trigger):
+def test_ctrl_c_at_every_step_of_a_rotation(tmp_path, sync, trigger, preallocate):
     """A real SIGINT (KeyboardInterrupt) raised before and after each system call of a
     rotation (sync the old segment, create the new one, sync the directory, close the old
     one, and the write's sync after it): the call raises KeyboardInterrupt, no descriptor
@@ -390,11 +395,14 @@ def test_ctrl_c_at_every_step_of_a_rotation(tmp_path, sync, trigger):
     rotation, a leaked descriptor and one segment more on disk than segment_count.
 
     The wrappers only raise the signal at the chosen call (Ctrl-C cannot be timed to one
-    system call from outside); every call is the real one."""
-    results = run_child(_CTRL_C_CHILD, tmp_path, sync, trigger)
+    system call from outside); every call is the real one. With ``preallocate`` the new
+    segment is the prepared one renamed into place, and the next one is prepared (zeros
+    written and synced) inside the rotation: Ctrl-C lands in each of those calls too."""
+    results = run_child(_CTRL_C_CHILD, tmp_path, sync, trigger, int(preallocate))
     interrupted = [case for case in results if case["interrupted"]]
     steps = set(interrupted[-1]["calls"])
-    assert {"fdatasync", "create_new", "sync_dir", "close"} <= steps, interrupted[-1]
+    made = {"rename", "pwrite_all"} if preallocate else {"create_new"}
+    assert {"fdatasync", "sync_dir", "close"} | made <= steps, interrupted[-1]
     bad = [case for case in interrupted
            if case["fds_leaked"] or case["files"] != case["segment_count"] or case["after"] != "ok"
            or case["lost"] or not case["lsns"]]
@@ -409,6 +417,8 @@ import walogs
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
 path = sys.argv[1]
+from walogs import _prealloc
+_prealloc.BACKGROUND = False  # no preparing thread holds a descriptor while they are counted
 wal = walogs.Wal.open(path, walogs.WalConfig(max_segment_size=200))
 for i in range(2):
     wal.append(b"%06d" % i * 10)
@@ -449,7 +459,7 @@ def test_ctrl_c_right_after_the_writer_switched_segments(tmp_path):
 def test_rotation_takes_over_an_empty_leftover_segment(log_dir):
     """An empty next segment file (what an interrupted rotation leaves if even its clean-up
     was cut short) does not stop the next rotation; a non-empty one is never touched."""
-    wal = walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=200))
+    wal = settled(walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=200)))
     wal.append(entry(0, 150))
     open(os.path.join(log_dir, "wal-000002.log"), "wb").close()
     assert wal.append(entry(1, 150)) == 2  # rotates into wal-000002.log

@@ -144,8 +144,9 @@ class KilledLog:
     batches_from: int  # the first LSN the killed child wrote (the batches: entry((lsn - it) % BATCH, SIZE))
     acked: int  # the last acknowledged LSN
     segment: str  # the segment the kill tore
-    size: int  # its size after the kill: a page boundary inside a batch
+    size: int  # where its data ends after the kill: a page boundary inside a batch
     batch_start: int  # where the torn batch starts in it
+    zero_tail: bool = False  # the segment was prepared with zeros: the file goes on past ``size``
 
     def data(self, lsn: int) -> bytes:
         return entry(lsn) if lsn < self.batches_from else entry((lsn - self.batches_from) % BATCH, SIZE)
@@ -170,6 +171,16 @@ def _walogs_prelude(path) -> tuple[int, int]:
         return wal.first_lsn, wal.next_lsn
 
 
+def data_end(path) -> int:
+    """Where a segment's written bytes end: its size, or for one written into zeros (prepared
+    by walogs, preallocate) the page boundary after its last non-zero byte (a killed write
+    stops at a page boundary; the batches' entries hold no zero byte)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    end = len(data.rstrip(b"\0"))
+    return end if end == len(data) else -(-end // 4096) * 4096
+
+
 @pytest.fixture(scope="module")
 def killed_log(tmp_path_factory) -> KilledLog:
     """Made once per module (tests copy it): the prelude, then a child appending 10,000-entry
@@ -180,11 +191,12 @@ def killed_log(tmp_path_factory) -> KilledLog:
         first, batches_from = _walogs_prelude(path)
         acks, killed = _kill_during_a_batch(path, "none", rng)
         segment = segments_of(path)[-1]
-        size = os.path.getsize(path / segment)
+        size = data_end(path / segment)
         if killed and size % BATCH_BYTES:
             assert size % 4096 == 0, f"a killed write ended at {size}, not at a page boundary"
             acked = acks[-1][1] if acks else batches_from - 1
-            log = KilledLog(str(path), first, batches_from, acked, segment, size, size // BATCH_BYTES * BATCH_BYTES)
+            log = KilledLog(str(path), first, batches_from, acked, segment, size, size // BATCH_BYTES * BATCH_BYTES,
+                            os.path.getsize(path / segment) > size)
             # The page-boundary case needs a boundary inside the batch past what the crate keeps
             # (there is none about once in 2,000 kills: retry those).
             if log.page_after_kept() < log.batch_start + BATCH_BYTES:
@@ -204,7 +216,8 @@ def test_walogs_log_opens_in_rust_which_appends_and_walogs_reads_back(rust, kill
     assert segments_of(path)[0] != seg_name(1), "the checkpoint deleted nothing"
     kept_end = log.size // FRAME * FRAME  # the crate stops at the first frame the kill tore
     opened = rust.open(path)
-    assert opened.truncated_at == (None if kept_end == log.size else kept_end)
+    # The crate cuts zeros after the last frame as a torn tail (walogs keeps them to write into).
+    assert opened.truncated_at == (None if kept_end == log.size and not log.zero_tail else kept_end)
     assert os.path.getsize(path / log.segment) == kept_end
     dumped = rust.dump(path)
     last = dumped[-1][0]
@@ -428,3 +441,49 @@ def test_lsn_jump_inside_a_segment_rust_accepts_walogs_refuses(rust, tmp_path):
         list(reader)
     with pytest.raises(walogs.WalCorruptError, match="LSN discontinuity"):
         walogs.Wal.open(path)
+
+
+# ---------------------------------------------------------------------- a zero tail (preallocate)
+
+_CRASHING_WRITER = r"""
+import os, signal, sys
+import walogs
+from walogs import _prealloc
+_prealloc.BACKGROUND = False  # the next segment is prepared before rotate() returns
+path = sys.argv[1]
+wal = walogs.Wal.open(path, walogs.WalConfig(max_segment_size=65536, sync="always", preallocate=True))
+for i in range(1, 71):
+    wal.append(b"walogs-%d" % i * 5)
+    if i == 50:
+        wal.rotate()  # from here on the active segment is a prepared one: 64 KiB of zeros written into
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_zero_tail_of_a_crashed_walogs_writer_is_cut_by_rust_and_nothing_is_lost(rust, tmp_path):
+    """A walogs writer SIGKILLed while its active segment is a prepared one (frames, then the
+    zeros it had not reached): the crate's open cuts the zeros as a torn tail at the end of
+    the last frame and loses no entry; walogs reads it all before and after, and continues."""
+    path = tmp_path / "log"
+    done = run_python(_CRASHING_WRITER, path)
+    assert done.returncode == -9, done.stderr
+    active = path / seg_name(2)
+    entries = [(i, b"walogs-%d" % i * 5) for i in range(1, 71)]
+    frames_end = sum(16 + len(data) for _, data in entries[50:])
+    assert os.path.getsize(active) == 65536 and os.path.getsize(path / seg_name(1)) < 65536
+    with walogs.WalReader(path) as reader:
+        assert list(reader) == entries  # the zero tail is a clean end for walogs
+    theirs = copy(path, tmp_path, "rust")
+    opened = rust.open(theirs)
+    assert opened == Opened(frames_end, 71, opened.segments)
+    assert os.path.getsize(theirs / seg_name(2)) == frames_end  # the zeros cut, every frame kept
+    assert rust.dump(theirs) == entries
+    assert rust.append(theirs, 1) == [71]
+    read, written, tail, next_lsn = walogs_entries(theirs)
+    assert read == written == entries + [(71, rust_data(71))] and tail.clean and next_lsn == 72
+    # walogs itself keeps the zeros (nothing cut) and writes into them.
+    with walogs.Wal.open(path) as wal:
+        assert wal.tail_state.clean and os.path.getsize(active) == 65536
+        assert wal.append(b"walogs again") == 71
+    assert os.path.getsize(active) == frames_end + 16 + len(b"walogs again")  # trimmed at close
+    assert rust.dump(path) == entries + [(71, b"walogs again")]

@@ -23,7 +23,7 @@ import time
 import pytest
 from _damage import segments_of
 from _procs import fork_child, kill_all, read_exact, read_until, reap, stop
-from conftest import entry, scale, snapshot
+from conftest import entry, scale, settled, snapshot
 
 import walogs
 from walogs._lock import writer_is_live
@@ -223,7 +223,7 @@ def _child_cannot_write_and_closes(path: str, wal: walogs.Wal) -> None:
 
 def _writer_process(path: str, cmd_r: int, rep_w: int, loops: int) -> None:
     """The writer: open, then on each command do something that must not drop the lock."""
-    wal = walogs.Wal.open(path, walogs.WalConfig(max_segment_size=None), lock_timeout=5.0)
+    wal = settled(walogs.Wal.open(path, walogs.WalConfig(max_segment_size=None), lock_timeout=5.0))
     os.write(rep_w, b"O")
     segs = segments_of(path)
     lock = os.path.join(path, "LOCK")

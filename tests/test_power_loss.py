@@ -56,11 +56,15 @@ from conftest import entry, scale
 from crashfs import IMAGE_VARIANTS, NAMESPACE_MODES, Recorder
 
 import walogs
-from walogs import _io
+from walogs import _io, _prealloc
+from walogs._format import PREPARED_NAME
 
 SEED = 0x5EED_C0DE
 SEGMENT = 2048
-CONFIG = walogs.WalConfig(max_segment_size=SEGMENT, sync="always")
+# Preallocated: every rotation renames in a segment prepared with zeros (created, written,
+# synced), trims the finished one (truncate, sync) first, and close trims the active one; the
+# preparation runs inline (_prealloc.BACKGROUND) so every step is recorded in one order.
+CONFIG = walogs.WalConfig(max_segment_size=SEGMENT, sync="always", preallocate=True)
 TOTAL = scale(3000, 30000)
 SHARDS = 8
 POOL_VARIANTS = ("prefix", "zero", "random", "mixed", "sectors", "volatile", "durable")
@@ -339,6 +343,12 @@ def image_dir(tmp_path):
         yield str(tmp_path / "images")
 
 
+@pytest.fixture(autouse=True)
+def prepare_inline(monkeypatch):
+    """Segments are prepared in the writer's own thread: one recorded order of system calls."""
+    monkeypatch.setattr(_prealloc, "BACKGROUND", False)
+
+
 @pytest.fixture
 def no_sync(monkeypatch):
     """The verifying writer's syncs are irrelevant (see module doc); patch them out."""
@@ -426,6 +436,7 @@ def recorded(tmp_path_factory):
     root = tmp_path_factory.mktemp("powerloss")
     rec = Recorder(root)
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_prealloc, "BACKGROUND", False)
         rec.install(mp)
         w = run_main_workload(str(root), rec)
     return rec, w, make_plan(rec, TOTAL)
@@ -438,10 +449,16 @@ def test_workload_shape(recorded):
     steps = Counter(what.split()[0] for _, _, what in w.steps)
     created = {os.path.basename(op.path) for op in rec.ops if op.kind == "create"}
     assert len(w.appended) >= 200 and steps["append"] >= 50 and steps["append_batch"] >= 20
-    assert len([n for n in created if n.startswith(SEGMENT_NAME)]) >= 3
+    renamed = {op.dst_name for op in rec.ops if op.kind == "rename"}
+    assert len([n for n in created | renamed if n.startswith(SEGMENT_NAME)]) >= 3
     assert steps["checkpoint"] >= 2 and kinds["unlink"] >= 2 and steps["rotate"] >= 1 and steps["open"] >= 2
-    # (No truncate: the one this workload made was VISIBLE sized by ftruncate, which is written now.)
     assert kinds["sync"] >= 150 and kinds["sync_dir"] >= 10
+    # Preallocated segments: prepared (created, zeros written and synced), renamed in, trimmed.
+    assert PREPARED_NAME in created
+    renamed_in = [op for op in rec.ops if op.kind == "rename" and op.name == PREPARED_NAME]
+    assert len(renamed_in) >= 3 and all(op.dst_name.startswith(SEGMENT_NAME) for op in renamed_in)
+    trims = [op for op in rec.ops if op.kind == "truncate" and os.path.basename(op.path).startswith(SEGMENT_NAME)]
+    assert len(trims) >= 5  # rotations by size and by hand, and clean closes
     # Every sync point is a crash point just before and just after the sync.
     covered = {p for p, variant, _, _ in plan if variant == "durable"}
     assert all(k in covered and k + 1 in covered for k in rec.sync_points())
@@ -654,7 +671,7 @@ def test_eio_on_nth_sync_poisons_and_loses_nothing(call, nth, tmp_path, monkeypa
     root.mkdir()
     rec = Recorder(root)
     rec.fail_nth(call, nth)
-    config = walogs.WalConfig(max_segment_size=1024, sync="always")
+    config = walogs.WalConfig(max_segment_size=1024, sync="always", preallocate=False)  # the nth sync is the writer's (test_eio_while_preparing_a_segment_loses_nothing)
     with monkeypatch.context() as mp:
         rec.install(mp)
         w = Workload(str(root), rec, seed=SEED + nth, config=config)
@@ -687,7 +704,7 @@ def run_reopen_after_eio(rec: Recorder, nth: int, monkeypatch, scratch: tuple[st
                          ) -> tuple[Workload, int, str, int]:
     """The EIO workload until fdatasync #nth fails, close, reopen, five more appends, close."""
     rec.fail_nth("fdatasync", nth)
-    config = walogs.WalConfig(max_segment_size=1024, sync="always")
+    config = walogs.WalConfig(max_segment_size=1024, sync="always", preallocate=False)  # the nth sync is the writer's (test_eio_while_preparing_a_segment_loses_nothing)
     with monkeypatch.context() as mp:
         rec.install(mp)
         if scratch is not None:

@@ -122,6 +122,27 @@ def open_corrupt(directory, *names: str, offset: int | None = None):
     return info.value
 
 
+def open_zero_tail(directory, last_segment: str, end: int, kept: list, where: str = "") -> None:
+    """Open must find ``last_segment`` ending cleanly at ``end`` with zeros after it (a zero tail:
+    nothing cut, the zeros kept), read back ``kept``, write the next entry at ``end``, and
+    close with the segment trimmed to its last frame."""
+    path = os.path.join(directory, last_segment)
+    size = os.path.getsize(path)
+    nxt = kept[-1][0] + 1 if kept else 1
+    with walogs.Wal.open(directory, CONFIG) as wal:
+        assert wal.tail_state == walogs.TailState.CLEAN, where
+        assert os.path.getsize(path) == size, where  # the zeros stay: the writer writes into them
+        assert list(wal.iter()) == kept, where
+        assert wal.append(b"after the zeros") == nxt, where
+    frame = make_frame(nxt, b"after the zeros")
+    with open(path, "rb") as f:
+        # Written at the old end (or, when it did not fit, in a new segment after this one was
+        # trimmed); no zeros left after the last frame either way.
+        assert f.read()[end:] in (frame, b""), where
+    with walogs.Wal.open(directory, CONFIG) as wal:
+        assert list(wal.iter()) == kept + [(nxt, b"after the zeros")], where
+
+
 def open_torn(directory, last_segment: str, cut_at: int, kept: list, where: str = "") -> None:
     """Open must cut ``last_segment`` at ``cut_at`` on disk (I2), read back exactly
     ``kept``, continue the LSNs and take a new append that reads back."""
@@ -170,7 +191,13 @@ def test_torn_tail_at_every_cut_point(copy_of, index):
     for cut in range(start + 1, end):
         d = copy_of(f"cut{cut}")
         os.truncate(d / seg_name(LAST), cut)
-        open_torn(d, seg_name(LAST), start, before(lsn), where=f"cut at {cut}")
+        with open(d / seg_name(LAST), "rb") as f:
+            f.seek(start)
+            torn = f.read()
+        if any(torn):
+            open_torn(d, seg_name(LAST), start, before(lsn), where=f"cut at {cut}")
+        else:  # the frame's first bytes are zeros: a zero tail, a clean end kept to write into
+            open_zero_tail(d, seg_name(LAST), start, before(lsn), where=f"cut at {cut}")
 
 
 @pytest.mark.parametrize("index", range(len(LAST_FRAMES)), ids=lambda i: f"frame{i}")
@@ -348,15 +375,44 @@ def test_zeros_without_aligned_block_and_frames_after_is_corruption(zlog, start,
 # --------------------------------------------------------------- 4. junk after the last frame
 
 
+@pytest.mark.parametrize("run", [4096, 7, 16, 1, 15, 17, 65536 + 3])
+def test_zeros_after_last_frame_are_a_clean_end(copy_of, run):
+    """A zero tail (a segment prepared with zeros, written into; docs/format.md): zeros
+    after the last frame, of any length, are a clean end: nothing cut, the zeros kept and
+    written into. (Before preallocation they were a torn tail, cut.)"""
+    d = copy_of()
+    size = os.path.getsize(d / seg_name(LAST))
+    append_bytes(d / seg_name(LAST), bytes(run))
+    open_zero_tail(d, seg_name(LAST), size, ENTRIES)
+
+
+@pytest.mark.parametrize("run", [1, 16, 4096])
+def test_a_torn_frame_before_zeros_is_a_torn_tail(copy_of, run):
+    """A frame cut short, then zeros (a killed write into a prepared segment): a torn
+    tail, cut at the torn frame's start; the zeros after it do not make it clean."""
+    d = copy_of()
+    size = os.path.getsize(d / seg_name(LAST))
+    append_bytes(d / seg_name(LAST), make_frame(len(ENTRIES) + 1, b"torn" * 20)[:30] + bytes(run))
+    open_torn(d, seg_name(LAST), size, ENTRIES)
+
+
+@pytest.mark.parametrize("run", [1, 600])
+def test_zeros_then_junk_after_last_frame_is_a_torn_tail(copy_of, run):
+    """Zeros that do not run to the end of the file (junk after them) are no zero tail: cut."""
+    d = copy_of()
+    size = os.path.getsize(d / seg_name(LAST))
+    append_bytes(d / seg_name(LAST), bytes(run) + b"\x07junk")
+    open_torn(d, seg_name(LAST), size, ENTRIES)
+
+
 @pytest.mark.parametrize(
     "junk",
-    [bytes(4096), bytes(7), bytes(16), bytes(1)]
-    + [random.Random(seed).randbytes(n) for seed, n in [(1, 1), (2, 15), (3, 16), (4, 17), (5, 100), (6, 5000)]],
-    ids=["zeros4096", "zeros7", "zeros16", "zeros1", "rand1", "rand15", "rand16", "rand17", "rand100", "rand5000"],
+    [random.Random(seed).randbytes(n) for seed, n in [(1, 1), (2, 15), (3, 16), (4, 17), (5, 100), (6, 5000)]],
+    ids=["rand1", "rand15", "rand16", "rand17", "rand100", "rand5000"],
 )
 def test_junk_after_last_frame_is_torn_tail(copy_of, junk):
-    """I2, I5, I10: zeros (a preallocated or never-written tail) or random garbage
-    after the last frame are a torn tail cut at the end of the last good frame."""
+    """I2, I5, I10: random garbage after the last frame is a torn tail cut at the end
+    of the last good frame. (Zeros are a clean end: the test above.)"""
     d = copy_of()
     size = os.path.getsize(d / seg_name(LAST))
     append_bytes(d / seg_name(LAST), junk)

@@ -22,7 +22,7 @@ import subprocess
 import pytest
 from _procs import run_walogs
 from _damage import HEADER, append_bytes, flip_bit, frames, frames_of, seg_name, segments_of, set_bytes
-from conftest import entry, make_frame, snapshot
+from conftest import entry, make_frame, settled, snapshot
 
 import walogs
 TIMEOUT = 60
@@ -236,6 +236,7 @@ def test_a_clean_log_exports_everything(log, tmp_path):
 
 def test_a_live_writer_is_read_up_to_its_visible_end_and_not_disturbed(log, tmp_path):
     with walogs.Wal.open(log, walogs.WalConfig(max_segment_size=1024)) as wal:
+        settled(wal)  # its segment preparer done: the writer changes nothing while salvage reads
         exported, report, _ = salvage(log, tmp_path, 0)
         assert [lsn for lsn, _ in exported] == lsns_except()
         assert report["live_writer_visible_lsn"] == COUNT

@@ -14,10 +14,10 @@ import time
 import pytest
 
 import walogs
-from walogs import _io
+from walogs import _io, _segments
 from _damage import seg_name
 from _procs import run_python
-from conftest import HeldSync, entry, make_frame, queue_appends, run_threads, snapshot
+from conftest import HeldSync, entry, make_frame, queue_appends, run_threads, settled, snapshot
 
 
 def seg(log_dir, n: int = 1) -> str:
@@ -219,9 +219,14 @@ def test_lock_timeout_succeeds_when_released(log_dir):
     timer.join()
 
 
+def frames_end(path) -> int:
+    """Where the segment's valid frames end (the file may be longer: zeros it is written into)."""
+    return _segments.scan_segment(0, str(path)).end
+
+
 def test_always_syncs_before_append_returns(log_dir, monkeypatch):
     """I4: with sync="always", append returns only after an fdatasync covering the frame."""
-    wal = walogs.Wal.open(log_dir)
+    wal = settled(walogs.Wal.open(log_dir))  # its next segment prepared: appends alone make calls
     calls = record_calls(monkeypatch, "pwrite_all", "fdatasync")
     wal.append(b"x")
     assert [name for name, _ in calls] == ["pwrite_all", "fdatasync"]
@@ -235,7 +240,7 @@ def test_always_syncs_before_append_returns(log_dir, monkeypatch):
 @pytest.mark.parametrize("mode", ["none", "interval"])
 def test_lazy_modes_write_at_once_and_sync_on_demand(log_dir, monkeypatch, mode):
     """P7: every mode hands the frame to the kernel before append returns; sync() makes it durable."""
-    wal = walogs.Wal.open(log_dir, walogs.WalConfig(sync=mode, sync_interval=30))
+    wal = settled(walogs.Wal.open(log_dir, walogs.WalConfig(sync=mode, sync_interval=30)))
     calls = record_calls(monkeypatch, "pwrite_all", "fdatasync")
     wal.append(b"x")
     assert [name for name, _ in calls] == ["pwrite_all"]
@@ -258,19 +263,25 @@ def test_interval_mode_syncs_in_background(log_dir):
         assert wal.durable_lsn == 1
 
 
-def test_rotate(log_dir, monkeypatch):
-    """I15: a new segment exists durably (directory synced) before its first frame."""
-    with walogs.Wal.open(log_dir) as wal:
+@pytest.mark.parametrize("preallocate", [False, True])
+def test_rotate(log_dir, monkeypatch, preallocate):
+    """I15: a new segment exists durably (directory synced) before its first frame: created
+    empty, or (preallocate) the prepared segment renamed into place."""
+    with settled(walogs.Wal.open(log_dir, walogs.WalConfig(max_segment_size=4096, preallocate=preallocate))) as wal:
         wal.rotate()
         assert wal.segment_count == 1  # no-op on an empty active segment
         wal.append(b"a")
-        calls = record_calls(monkeypatch, "create_new", "sync_dir", "pwrite_all", "fdatasync")
+        calls = record_calls(monkeypatch, "create_new", "rename", "sync_dir", "pwrite_all", "fdatasync")
         wal.rotate()
         wal.append(b"b")
         names = [name for name, _ in calls]
-        assert names.index("create_new") < names.index("sync_dir") < names.index("pwrite_all")
-        assert wal.segment_count == 2 and os.path.getsize(seg(log_dir, 2)) == 17
+        made = "rename" if preallocate else "create_new"
+        assert names.index(made) < names.index("sync_dir") < names.index("pwrite_all")
+        assert os.path.getsize(seg(log_dir, 1)) == 17  # a completed segment ends at its last frame
+        assert wal.segment_count == 2 and os.path.getsize(seg(log_dir, 2)) == (4096 if preallocate else 17)
+        assert frames_end(seg(log_dir, 2)) == 17
         assert list(wal) == [(1, b"a"), (2, b"b")]
+    assert os.path.getsize(seg(log_dir, 2)) == 17  # a clean close trims the active segment
 
 
 def test_rotation_by_size(log_dir):
@@ -280,11 +291,13 @@ def test_rotation_by_size(log_dir):
     with walogs.Wal.open(log_dir, cfg) as wal:
         for i in range(5):
             wal.append(entry(i, 84))  # 100-byte frames: 3 per segment
-        assert [os.path.getsize(seg(log_dir, n)) for n in (1, 2)] == [300, 200]
+        assert [frames_end(seg(log_dir, n)) for n in (1, 2)] == [300, 200]
         wal.append(bytes(1000))
-        assert os.path.getsize(seg(log_dir, 3)) == 1016 and wal.segment_count == 3
+        assert frames_end(seg(log_dir, 3)) == 1016 and wal.segment_count == 3
         wal.append_batch([entry(i, 84) for i in range(4)])  # 400 bytes: own segment, whole
-        assert os.path.getsize(seg(log_dir, 4)) == 400
+        assert frames_end(seg(log_dir, 4)) == 400
+        # Completed segments end at their last frame (a prepared one holds zeros until then).
+        assert [os.path.getsize(seg(log_dir, n)) for n in (1, 2, 3)] == [300, 200, 1016]
         wal.append(b"z")
         assert wal.segment_count == 5
         assert [lsn for lsn, _ in wal] == list(range(1, 12))

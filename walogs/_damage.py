@@ -11,6 +11,10 @@ that thing is:
   never cut);
 - in the last segment, before the visible end a live writer published:
   damage (the writer made it durable first);
+- in the last segment, nothing but zeros from it to the end of the file:
+  the *zero tail* of a segment the writer writes into (prepared with real
+  zeros ahead of it, docs/format.md): a clean end, nothing to cut. A torn
+  frame followed by zeros is not all zeros: it is judged as below;
 - otherwise, in the last segment, a *torn tail*, the end of a write a crash
   cut short, which the next writer open cuts; unless a valid frame that
   could continue the log follows it, which makes it *mid-log damage*. Even
@@ -24,10 +28,11 @@ Which frame "could continue the log" (its LSN window) is in docs/format.md.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from typing import Optional
 
-from walogs import _io, _segments
+from walogs import _io, _segments, _visible
 from walogs._format import FRAME_HEADER_SIZE, SECTOR
 from walogs._format import FRAME_HEADER as _HEADER
 from walogs._impl import codec
@@ -39,6 +44,7 @@ COMPLETED = "corruption in completed segment"
 LIVE = "bad frame before the live writer's visible end"
 MID_LOG = "mid-log damage"
 TORN = "torn tail"
+ZERO_TAIL = "zero tail"
 
 _ADVICE = {
     LSN_JUMP: "entries between are missing; restore the segments from a backup",
@@ -58,7 +64,7 @@ class Verdict:
     """What the first bad frame of a segment is."""
 
     kind: str
-    """LSN_JUMP, COMPLETED, LIVE, MID_LOG or TORN."""
+    """LSN_JUMP, COMPLETED, LIVE, MID_LOG, TORN or ZERO_TAIL."""
     last_segment: bool
     """Whether it is in the last segment (only damage there may be cut, by ``walogs repair``)."""
     continuing_offset: Optional[int] = None
@@ -68,6 +74,16 @@ class Verdict:
     def torn(self) -> bool:
         """True for a torn tail: safe to cut at the bad frame."""
         return self.kind == TORN
+
+    @property
+    def clean(self) -> bool:
+        """True for a zero tail: the segment ends cleanly at the bad frame, and the zeros stay (they are written into)."""
+        return self.kind == ZERO_TAIL
+
+    @property
+    def damage(self) -> bool:
+        """True for damage: neither a torn tail nor a zero tail."""
+        return not (self.torn or self.clean)
 
     def error(self, directory: str, scan: _segments.SegmentScan, expect_lsn: int) -> WalCorruptError:
         """The WalCorruptError for damage: what it is, where, why, and what the user can do."""
@@ -102,6 +118,8 @@ def judge(scan: _segments.SegmentScan, after_lsn: int, *, last_segment: bool, li
         return Verdict(COMPLETED, False)
     if live:
         return Verdict(LIVE, True)
+    if all_zero(scan.path, scan.end):
+        return Verdict(ZERO_TAIL, True)
     continuing = find_continuing_frame(scan.path, scan.end, after_lsn)
     if continuing is None:
         return Verdict(TORN, True)
@@ -195,3 +213,59 @@ def zeros_to_sector_end(path: str, bad_offset: int, end: int) -> bool:
         return False
     data = _io.read_at(path, stop - bad_offset, bad_offset)
     return len(data) == stop - bad_offset and not any(data)
+
+
+
+def all_zero(path: str, start: int, end: Optional[int] = None) -> bool:
+    """True if every byte of ``path`` from ``start`` to ``end`` (default: its end) is zero.
+
+    A segment prepared with zeros and written into ends in such a run (or
+    a finished one, none). Streams the file in chunks of one reused buffer.
+    """
+    fd = _io.open_read(path)
+    try:
+        stop = _io.file_size(fd) if end is None else end
+        buf = bytearray(min(_segments.CHUNK, max(stop - start, 0)))
+        pos = start
+        while pos < stop:
+            n = min(len(buf), stop - pos)
+            got = _io.pread_into(fd, memoryview(buf)[:n], pos)
+            if got < n:
+                return False  # shorter than asked: the file shrank meanwhile
+            if buf.count(0, 0, n) != n:
+                return False
+            pos += n
+        return True
+    finally:
+        _io.close(fd)
+
+
+def killed_write_cut(directory: str, seq: int, size: int, path: str) -> Optional[int]:
+    """Where recovery cuts segment ``seq`` (file ``path``, ``size`` bytes) to drop a write a killed writer left half done.
+
+    The offset of that write's start, or None. Only when the trusted
+    in-flight record names this segment and the write stopped strictly
+    inside the range it names. Into a segment that grows, the file's size
+    says where: the kernel copies a write page by page (folio by folio) and
+    stops a killed one between two, so the file ends strictly inside the
+    write, at a page boundary. A file that ends at the write's start got
+    none of it, one that ends at its end got all of it (the batch is
+    whole), and one that ends elsewhere was written to afterwards by
+    someone else (say, another implementation's writer), so the record is
+    not about these bytes. Into a segment prepared with zeros (the file
+    reaches the write's end, and holds only zeros after it) the size says
+    nothing, the frames do: the write is whole when its frames run
+    unbroken from its start to its end, else it stopped inside (the bytes it
+    did not reach are zeros). A longer file with anything but zeros after
+    the write was written to afterwards: not about these bytes. The caller
+    checks that the start is a frame boundary.
+    """
+    record = _visible.read_in_flight(directory)
+    if record is None or record.seq != seq or not record.start < size:
+        return None
+    if size < record.end:
+        return None if size % mmap.PAGESIZE else record.start
+    if size > record.end and not all_zero(path, record.end, size):
+        return None
+    scan = _segments.scan_segment(seq, path, 0, record.end, start=record.start)
+    return None if scan.clean and scan.end == record.end else record.start

@@ -45,6 +45,13 @@ V1_NAME = "wal.log"
 """The single file of a legacy (v1) log, read as segment 1 and renamed to it by the first writer open."""
 
 
+PREPARED_NAME = "SEGMENT.prepared"
+"""The next segment while it is made ready ahead of rotation: real zeros, synced; renamed to the
+segment's name at rotation. Not a segment name, so every segment scan (the Rust crate's too) ignores it."""
+PREPARED_ZERO_CHUNK = 1 << 20
+"""Bytes of zeros a prepared segment is filled with per write."""
+
+
 def segment_name(seq: int) -> str:
     """The canonical file name of segment ``seq``: ``wal-`` + 6+ digits + ``.log``."""
     return f"wal-{seq:06d}.log"

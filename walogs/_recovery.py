@@ -15,9 +15,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from walogs import _damage, _floor, _io, _segments, _visible
-from walogs._format import (CURSORS_DIR, FLOOR_NAME, FLOOR_TEMP_NAME, LOCK_NAME, SEGMENT_RE, V1_NAME, VISIBLE_NAME,
-                            WRITERS_NAME, segment_name)
+from walogs import _damage, _floor, _io, _segments
+from walogs._format import (CURSORS_DIR, FLOOR_NAME, FLOOR_TEMP_NAME, LOCK_NAME, PREPARED_NAME, SEGMENT_RE, V1_NAME,
+                            VISIBLE_NAME, WRITERS_NAME, segment_name)
 from walogs.errors import WalCorruptError
 
 # Re-exported for walogs.wal, which lists segments through this module until it asks
@@ -112,6 +112,8 @@ def examine(directory: str, progress: Optional[Callable[[str, int], None]] = Non
 def _judge_damage(directory: str, scan: _segments.SegmentScan, expect: int, is_last: bool, layout: LogLayout) -> None:
     after_lsn = _damage.last_good_lsn(scan, expect, layout.floor)
     verdict = _damage.judge(scan, after_lsn, last_segment=is_last)
+    if verdict.clean:
+        return  # zeros the writer writes into: nothing to cut
     if not verdict.torn:
         raise verdict.error(directory, scan, expect)
     layout.torn_at = scan.end
@@ -146,7 +148,7 @@ def holds_log(directory: str) -> bool:
     return bool(files) or v1 or os.path.exists(os.path.join(directory, FLOOR_NAME))
 
 
-SIDE_FILES = frozenset({LOCK_NAME, VISIBLE_NAME, FLOOR_NAME, FLOOR_TEMP_NAME, WRITERS_NAME, CURSORS_DIR})
+SIDE_FILES = frozenset({LOCK_NAME, VISIBLE_NAME, FLOOR_NAME, FLOOR_TEMP_NAME, WRITERS_NAME, PREPARED_NAME, CURSORS_DIR})
 """Names walogs itself puts in a log directory besides segments."""
 
 
@@ -191,7 +193,7 @@ def discard_new_log(directory: str, existed: frozenset[str]) -> None:
     those files stay. LOCK goes with the lock (``WriterLock.discard``). Best
     effort: what cannot be removed stays.
     """
-    for name in (segment_name(1), VISIBLE_NAME, FLOOR_NAME, FLOOR_TEMP_NAME):
+    for name in (segment_name(1), VISIBLE_NAME, FLOOR_NAME, FLOOR_TEMP_NAME, PREPARED_NAME):
         if name in existed:
             continue
         try:
@@ -209,7 +211,7 @@ def remove_created_directories(created_dirs: list[str]) -> None:
             return
 
 
-def recover(directory: str) -> tuple[LogLayout, int]:
+def recover(directory: str, keep_zeros: bool = True) -> tuple[LogLayout, int]:
     """The writer's open (caller holds the lock): returns the layout and a write fd on the last segment.
 
     Migrates a v1 ``wal.log``, creates segment 1 in an empty directory,
@@ -219,6 +221,11 @@ def recover(directory: str) -> tuple[LogLayout, int]:
     page cache is on disk before anything is built on it. Then records the
     high-water mark in LSN_FLOOR (a full disk is tolerated there: the log
     must open to be checkpointed).
+
+    Zeros after the last frame of the last segment (a zero tail: a writer
+    wrote into a segment prepared with zeros, docs/format.md) are a clean
+    end and stay, for the writer to write into; ``keep_zeros=False`` cuts
+    them too (shared writers, which never write into zeros), reported clean.
     """
     files, v1 = _segments.segment_files(directory)
     floor = _floor.read(directory)
@@ -238,6 +245,8 @@ def recover(directory: str) -> tuple[LogLayout, int]:
     try:
         if layout.torn_at is not None:
             _io.ftruncate(fd, layout.torn_at)  # I2: a real truncate, synced below
+        elif not keep_zeros and _io.file_size(fd) > layout.segments[-1].end:
+            _io.ftruncate(fd, layout.segments[-1].end)  # a zero tail, for a writer that only appends
         _io.fdatasync(fd)  # P11
         _io.sync_dir(directory)
         _record_high_water(layout, floor)
@@ -251,12 +260,12 @@ def _cut_write_in_flight(layout: LogLayout, size: int) -> None:
     """A batch is all or nothing across a process crash: cut a write the dead writer left half done.
 
     The whole frames of a killed ``pwrite`` are valid frames, so the scan
-    keeps them; the in-flight record (``_visible.in_flight_cut``) says where
+    keeps them; the in-flight record (``_damage.killed_write_cut``) says where
     that write started. Only when the frames before it are whole and end
     exactly there; the cut is reported like a torn tail.
     """
     last = layout.segments[-1]
-    cut = _visible.in_flight_cut(layout.directory, last.seq, size)
+    cut = _damage.killed_write_cut(layout.directory, last.seq, size, layout.path_of(last))
     if cut is None or cut > last.end:  # the valid frames end before the write began: a torn tail as ever
         return
     expect = layout.segments[-2].last_lsn + 1 if len(layout.segments) > 1 and layout.segments[-2].last_lsn else 0

@@ -294,8 +294,10 @@ def _segment(cursor: _segments.SegmentCursor, name: str, limit: int, last_segmen
                                    f"LSN jumps from {cursor.expect - 1} to {cursor.bad_lsn}", cursor.expect))
             cursor.expect = cursor.bad_lsn
             continue
-        reason = cursor.scan_view().reason(cursor.expect)
         after = export.last or max(floor - 1, 0)
+        if last_segment and _damage.judge(cursor.scan_view(), after, last_segment=True).clean:
+            return 0 if cursor.offset else carried  # a zero tail: the segment ends cleanly here
+        reason = cursor.scan_view().reason(cursor.expect)
         anchor = None if carried is None else bad - carried
         found = _damage.find_continuing_frame(cursor.path, bad, after if carried is not None else 0, limit, anchor)
         while found is not None and _lsn_at(cursor, found) <= export.last:

@@ -221,8 +221,8 @@ def _header_at(view: memoryview, offset: int) -> tuple[int, int, int] | None:
     return _HEADER.unpack_from(view, offset)
 
 
-def scan_segment(seq: int, path: str, expect_lsn: int = 0, limit: Optional[int] = None) -> SegmentScan:
-    """Validate the frames of one segment up to ``limit`` (default: its size).
+def scan_segment(seq: int, path: str, expect_lsn: int = 0, limit: Optional[int] = None, start: int = 0) -> SegmentScan:
+    """Validate the frames of one segment from ``start`` (a frame boundary) up to ``limit`` (default: its size).
 
     ``expect_lsn`` is the LSN its first frame must carry (0: any). Streams
     the file; creates no object per frame.
@@ -232,8 +232,8 @@ def scan_segment(seq: int, path: str, expect_lsn: int = 0, limit: Optional[int] 
         size = _io.file_size(fd)
         stop = size if limit is None else min(limit, size)
         chunks = Chunks()
-        result = SegmentScan(seq, path, size, 0, 0, 0, 0, codec.SCAN_END)
-        pos, expect = 0, expect_lsn
+        result = SegmentScan(seq, path, size, start, 0, 0, 0, codec.SCAN_END)
+        pos, expect = start, expect_lsn
         while pos < stop:
             view = chunks.read(fd, pos, min(CHUNK, stop - pos))
             end, count, first, last, status = codec.scan(view, 0, expect)
@@ -284,11 +284,15 @@ def corrupt_error(directory: str, scan: SegmentScan, expect_lsn: int, what: str,
 
 
 def peek_lsn(path: str, offset: int = 0) -> Optional[int]:
-    """The LSN field of the frame header at ``offset`` of a segment (unchecked), None if there is none."""
+    """The LSN field of the frame header at ``offset`` of a segment (unchecked), None if there is none.
+
+    LSN 0 is never written: a zero header is the zero tail of a segment
+    prepared with zeros (docs/format.md), so there is no frame there either.
+    """
     header = _io.read_at(path, FRAME_HEADER_SIZE, offset)
     if len(header) < FRAME_HEADER_SIZE:
         return None
-    return _HEADER.unpack(header)[2]
+    return _HEADER.unpack(header)[2] or None
 
 
 class SegmentCursor:

@@ -88,7 +88,7 @@ def attach(directory: str, config: WalConfig, lock_timeout: Optional[float]) -> 
 def _start(directory: str, config: WalConfig, fd: int) -> tuple[mmap.mmap, _visible.Publisher, Optional[int]]:
     # The first shared writer: recover the log as an exclusive open would, then write the state.
     _visible.mark_recovering(directory)
-    layout, segment_fd = _recovery.recover(directory)
+    layout, segment_fd = _recovery.recover(directory, keep_zeros=False)  # shared writers append, never write into zeros
     _io.close(segment_fd)  # each writer opens the active segment itself
     active = layout.segments[-1]
     written = layout.next_lsn - 1

@@ -24,7 +24,7 @@ mapping outlive the process (they are the file's page cache), so the next
 writer's recovery reads exactly what the dead writer last stored, and when
 the segment ends strictly inside the write it names (at a page boundary, as
 a killed write does), it cuts the segment at the write's start
-(:func:`in_flight_cut`). After a power loss the page may
+(``walogs._damage.killed_write_cut``). After a power loss the page may
 have reached the disk at any earlier moment, so the record is trusted only
 on the boot that stored it: an unacknowledged batch can then still be kept
 in part, as any unsynced write can.
@@ -65,7 +65,7 @@ from walogs._frame_py import pack_visible as _pack_visible
 # Also read from here by walogs._writer, _writer_py and the tests: FILE_SIZE, IN_FLIGHT_OFFSET,
 # IN_FLIGHT_SIZE, PUBLISHED, VISIBLE_NAME.
 __all__ = ["BOOT_ID", "CLOSED", "FILE_SIZE", "IN_FLIGHT_OFFSET", "IN_FLIGHT_SIZE", "PUBLISHED", "RECOVERING",
-           "VISIBLE_NAME", "InFlight", "Publisher", "VisibleEnd", "decode", "in_flight_cut", "mark_recovering",
+           "VISIBLE_NAME", "InFlight", "Publisher", "VisibleEnd", "decode", "mark_recovering",
            "read", "read_fd", "read_in_flight"]
 
 
@@ -162,25 +162,6 @@ def read_in_flight(directory: str) -> Optional[InFlight]:
     if magic != IN_FLIGHT_MAGIC or crc != zlib.crc32(raw[RECORD_CRC_FROM:]) or boot != BOOT_ID or not any(BOOT_ID):
         return None
     return InFlight(seq, start, end)
-
-
-def in_flight_cut(directory: str, seq: int, size: int) -> Optional[int]:
-    """Where recovery cuts segment ``seq`` (``size`` bytes) to drop a write a killed writer left half done.
-
-    The offset of that write's start, or None. Only when the trusted
-    in-flight record names this segment and the file ends strictly inside
-    the write it names, at a page boundary: the kernel copies a write page
-    by page (folio by folio) and stops a killed one between two. A file
-    that ends at the write's start got none of it, one that ends at its end
-    got all of it (the batch is whole), and one that is longer, or ends
-    elsewhere, was written to afterwards by someone else (say, another
-    implementation's writer), so the record is not about these bytes. The
-    caller checks that the start is a frame boundary.
-    """
-    record = read_in_flight(directory)
-    if record is None or record.seq != seq or not record.start < size < record.end or size % mmap.PAGESIZE:
-        return None
-    return record.start
 
 
 def mark_recovering(directory: str) -> None:

@@ -72,6 +72,7 @@ from libc.errno cimport EINTR, EIO, errno
 from libc.stdint cimport UINT64_MAX, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, strerror
+from posix.stat cimport fstat, struct_stat
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.types cimport off_t
 
@@ -498,7 +499,7 @@ cdef class SegmentWriter:
     cdef int _write(self, _Call *call, const unsigned char *p, size_t n, uint64_t first,
                     uint64_t last) noexcept nogil:
         # Mutex held. P7: one write per append or batch, nothing kept in user space.
-        # Before the write: if a kill cuts it short, recovery cuts all of it (_visible.in_flight_cut).
+        # Before the write: if a kill cuts it short, recovery cuts all of it (_damage.killed_write_cut).
         self._mark_in_flight(self._seq, self._end, self._end + n)
         cdef int rc = self._pwrite_all(call, p, n, self._end)
         if rc != _OK:
@@ -657,11 +658,15 @@ cdef class SegmentWriter:
         # is complete. Only an OSError poisons (P2): an interrupt lost nothing.
         cdef int rc, new_fd = -1
         cdef int old_fd
+        cdef bint cut
         cdef uint64_t old_seq, old_end, old_first, old_last
         if self._closed or self._poisoned:
             return _R_REFUSED   # the sync it waited for failed: never sync again (P2)
         if self._end == 0:
             return _OK
+        rc = self._trim(call, &cut)   # a completed segment ends at its last frame; the sync next makes the cut durable
+        if rc != _OK:
+            return rc
         rc = self._sync_locked(call)   # P2 if it fails; else the old segment's entries are durable
         if rc != _OK:
             return rc
@@ -681,6 +686,25 @@ cdef class SegmentWriter:
         if rc != _OK:
             self._fail(call, rc)
         return rc
+
+    cdef int _trim(self, _Call *call, bint *cut) noexcept nogil:
+        # Mutex held, paused, no sync running (rotation, close): cut the zeros of a segment
+        # prepared with them past the last frame (docs/format.md); *cut says if it cut. The
+        # caller syncs. _OK, or _R_FAILED (a failure poisons, P2).
+        cdef struct_stat st
+        cdef int rc
+        cut[0] = False
+        if fstat(self._fd, &st) != 0:
+            rc = errno
+        elif <uint64_t>st.st_size <= self._end:
+            return _OK
+        else:
+            rc = self._ftruncate(call, self._end)
+            cut[0] = rc == _OK
+        if rc == _OK:
+            return _OK
+        self._fail(call, rc)
+        return _R_FAILED
 
     # ------------------------------------------------------------------ failures
 
@@ -815,6 +839,7 @@ cdef class SegmentWriter:
         # closed already) and whether it still held the VISIBLE mapping. _OK, or
         # _R_FAILED if the last sync failed.
         cdef int rc = _OK
+        cdef bint cut = False
         if self._fd >= 0 and not self._closed:
             while self._paused:   # a rotation waits for a sync: let it finish
                 pthread_cond_wait(&self._changed, &self._mu)
@@ -822,8 +847,12 @@ cdef class SegmentWriter:
             pthread_cond_signal(&self._gathered)
             while self._syncing:
                 pthread_cond_wait(&self._changed, &self._mu)
-            if not self._poisoned and self._durable < self._written:
-                rc = self._sync_locked(call)   # appends waiting on a group commit return durable
+            # Appends waiting on a group commit return durable; a clean close leaves the
+            # segment ending at its last frame, durably.
+            if not self._poisoned:
+                rc = self._trim(call, &cut)
+                if rc == _OK and (cut or self._durable < self._written):
+                    rc = self._sync_locked(call)
             self._closed = True   # waiters wake to return or raise; no write or sync after this
             self._paused = False
             pthread_cond_broadcast(&self._changed)

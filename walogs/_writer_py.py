@@ -209,7 +209,7 @@ class SegmentWriter:
 
     def _write(self, frames: bytes, first: int, last: int) -> None:
         # Mutex held. P7: one write per append or batch, nothing kept in user space.
-        # Before the write: if a kill cuts it short, recovery cuts all of it (_visible.in_flight_cut).
+        # Before the write: if a kill cuts it short, recovery cuts all of it (_damage.killed_write_cut).
         self._mark_in_flight(self._seq, self._end, self._end + len(frames))
         try:
             _io.pwrite_all(self._fd, frames, self._end)
@@ -359,6 +359,7 @@ class SegmentWriter:
             return False  # the sync it waited for failed: never sync again (P2)
         if self._end == 0:
             return True
+        self._trim()  # a completed segment ends at its last frame; the sync next makes the cut durable
         self._sync_locked()  # P2 if it fails; else the old segment's entries are durable
         try:
             new_fd = self._new_segment(self._seq + 1)  # I15: created durably before its first frame
@@ -372,6 +373,19 @@ class SegmentWriter:
             new_fd, old[1] + 1, 0, 0, 0, self._written, old[1] + 1, 0)
         try:
             self._completed(*old)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        return True
+
+    def _trim(self) -> bool:
+        # Mutex held, paused, no sync running (rotation, close): cut the zeros of a segment
+        # prepared with them past the last frame (docs/format.md); True if it cut. The caller
+        # syncs. A failure poisons (P2).
+        try:
+            if _io.file_size(self._fd) <= self._end:
+                return False
+            _io.ftruncate(self._fd, self._end)
         except BaseException as exc:
             self._fail(exc)
             raise
@@ -464,8 +478,10 @@ class SegmentWriter:
             while self._syncing:
                 failed = _wait_through(self._changed, failed)
             try:
-                if not self._poisoned and self._durable < self._written:
-                    self._sync_locked()  # appends waiting on a group commit return durable
+                # Appends waiting on a group commit return durable; a clean close leaves the
+                # segment ending at its last frame, durably.
+                if not self._poisoned and (self._trim() or self._durable < self._written):
+                    self._sync_locked()
             except BaseException as exc:
                 failed = exc
             self._closed = True  # waiters wake to return or raise; no write or sync after this

@@ -9,6 +9,9 @@ from typing import ClassVar, Literal, Optional, get_args
 DEFAULT_MAX_SEGMENT_SIZE = 64 * 1024 * 1024
 """Default size at which the writer starts a new segment."""
 
+PREALLOCATE_MAX = 64 * 1024 * 1024
+"""Largest prepared segment: a larger ``max_segment_size`` (or None) grows the file past this."""
+
 SyncMode = Literal["always", "interval", "none"]
 """The type of ``WalConfig.sync``: a type checker flags any other string."""
 SYNC_MODES: tuple[SyncMode, ...] = get_args(SyncMode)
@@ -31,14 +34,16 @@ class WalConfig:
     (only on ``sync()``, ``rotate()``, ``close()``). ``max_retained_bytes``:
     the most bytes of segments named cursors may keep from a checkpoint
     (None: no limit); past it, checkpoint deletes anyway and the cursors
-    that fell behind are lost. Invalid values raise
-    ValueError here, not later.
+    that fell behind are lost. ``preallocate``: write into segments
+    prepared with zeros ahead of time (None: where the filesystem gains
+    from it). Invalid values raise ValueError here, not later.
     """
 
     max_segment_size: Optional[int] = DEFAULT_MAX_SEGMENT_SIZE
     sync: SyncMode = "always"
     sync_interval: float = 0.05
     max_retained_bytes: Optional[int] = None
+    preallocate: Optional[bool] = None
 
     def __post_init__(self) -> None:
         cap = self.max_retained_bytes
@@ -47,6 +52,8 @@ class WalConfig:
         size = self.max_segment_size
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
             raise ValueError(f"max_segment_size must be a positive int or None, not {size!r}")
+        if self.preallocate is not None and not isinstance(self.preallocate, bool):
+            raise ValueError(f"preallocate must be True, False or None, not {self.preallocate!r}")
         if self.sync not in SYNC_MODES:
             raise ValueError(f"sync must be one of {', '.join(map(repr, SYNC_MODES))}, not {self.sync!r}")
         interval = self.sync_interval

@@ -98,7 +98,7 @@ class WalReader:
                 continue
             try:
                 cursor.expect = last + 1 if last else 0
-                for _ in cursor.frames(_without_a_killed_write(self._dir, seq, cursor.size())):
+                for _ in cursor.frames(_without_a_killed_write(self._dir, seq, cursor.size(), cursor.path)):
                     pass
                 last = cursor.last_lsn or last
             finally:
@@ -268,15 +268,15 @@ class _EndWatch:
         self._visible = self._lock = None
 
 
-def _without_a_killed_write(directory: str, seq: int, size: int) -> int:
-    """How much of segment ``seq`` (``size`` bytes) a reader may read when no writer is live.
+def _without_a_killed_write(directory: str, seq: int, size: int, path: str) -> int:
+    """How much of segment ``seq`` (file ``path``, ``size`` bytes) a reader may read when no writer is live.
 
     All of it, except a write a killed writer left half done: the next
     writer open cuts all of that write (a batch is all or nothing), so a
     reader must not yield its whole frames now and see their LSNs handed
-    out again later (``_visible.in_flight_cut`` says when that is so).
+    out again later (``_damage.killed_write_cut`` says when that is so).
     """
-    cut = _visible.in_flight_cut(directory, seq, size)
+    cut = _damage.killed_write_cut(directory, seq, size, path)
     return size if cut is None else cut
 
 
@@ -423,7 +423,7 @@ class _Stream:
             if end is not None and cursor.seq > end.seq:
                 return
             if end is None:
-                limit: Optional[int] = _without_a_killed_write(self._dir, cursor.seq, size)
+                limit: Optional[int] = _without_a_killed_write(self._dir, cursor.seq, size, cursor.path)
             else:
                 limit = end.offset if cursor.seq == end.seq else None
             yield from cursor.readers(limit)
@@ -465,6 +465,12 @@ class _Stream:
         scan = cursor.scan_view()
         after_lsn = _damage.last_good_lsn(scan, cursor.expect, _floor.read_floor(self._dir))
         verdict = _damage.judge(scan, after_lsn, last_segment=is_last, live=end is not None)
-        if not verdict.torn:
+        if verdict.damage and end is None and is_last and self._reader._published_end() is not None:
+            # Read as if no writer were live, but one publishes now: what was read may be a write in
+            # progress (into a segment prepared with zeros, a page the write had not reached yet
+            # reads as zeros before one it had). The next read stops at its visible end and judges
+            # again from there.
+            return
+        if verdict.damage:
             raise verdict.error(self._dir, scan, cursor.expect)
         # A torn tail, or a write still in flight: the end of what is visible now.

@@ -16,7 +16,8 @@ from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
 from typing import Optional, TypeVar
 
-from walogs import _floor, _impl, _io, _lock, _recovery, _retention, _segments, _shared, _stats, _visible
+from walogs import _damage, _floor, _impl, _io, _lock, _prealloc, _recovery, _retention, _segments, _shared, _stats
+from walogs import _visible
 from walogs import cursor as _cursor
 from walogs._format import WRITERS_LOCK_CHECKPOINT, WRITERS_LOCK_FLOOR
 from walogs._recovery import SegmentInfo
@@ -56,6 +57,18 @@ def _weakly(method: _Method) -> _Method:
     return call  # type: ignore[return-value]
 
 
+def _halted(wal: Wal) -> Callable[[], bool]:
+    """For the segment preparer: True once ``wal`` is gone or its writer poisoned (after a failed sync, no more I/O)."""
+    ref = weakref.ref(wal)
+
+    def halted() -> bool:
+        live = ref()
+        writer = getattr(live, "_writer", None)
+        return live is None or (writer is not None and writer.poison is not None)
+
+    return halted
+
+
 class Wal:
     """A writer of a log directory. Create it with :meth:`Wal.open`.
 
@@ -93,6 +106,14 @@ class Wal:
         # _mutex) both advance; its holder takes no other lock.
         self._floor_lock = threading.Lock()
         self._publisher = publisher
+        # The next segment prepared with zeros (docs/format.md); shared writers never preallocate.
+        self._preparer: Optional[_prealloc.Preparer] = None
+        if attachment is None:
+            if _prealloc.pays_off(directory, config.preallocate):
+                self._preparer = _prealloc.Preparer(directory, _prealloc.prepared_size(config.max_segment_size),
+                                                    background=_prealloc.BACKGROUND, halted=_halted(self))
+            else:
+                _prealloc.remove_leftover(directory)
         new_segment, completed, refusal = (_weakly(self._new_segment), _weakly(self._segment_completed),
                                            _weakly(self._refusal))
         self._writer: _impl.SegmentWriter | _impl.SharedWriter
@@ -110,6 +131,8 @@ class Wal:
         _lock.watch_forks(self)
         at_open = self._writer.snapshot()
         self._stats = _stats.Baseline(at_open[0], at_open[1], at_open[4])
+        if self._preparer is not None:
+            self._preparer.start()
         self._stop_interval = threading.Event()
         self._interval_thread: Optional[threading.Thread] = None
         if config.sync == "interval":
@@ -377,7 +400,11 @@ class Wal:
         fd: Optional[int] = None
         sync_failed = False
         try:
-            fd = self._create_segment(path)
+            # A prepared segment (zeros, synced) if one is ready; never waits for one.
+            if self._preparer is not None and self._take_prepared(path):
+                fd = _io.open_write(path)
+            else:
+                fd = self._create_segment(path)
             try:
                 _io.sync_dir(self._dir)  # I15: durable before its first frame
             except OSError:
@@ -410,6 +437,8 @@ class Wal:
                 _io.close_strays(os.path.join(self._dir, name))  # closed, or about to be: unknown
                 raise
         self._record_high_water(seq + 1, last_lsn + 1)
+        if self._preparer is not None:
+            self._preparer.start()  # the next segment, now that this rotation's syncs are done
 
     def _record_high_water(self, seq: int, next_lsn: int) -> None:
         # LSN_FLOOR, now that segment seq exists durably (I15) and the completed one is synced:
@@ -426,12 +455,22 @@ class Wal:
             _floor.close_strays(self._dir)  # interrupted (Ctrl-C): the record stays a lower bound
             raise
 
+    def _take_prepared(self, path: str) -> bool:
+        # The prepared segment renamed to ``path``; False (an empty segment is made instead) when
+        # none is ready or the rename failed (it changed nothing then).
+        assert self._preparer is not None
+        try:
+            return self._preparer.take(path)
+        except OSError:
+            return False
+
     def _create_segment(self, path: str) -> int:
         """Create the segment file ``path`` for writing (syncing the directory is the caller's).
 
-        An empty file already there is one a rotation of this writer left
-        when it was interrupted (no one else writes here while we hold the
-        lock): it is taken away and created again. Any other is FileExistsError.
+        An empty (or all-zero, prepared) file already there is one a
+        rotation of this writer left when it was interrupted (no one else
+        writes here while we hold the lock): it is taken away and created
+        again. Any other is FileExistsError.
         """
         try:
             return _io.create_new(path)
@@ -443,15 +482,20 @@ class Wal:
     def _discard_segment(self, path: str, fd: Optional[int]) -> bool:
         """Undo the creation of segment ``path`` (fd: its descriptor if known); True if it was removed.
 
-        Only an empty file goes: nothing is written to a new segment before
-        the writer switches to it.
+        Only an empty or all-zero (prepared) file goes: nothing is written
+        to a new segment before the writer switches to it.
         """
         try:
             if fd is not None:
                 _io.close(fd)
             else:
                 _io.close_strays(path)
-            return _io.unlink_if_empty(path)
+            if _io.unlink_if_empty(path):
+                return True
+            if not _damage.all_zero(path, 0):
+                return False
+            _io.unlink(path)
+            return True
         except OSError:
             return False  # the next rotation takes over an empty file it finds there
 
@@ -675,10 +719,14 @@ class Wal:
             self._stop_interval.set()
             # Each step runs even if one before it raised: the lock must go.
             try:
-                # Waits out a rotation or sync; appends waiting for a group commit return durable
-                # (unless poisoned); no write or sync after it. In a forked child it only closes
-                # this process's descriptor.
-                self._writer.close()
+                try:
+                    # Waits out a rotation or sync; appends waiting for a group commit return durable
+                    # (unless poisoned); trims the active segment's zeros; no write or sync after it.
+                    # In a forked child it only closes this process's descriptor.
+                    self._writer.close()
+                finally:
+                    if self._preparer is not None and in_owner:
+                        self._preparer.stop()  # and its file goes: the next open prepares afresh
             finally:
                 if self._attachment is not None:
                     _shared.detach(self._attachment)  # the last shared writer marks it closed

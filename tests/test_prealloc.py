@@ -1,0 +1,260 @@
+"""Segments written into, not grown (issue #16): preparing, renaming, trimming, and zero tails.
+
+The writer keeps the next segment prepared (``SEGMENT.prepared``: real zeros,
+synced, by a background thread) and renames it into place at rotation; a
+finished segment is trimmed to its last frame before the next one starts,
+the active one at a clean close. A crash leaves the active segment with a
+zero tail, which is a clean end for everyone (walogs; the Rust crate cuts it,
+tests/test_interop.py). The crash images of every stage are in
+tests/test_power_loss.py; here: the rules one by one, with real files, real
+fsync and real SIGKILL.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import threading
+
+import pytest
+from _procs import run_python, run_walogs
+from conftest import entry, settled
+
+import walogs
+from walogs import _io, _prealloc, _segments
+from walogs._format import PREPARED_NAME, segment_name
+
+SEGMENT = 4096
+
+
+def frames_end(path) -> int:
+    """Where a segment's valid frames end."""
+    return _segments.scan_segment(0, str(path)).end
+
+
+@pytest.fixture
+def inline(monkeypatch):
+    """Prepare in the writer's thread: every step in one order."""
+    monkeypatch.setattr(_prealloc, "BACKGROUND", False)
+
+
+def _fs_type_from_mounts(path: str) -> str:
+    """The filesystem type /proc/self/mounts gives for the mount holding ``path`` (longest prefix)."""
+    best, kind = "", ""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _, point, fstype, *_ = line.split()
+            point = point.replace("\\040", " ")
+            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+                best, kind = point, fstype
+    return kind
+
+
+MAGIC = {"ext4": 0xEF53, "ext3": 0xEF53, "ext2": 0xEF53, "xfs": 0x58465342, "tmpfs": 0x01021994,
+         "btrfs": 0x9123683E, "zfs": 0x2FC12FC1, "overlay": 0x794C7630, "ramfs": 0x858458F6}
+
+
+@pytest.mark.parametrize("where", ["tmp", "shm"])
+def test_preallocate_none_picks_by_filesystem(tmp_path, where):
+    """statfs's f_type agrees with /proc/self/mounts; None means on where zeros pay (ext4,
+    xfs), off on tmpfs and copy-on-write filesystems; True and False force it."""
+    path = str(tmp_path) if where == "tmp" else "/dev/shm"
+    if not os.path.isdir(path):
+        pytest.skip("no /dev/shm here")
+    kind = _fs_type_from_mounts(os.path.realpath(path))
+    assert kind in MAGIC, f"{path} is on {kind!r}: add its magic number to this test"
+    assert _prealloc.filesystem_type(path) == MAGIC[kind]
+    assert _prealloc.pays_off(path, None) == (kind not in ("tmpfs", "btrfs", "zfs", "overlay", "ramfs"))
+    assert _prealloc.pays_off(path, True) and not _prealloc.pays_off(path, False)
+    with pytest.raises(ValueError, match="preallocate"):
+        walogs.WalConfig(preallocate=1)  # type: ignore[arg-type]
+
+
+def test_rotation_renames_the_prepared_segment_and_trims_the_finished_one(tmp_path, inline):
+    """Each rotation renames SEGMENT.prepared (SEGMENT bytes of zeros) into place and prepares
+    the next; a completed segment ends exactly at its last frame; the active one holds zeros
+    past its frames until a clean close trims it and removes the prepared file."""
+    log = tmp_path / "log"
+    with walogs.Wal.open(log, walogs.WalConfig(max_segment_size=SEGMENT, preallocate=True)) as wal:
+        assert (log / PREPARED_NAME).read_bytes() == bytes(SEGMENT)
+        for i in range(100):
+            wal.append(entry(i, 150))
+        seqs = sorted(_segments.segment_files(str(log))[0])
+        assert len(seqs) >= 4
+        for seq in seqs[:-1]:
+            path = log / segment_name(seq)
+            assert os.path.getsize(path) == frames_end(path) > 0, segment_name(seq)
+        active = log / segment_name(seqs[-1])
+        assert os.path.getsize(active) == SEGMENT > frames_end(active)
+        assert (log / PREPARED_NAME).read_bytes() == bytes(SEGMENT)
+        assert [d for _, d in wal] == [entry(i, 150) for i in range(100)]
+    assert os.path.getsize(active) == frames_end(active)
+    assert not (log / PREPARED_NAME).exists()
+    assert run_walogs("verify", log).returncode == 0
+
+
+def test_a_rotation_never_waits_for_zeroing(tmp_path, monkeypatch):
+    """While the background preparer is stuck (its fdatasync blocked), rotations go on with an
+    empty new segment, as without preallocation; the stuck preparer never blocks an append."""
+    release = threading.Event()
+    real = _io.fdatasync
+
+    def fdatasync(fd):
+        if threading.current_thread().name.startswith("walogs-prepare"):
+            release.wait(60)
+        return real(fd)
+
+    monkeypatch.setattr(_io, "fdatasync", fdatasync)
+    log = tmp_path / "log"
+    wal = walogs.Wal.open(log, walogs.WalConfig(max_segment_size=SEGMENT, preallocate=True))
+    done = threading.Event()
+
+    def appends():
+        for i in range(60):
+            wal.append(entry(i, 150))
+        done.set()
+
+    worker = threading.Thread(target=appends)
+    worker.start()
+    try:
+        assert done.wait(60), "appends waited for the preparer"  # a hang guard
+        seqs = sorted(_segments.segment_files(str(log))[0])
+        assert len(seqs) >= 3
+        assert all(os.path.getsize(log / segment_name(s)) == frames_end(log / segment_name(s)) for s in seqs)
+    finally:
+        release.set()
+        worker.join(60)
+        wal.close()
+    with walogs.Wal.open(log) as again:
+        assert [d for _, d in again] == [entry(i, 150) for i in range(60)]
+
+
+@pytest.mark.parametrize("call", ["pwrite_all", "fdatasync"])
+def test_eio_while_preparing_poisons_nothing_and_the_next_rotation_tries_again(tmp_path, monkeypatch, inline, call):
+    """A failure while writing zeros is not the log's: the writer goes on (rotating into an
+    empty segment), the half-prepared file is removed, and the next rotation prepares again."""
+    real = getattr(_io, call)
+    failures = []
+
+    def failing(fd, *args):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if os.path.basename(path) == PREPARED_NAME and len(failures) < 1:
+            failures.append(path)
+            raise OSError(errno.EIO, "injected EIO while preparing")
+        return real(fd, *args)
+
+    monkeypatch.setattr(_io, call, failing)
+    log = tmp_path / "log"
+    with walogs.Wal.open(log, walogs.WalConfig(max_segment_size=SEGMENT, preallocate=True)) as wal:
+        assert failures and not (log / PREPARED_NAME).exists()  # the first attempt, at open, failed
+        for i in range(60):
+            wal.append(entry(i, 150))
+        seqs = sorted(_segments.segment_files(str(log))[0])
+        assert os.path.getsize(log / segment_name(2)) == frames_end(log / segment_name(2))  # made empty, grown
+        assert os.path.getsize(log / segment_name(seqs[-1])) == SEGMENT  # later ones prepared again
+        assert wal.poison is None if hasattr(wal, "poison") else True
+    with walogs.Wal.open(log) as again:
+        assert [d for _, d in again] == [entry(i, 150) for i in range(60)]
+
+
+def _crash_copy(tmp_path, entries: int = 40):
+    """A directory as a crashed writer leaves it: copied while the writer is open, its active
+    segment a prepared one (frames, then zeros)."""
+    log, crashed = tmp_path / "log", tmp_path / "crashed"
+    with settled(walogs.Wal.open(log, walogs.WalConfig(max_segment_size=SEGMENT, preallocate=True))) as wal:
+        for i in range(entries):
+            wal.append(entry(i, 150))
+        settled(wal)
+        shutil.copytree(log, crashed)
+    active = crashed / segment_name(max(_segments.segment_files(str(crashed))[0]))
+    assert os.path.getsize(active) == SEGMENT > frames_end(active)
+    return crashed, active
+
+
+def test_a_zero_tail_is_clean_for_verify_info_readers_and_the_writer(tmp_path):
+    """verify exits 0 ("clean"), info says clean, a reader reads every entry, and the writer's
+    open cuts nothing, keeps the zeros and writes into them."""
+    crashed, active = _crash_copy(tmp_path)
+    proc = run_walogs("verify", crashed)
+    assert proc.returncode == 0 and proc.stdout.decode().startswith("clean"), proc.stdout + proc.stderr
+    info = run_walogs("info", crashed)
+    assert info.returncode == 0 and "clean" in info.stdout.decode() and "torn" not in info.stdout.decode()
+    with walogs.WalReader(crashed) as reader:
+        assert [d for _, d in reader] == [entry(i, 150) for i in range(40)]
+    end = frames_end(active)
+    with walogs.Wal.open(crashed, walogs.WalConfig(max_segment_size=SEGMENT)) as wal:
+        assert wal.tail_state.clean and os.path.getsize(active) == SEGMENT
+        lsn = wal.append(b"into the zeros")
+        assert frames_end(active) == end + 16 + 14 and os.path.getsize(active) == SEGMENT
+    assert os.path.getsize(active) == end + 30
+    with walogs.Wal.open(crashed) as wal:
+        assert list(wal)[-1] == (lsn, b"into the zeros")
+
+
+def test_a_shared_writer_cuts_a_zero_tail_it_would_not_write_into(tmp_path):
+    """Shared writers append, never write into zeros: the first one's recovery trims a zero
+    tail (reported clean), so no completed segment ever carries one."""
+    crashed, active = _crash_copy(tmp_path)
+    end = frames_end(active)
+    with walogs.Wal.open(crashed, walogs.WalConfig(max_segment_size=SEGMENT), shared=True) as wal:
+        assert wal.tail_state.clean and os.path.getsize(active) == end
+        for i in range(40, 80):
+            wal.append(entry(i, 150))
+    for seq in _segments.segment_files(str(crashed))[0]:
+        path = crashed / segment_name(seq)
+        assert os.path.getsize(path) == frames_end(path), segment_name(seq)
+    assert run_walogs("verify", crashed).returncode == 0
+
+
+_KILLED_IN_ZEROS = r"""
+import mmap, os, signal, sys
+import walogs
+from walogs import _io, _prealloc
+_prealloc.BACKGROUND = False
+path, stop_at = sys.argv[1], sys.argv[2]
+wal = walogs.Wal.open(path, walogs.WalConfig(max_segment_size=1 << 20, sync="none", preallocate=True))
+wal.append(b"first")
+wal.rotate()  # the active segment is now a prepared one: 1 MiB of zeros
+for i in range(10):
+    wal.append(b"%03d" % i * 80)  # 256-byte frames: the batch starts 2560 bytes in
+wal.sync()
+start = wal._writer.snapshot()[1]
+size = 240 if stop_at == "frame" else 300  # 256-byte frames: every page boundary is a frame boundary
+frame = 16 + size
+real = _io.pwrite_all
+
+def killed(fd, data, offset):
+    # The kernel stops a killed write at a page boundary: only the pages before it land.
+    page = mmap.PAGESIZE
+    k = (offset // page + 3) * page - offset
+    assert (k % frame == 0) == (stop_at == "frame") and k < len(data)
+    real(fd, bytes(data)[:k], offset)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+_io.pwrite_all = killed
+print(start, wal.next_lsn, flush=True)
+wal.append_batch([(b"%03d" % j * 100)[:size] for j in range(400)])
+"""
+
+
+@pytest.mark.parametrize("stop_at", ["page", "frame"])
+def test_a_batch_killed_inside_zeros_is_cut_whole(tmp_path, stop_at):
+    """A process killed inside a batch's write into a prepared segment leaves whole frames of
+    the batch, then (a torn frame and) zeros: the file's size says nothing, yet the batch is
+    all or nothing, for a reader before any open and for the writer's open. Before: the size
+    rule never fired (the file was longer than the write), so both kept a prefix of the
+    batch, which a caller retrying it would store twice."""
+    log = tmp_path / "log"
+    done = run_python(_KILLED_IN_ZEROS, log, stop_at)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    start, first = map(int, done.stdout.split())
+    active = log / segment_name(2)
+    assert os.path.getsize(active) == 1 << 20  # the zeros are there: the size tells nothing
+    assert frames_end(active) > start  # whole frames of the batch reached the file
+    with walogs.WalReader(log) as reader:
+        assert [lsn for lsn, _ in reader][-1] == first - 1  # none of the batch
+    with walogs.Wal.open(log) as wal:
+        assert wal.tail_state == walogs.TailState(truncated_at=start)
+        assert wal.next_lsn == first
