@@ -139,3 +139,46 @@ def test_the_watch_of_a_forked_child_is_its_own(log_dir):
         assert waiter._descriptor() is not None and waiter._pid == os.getpid()
     finally:
         waiter.close()
+
+
+def _events(fd: int) -> list[tuple[int, str]]:
+    """(mask, name) of every inotify event queued on ``fd`` (struct inotify_event: wd, mask, cookie, len, name)."""
+    import struct
+
+    out = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return out
+        at = 0
+        while at < len(chunk):
+            _, mask, _, size = struct.unpack_from("iIII", chunk, at)
+            name = chunk[at + 16:at + 16 + size].split(b"\0", 1)[0].decode()
+            out.append((mask, name))
+            at += 16 + size
+
+
+@pytest.mark.skipif(not _notify.AVAILABLE, reason="inotify is not available here (not Linux, or no libc symbol)")
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("sync", ["always", "interval"])
+def test_a_sync_that_publishes_raises_an_event_on_visible(log_dir, shared, sync):
+    """The writer wakes followers: a store into VISIBLE's mapping raises no inotify event, so a
+    writer that published a new end after its fdatasync rewrites VISIBLE's first byte (a write,
+    IN_MODIFY). Without it, a follower woken by the write of frames has to poll for the publication."""
+    config = walogs.WalConfig(sync=sync, sync_interval=0.01)
+    with walogs.Wal.open(log_dir, config, shared=shared) as wal:
+        wal.append(b"first")
+        wal.sync()
+        waiter = _notify.watch(str(log_dir))
+        assert waiter is not None
+        try:
+            _events(waiter._fd)
+            wal.append(b"second")
+            wal.sync()
+            events = _events(waiter._fd)
+        finally:
+            waiter.close()
+        record = walogs._visible.read(str(log_dir))
+        assert record is not None and record.state == walogs._visible.PUBLISHED and record.lsn == 2
+    assert (0x2, "VISIBLE") in events, events  # IN_MODIFY

@@ -7,12 +7,14 @@ a new segment (``IN_CREATE``), a writer opening or closing (its writes to
 ``VISIBLE``). An idle follower then costs nothing but a wake-up a second.
 
 The writer publishes the visible end by a store into a shared mapping of
-``VISIBLE`` after its fdatasync, and stores raise no inotify event. So
-between a write (the event) and its publication (after the sync), the
-follower polls the published end: one ``pread`` of 32 bytes every 50-200
-microseconds at first, backing off the longer it waits (a dead writer's
-torn tail is "written, never published" forever). That window is one
-fdatasync long under ``sync="always"``.
+``VISIBLE`` after its fdatasync, and a store raises no inotify event, so
+after publishing it rewrites VISIBLE's first byte, unchanged
+(``Publisher.notify``): a ``write(2)``, an ``IN_MODIFY``. Between a write of
+frames (an event) and its publication (after the sync), the follower sleeps
+on the events too; it looks again after 2 ms, backing off to 50 ms, only for
+a writer that publishes without that event (an older walogs), or one that
+died between write and sync (its tail is "written, never published" for
+ever).
 
 Where inotify is missing (not Linux, no libc symbol, the per-user limit of
 instances or watches reached), :func:`watch` returns None and followers
@@ -39,11 +41,8 @@ _MASK = (_IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE |
 
 WAKE_ANYWAY = 1.0
 """Longest sleep without an event: a follower looks again at least this often (a writer on another machine)."""
-_POLL_FIRST = 0.00005
-_POLL_SOON = 0.0002  # while a write is fresh: under "always" it is published within one fdatasync
-_POLL_SOON_FOR = 0.01
-_POLL_LATER = 0.001
-_POLL_IDLE_AFTER = 1.0
+_PENDING_FIRST = 0.002  # a write awaits its sync: look again this soon even without an event
+_PENDING_MAX = 0.05
 _POLL_IDLE = 0.01
 
 
@@ -100,6 +99,7 @@ class Waiter:
         limit = min(timeout, WAKE_ANYWAY) if timeout is not None else WAKE_ANYWAY
         poller = select.poll()
         poller.register(fd, select.POLLIN)
+        pending = _PENDING_FIRST
         while True:
             changed = self._drain(fd)
             raw = self._read_visible()
@@ -110,28 +110,18 @@ class Waiter:
             elif (end.seq, end.offset) > (seq, offset):
                 return
             elif self._unpublished(end):
-                # Written, not yet visible: the writer's fdatasync is under way. Its publication
-                # raises no event, so read the published end (one pread) until it changes.
-                if not self._until_changed(raw, started, limit):
+                # Written, not yet visible: the writer's fdatasync is under way, and its publication
+                # raises an event (Publisher.notify). Sleep on the events, looking again now and then.
+                waited = time.monotonic() - started
+                if waited >= limit:
                     return
+                poller.poll(min(pending, limit - waited) * 1000)
+                pending = min(pending * 2, _PENDING_MAX)
                 continue
             waited = time.monotonic() - started
             if waited >= limit:
                 return
             poller.poll(max(limit - waited, 0.0) * 1000)  # asleep in the kernel until the directory changes
-
-    def _until_changed(self, raw: bytes, started: float, limit: float) -> bool:
-        """Sleep-poll until the published end's bytes differ from ``raw``; False when ``limit`` passed first."""
-        pause = _POLL_FIRST
-        while True:
-            waited = time.monotonic() - started
-            if waited >= limit:
-                return False
-            cap = _POLL_SOON if waited < _POLL_SOON_FOR else _POLL_LATER if waited < _POLL_IDLE_AFTER else _POLL_IDLE
-            pause = min(pause * 2, cap, limit - waited)
-            time.sleep(pause)
-            if self._read_visible() != raw:
-                return True
 
     def _read_visible(self) -> bytes:
         fd = self._vfd

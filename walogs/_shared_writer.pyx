@@ -73,6 +73,7 @@ from walogs._format import (
     WRITERS_WANT,
     segment_name,
 )
+from walogs._format import VISIBLE_MAGIC
 from walogs._format import VISIBLE_FILE_SIZE as FILE_SIZE
 from walogs._format import VISIBLE_PUBLISHED as PUBLISHED
 from walogs._types import as_batch
@@ -141,6 +142,7 @@ cdef enum:
     _R_GONE = -3                    # the segment to sync was checkpointed: nothing to sync
 
 cdef int64_t _GATHER_MAX_NS = 1000000    # a gathering leader waits at most 1 ms
+cdef char _VISIBLE_MAGIC_0 = VISIBLE_MAGIC[0]
 cdef int64_t _SLOW_SYNC_NS = <int64_t>(_sync_log.SLOW_SYNC_SECONDS * 1e9)
 if _sync_log.SYNC_WINDOW != _WINDOW:
     raise ImportError(f"{__name__} keeps {_WINDOW} sync durations, _sync_log.SYNC_WINDOW says {_sync_log.SYNC_WINDOW}")
@@ -290,6 +292,7 @@ cdef class SharedWriter:
     cdef unsigned char *_base
     cdef Py_buffer _visible         # the VISIBLE mapping, likewise
     cdef bint _has_visible
+    cdef int _visible_fd            # VISIBLE's descriptor, the publisher's: written to wake followers
     cdef unsigned char _boot[_BOOT_ID]
     cdef int _lock_fd               # the open file of WRITERS that carries the byte-range locks
     cdef int _closed                # read and stored atomically (wsw_iload / wsw_istore)
@@ -336,6 +339,7 @@ cdef class SharedWriter:
         self._base = <unsigned char *>self._state.buf
         PyObject_GetBuffer(publisher.buffer(), &self._visible, PyBUF_WRITABLE)
         self._has_visible = True
+        self._visible_fd = publisher.fd
         if self._visible.len < _VISIBLE_FILE:
             raise ValueError(f"the VISIBLE mapping has {self._visible.len} bytes, not {_VISIBLE_FILE}")
         self._locks = locks
@@ -703,6 +707,12 @@ cdef class SharedWriter:
         if self._has_visible:
             build_visible(<unsigned char *>self._visible.buf, _VISIBLE_PUBLISHED, <uint32_t>seq, lsn, end)
 
+    cdef void _notify(self) noexcept nogil:
+        # Followers sleep on inotify and a store into the mapping raises no event: rewrite VISIBLE's
+        # first byte, unchanged (Publisher.notify says why that is safe).
+        if self._has_visible:
+            pwrite(self._visible_fd, &_VISIBLE_MAGIC_0, 1, 0)
+
     cdef void _mark_in_flight(self, uint64_t seq, uint64_t start, uint64_t end) noexcept nogil:
         # A memory store into the page cache, no system call: it survives a kill of this process.
         if self._has_visible:
@@ -881,6 +891,7 @@ cdef class SharedWriter:
             wsw_store64(self._base, _DURABLE_AT, lsn)
             if self._mode != _MODE_NONE:   # under "none" the written end is published already
                 self._publish(seq, lsn, end)
+                self._notify()
 
     # ------------------------------------------------------------------ rotation
 

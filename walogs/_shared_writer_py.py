@@ -426,6 +426,7 @@ class SharedWriter:
             self._u64[_DURABLE] = lsn
             if self._mode != _MODE_NONE:  # under "none" the written end is published already
                 self._publisher.publish(PUBLISHED, seq, lsn, end)
+                self._publisher.notify()  # followers sleep on inotify; the store above raised no event
 
     # ------------------------------------------------------------------ rotation
 

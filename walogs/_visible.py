@@ -203,8 +203,22 @@ class Publisher:
                 # No writer publishes until recovery is done (P11); nothing is in flight yet.
                 _io.pwrite_all(fd, _encode(RECOVERING, 0, 0, 0) + bytes(IN_FLIGHT_SIZE), 0)
             self._map: Optional[mmap.mmap] = mmap.mmap(fd, FILE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
+        except BaseException:
             _io.close(fd)
+            raise
+        self.fd: int = fd
+        """Kept open for :meth:`notify`: followers sleep on inotify, and a store into the mapping raises no event."""
+
+    def notify(self) -> None:
+        """Wake followers after a sync published a new end: rewrite VISIBLE's first byte, unchanged.
+
+        A ``write(2)`` raises ``IN_MODIFY``, which followers sleeping on inotify
+        wait for; the byte is the record's own (its magic's first), so no
+        reader can see the record change. The compiled writers make the same
+        call in C.
+        """
+        if self._map is not None:
+            os.pwrite(self.fd, VISIBLE_MAGIC[:1], 0)
 
     def buffer(self) -> mmap.mmap:
         """The shared mapping itself, for the compiled writer to publish into without the GIL.
@@ -245,5 +259,8 @@ class Publisher:
         if mark_closed:
             self.publish(CLOSED, 0, 0, 0)
             self._map[IN_FLIGHT_OFFSET:FILE_SIZE] = bytes(IN_FLIGHT_SIZE)
-        self._map.close()
+            os.pwrite(self.fd, VISIBLE_MAGIC[:1], 0)  # followers wake and read every valid frame
+        self._map.close()  # BufferError while a half-built writer still views it: the caller copes
         self._map = None
+        fd, self.fd = self.fd, -1
+        _io.close(fd)

@@ -80,6 +80,7 @@ from walogs._frame cimport build_frame, build_in_flight, build_visible, entry_vi
 
 from walogs import _frame, _io, _sync_log
 from walogs._format import FRAME_HEADER_SIZE, IN_FLIGHT_OFFSET, MAX_ENTRY_SIZE
+from walogs._format import VISIBLE_MAGIC
 from walogs._format import VISIBLE_FILE_SIZE as FILE_SIZE
 from walogs._format import VISIBLE_PUBLISHED as PUBLISHED
 from walogs._types import as_batch
@@ -130,6 +131,7 @@ cdef enum:
     _R_FAILED = -2                  # the call's _Call.exc holds the exception to raise
 
 cdef int64_t _GATHER_MAX_NS = 1000000    # a gathering leader waits at most 1 ms
+cdef char _VISIBLE_MAGIC_0 = VISIBLE_MAGIC[0]
 cdef int64_t _SLOW_SYNC_NS = <int64_t>(_sync_log.SLOW_SYNC_SECONDS * 1e9)
 if _sync_log.SYNC_WINDOW != _WINDOW:
     raise ImportError(f"{__name__} keeps {_WINDOW} sync durations, _sync_log.SYNC_WINDOW says {_sync_log.SYNC_WINDOW}")
@@ -245,6 +247,7 @@ cdef class SegmentWriter:
     cdef int64_t _recent[_WINDOW]   # the latest group-commit fdatasync durations (a ring)
     cdef Py_buffer _visible
     cdef bint _has_visible
+    cdef int _visible_fd            # VISIBLE's descriptor, the publisher's: written to wake followers
     cdef unsigned char _boot[_BOOT_ID]   # this boot's id, in every in-flight record
     cdef object _poison
     cdef object _new_segment, _completed, _refusal
@@ -284,6 +287,7 @@ cdef class SegmentWriter:
         memcpy(self._boot, PyBytes_AS_STRING(boot), _BOOT_ID)
         PyObject_GetBuffer(publisher.buffer(), &self._visible, PyBUF_WRITABLE)
         self._has_visible = True
+        self._visible_fd = publisher.fd
         if self._visible.len < _VISIBLE_FILE:
             raise ValueError(f"the VISIBLE mapping has {self._visible.len} bytes, not {_VISIBLE_FILE}")
         self._publish(self._durable, seq, end)
@@ -612,11 +616,18 @@ cdef class SegmentWriter:
         self._durable = lsn
         if self._mode != _MODE_NONE:
             self._publish(lsn, seq, end)
+            self._notify()
 
     cdef void _publish(self, uint64_t lsn, uint64_t seq, uint64_t end) noexcept nogil:
         # P4: readers may read up to here (a synced end, or under "none" a written one).
         if self._has_visible:
             build_visible(<unsigned char *>self._visible.buf, _VISIBLE_PUBLISHED, <uint32_t>seq, lsn, end)
+
+    cdef void _notify(self) noexcept nogil:
+        # Followers sleep on inotify and a store into the mapping raises no event: rewrite VISIBLE's
+        # first byte, unchanged (Publisher.notify says why that is safe).
+        if self._has_visible:
+            pwrite(self._visible_fd, &_VISIBLE_MAGIC_0, 1, 0)
 
     cdef void _mark_in_flight(self, uint64_t seq, uint64_t start, uint64_t end) noexcept nogil:
         # A memory store into the page cache, no system call: it survives a kill of this process.

@@ -316,6 +316,8 @@ class SegmentWriter:
         self._durable = lsn
         if self._mode != _MODE_NONE:
             self._publish(lsn, seq, end)
+            if self._has_visible:
+                self._publisher.notify()  # followers sleep on inotify; the store above raised no event
 
     def _publish(self, lsn: int, seq: int, end: int) -> None:
         # P4: readers may read up to here (a synced end, or under "none" a written one).
