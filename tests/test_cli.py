@@ -315,7 +315,7 @@ def test_read_only_commands_create_no_lock_file(tmp_path):
 def test_info_with_a_live_writer_reports_it_and_does_not_disturb_it(sample):
     """info finds the writer without taking the lock (P3): the writer keeps appending."""
     s = sample("clean")
-    wal = walogs.Wal.open(s.dir, CONFIG, lock_timeout=0)
+    wal = settled(walogs.Wal.open(s.dir, CONFIG, lock_timeout=0))  # the next segment prepared: nothing moves
     try:
         before = snapshot(s.dir)
         proc = run("info", s.dir)

@@ -759,6 +759,7 @@ class Wal:
         error = WalError(message)
         error.__cause__ = exc
         self._unreported = error
+        self._poison_reported = True  # this warning says it: the poisoning is not logged again
         _log.warning("%s", message)
 
     def __enter__(self) -> Wal:
@@ -825,7 +826,7 @@ def _interval_sync(ref: weakref.ReferenceType[Wal], stop: threading.Event, inter
             return
         try:
             if wal._writer.durable_lsn < wal._writer.next_lsn - 1:
-                wal.sync()
+                wal._writer.sync()  # not Wal.sync: a failure here is reported by _background_failed
         except OSError as exc:
             wal._background_failed(exc)
             return
