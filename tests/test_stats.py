@@ -90,7 +90,8 @@ class _SlowFirstSync:
 def test_slow_fdatasync_is_a_warning_and_shows_in_the_percentiles(log_dir, monkeypatch, caplog):
     for shared in (False, True):
         path = os.path.join(log_dir, f"shared-{shared}")
-        with walogs.Wal.open(path, shared=shared) as wal:
+        # No segment preparer: its background fdatasync calls would take the slowed first one.
+        with walogs.Wal.open(path, walogs.WalConfig(preallocate=False), shared=shared) as wal:
             wal.append(b"before")
             slow = _SlowFirstSync(monkeypatch, 1.05)
             with caplog.at_level(logging.WARNING, logger="walogs"):
@@ -115,7 +116,7 @@ def test_poisoning_is_a_warning_once(log_dir, monkeypatch, caplog):
 
     for shared in (False, True):
         path = os.path.join(log_dir, f"shared-{shared}")
-        wal = walogs.Wal.open(path, shared=shared)
+        wal = walogs.Wal.open(path, walogs.WalConfig(preallocate=False), shared=shared)
         wal.append(b"kept")
         monkeypatch.setattr(_io, "fdatasync", failing)
         with caplog.at_level(logging.WARNING, logger="walogs"):
