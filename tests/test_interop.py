@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import pytest
 from _damage import flip_bit, frames_of, seg_name, segments_of, set_bytes, shrink, write_segments
 from _procs import run_python
-from conftest import entry, make_frame, snapshot
+from conftest import entry, make_frame, settled, snapshot
 from test_batch_kill import BATCH, BATCH_BYTES, SIZE, _kill_during_a_batch
 
 import walogs
@@ -487,3 +487,35 @@ def test_zero_tail_of_a_crashed_walogs_writer_is_cut_by_rust_and_nothing_is_lost
         assert wal.append(b"walogs again") == 71
     assert os.path.getsize(active) == frames_end + 16 + len(b"walogs again")  # trimmed at close
     assert rust.dump(path) == entries + [(71, b"walogs again")]
+
+
+def test_every_side_file_walogs_writes_is_ignored_by_rust(rust, tmp_path):
+    """Shared writers' WRITERS, named cursors in cursors/, the segment being prepared
+    (SEGMENT.prepared), LOCK, VISIBLE and LSN_FLOOR all present, copied while a walogs writer
+    is open (its active segment a prepared one, with a zero tail): the crate opens the copy,
+    reads every entry, appends; walogs then reads the crate's appends, and the cursor is kept."""
+    path = tmp_path / "log"
+    entries = [(lsn, entry(lsn)) for lsn in range(1, 61)]
+    with walogs.Wal.open(path, walogs.WalConfig(max_segment_size=1024), shared=True) as wal:
+        assert wal.append_batch([data for _, data in entries[:20]]) == range(1, 21)
+    with walogs.WalReader(path) as reader, reader.cursor("billing") as cursor:
+        cursor.commit(10)
+    with settled(walogs.Wal.open(path, walogs.WalConfig(max_segment_size=4096, preallocate=True))) as wal:
+        for lsn, data in entries[20:]:
+            assert wal.append(data) == lsn
+        wal.rotate()  # the prepared segment is renamed in: the active segment is all zeros
+        settled(wal)
+        assert wal.append(b"last walogs entry") == 61
+        names = set(os.listdir(path))
+        assert {"WRITERS", "cursors", "SEGMENT.prepared", "LOCK", "VISIBLE", "LSN_FLOOR"} <= names, names
+        theirs = copy(path, tmp_path, "rust")  # as a crash would leave it
+    expected = entries + [(61, b"last walogs entry")]
+    assert rust.dump(theirs) == expected
+    assert rust.append(theirs, 2) == [62, 63]
+    expected += [(62, rust_data(62)), (63, rust_data(63))]
+    read, written, tail, next_lsn = walogs_entries(theirs)
+    assert read == written == expected and next_lsn == 64
+    with walogs.WalReader(theirs) as reader:
+        assert reader.cursors() == {"billing": 10}
+        with reader.cursor("billing") as cursor:
+            assert next(iter(cursor.iter())) == (11, entry(11))
