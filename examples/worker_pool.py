@@ -25,8 +25,9 @@ appears in exactly one results entry. That is at-least-once processing made
 idempotent by recording each job's LSN with its result; a job with side
 effects elsewhere must make them idempotent by the LSN too. The parent
 checkpoints with ``wal.checkpoint()``, which deletes only jobs every cursor
-has committed past. A worker leaves when its parent dies; a restarted one
-waits for the cursor until the old owner is gone (one owner at a time).
+has committed past. A worker that dies is started again; a worker leaves
+when its parent dies, and a restarted one waits for its cursor until the old
+owner is gone (a cursor has one owner at a time).
 
 Then the other way round (``many_producers``): every worker of a pool
 appends to one log through its own shared writer (``Wal.open(...,
@@ -91,18 +92,25 @@ def job_queue(base: str, total: int = JOBS) -> None:
                 if f"worker-{i}" not in log.cursors():
                     log.cursor(f"worker-{i}").close()
         ctx = mp.get_context("spawn")
-        workers = [ctx.Process(target=worker, args=(i, base, total, os.getpid())) for i in range(WORKERS)]
-        for process in workers:
+
+        def start(index: int) -> mp.process.BaseProcess:
+            process = ctx.Process(target=worker, args=(index, base, total, os.getpid()))
             process.start()
+            return process
+
+        workers = [start(i) for i in range(WORKERS)]
         print(f"job queue in {base}: {WORKERS} workers, pids {' '.join(str(p.pid) for p in workers)}",
               flush=True)
         while wal.next_lsn <= total:  # a job's id is its LSN: a restart appends the missing ones only
             first = wal.next_lsn
             wal.append_batch(b"square %d" % n for n in range(first, min(first + 50, total + 1)))
             wal.checkpoint()  # deletes only jobs every worker's cursor has committed past
-        for process in workers:
-            process.join()
-            assert process.exitcode == 0, process.exitcode
+        for i in range(WORKERS):
+            workers[i].join()
+            while workers[i].exitcode != 0:  # a worker that died starts again, from its cursor
+                print(f"worker {i} died (exit code {workers[i].exitcode}); starting it again", flush=True)
+                workers[i] = start(i)
+                workers[i].join()
         wal.checkpoint()
         segments = wal.segment_count
     recorded: collections.Counter[int] = collections.Counter()
