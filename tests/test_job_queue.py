@@ -96,6 +96,34 @@ def _recorded(base: str) -> tuple[collections.Counter[int], list[str]]:
     return counts, wrong
 
 
+def _owner(base: str, index: int) -> int:
+    """The pid owning worker ``index``'s cursor (0: none, or not created yet)."""
+    try:
+        with walogs.WalReader(os.path.join(base, "jobs")) as log:
+            position = log.cursors().get(f"worker-{index}")
+    except FileNotFoundError:
+        return 0
+    return position.owner_pid or 0 if position is not None and position.owned else 0
+
+
+def _recorded_not_committed(base: str) -> list[int]:
+    """The workers whose last recorded result is past their cursor's position."""
+    if not os.path.isdir(os.path.join(base, "jobs")):
+        return []
+    with walogs.WalReader(os.path.join(base, "jobs")) as log:
+        positions = log.cursors()
+    behind = []
+    for index in range(WORKERS):
+        path = os.path.join(base, "results", f"worker-{index}")
+        if not os.path.isdir(path):
+            continue
+        with walogs.WalReader(path) as results:
+            last = max((int(entry.split()[0]) for _, entry in results.iter()), default=0)
+        if last > positions.get(f"worker-{index}", 0):
+            behind.append(index)
+    return behind
+
+
 def test_job_queue_loses_no_job_and_records_none_twice_under_sigkill(tmp_path):
     seed = int.from_bytes(os.urandom(4), "little")
     rng = random.Random(seed)
@@ -108,24 +136,27 @@ def test_job_queue_loses_no_job_and_records_none_twice_under_sigkill(tmp_path):
         started = time.monotonic()
         proc = _start(base, jobs, out)
         try:
-            parent_at = started + rng.uniform(0.0, 0.8)  # before, while or after it starts its workers
+            # The worker dies at a random instant once it owns its cursor (working); the parent
+            # mostly around then, else at any instant from its start (its workers' startup too).
+            index = rng.randrange(WORKERS)
+            parent_at = started + rng.uniform(0.0, 1.0) if rng.random() < 0.3 else None
             worker_at: float | None = None
             victim = 0
-            while proc.poll() is None and time.monotonic() < parent_at:
+            while proc.poll() is None and (parent_at is None or time.monotonic() < parent_at):
+                assert time.monotonic() < started + 60, (seed, round_, "the queue hangs")
                 if not victim:
-                    pids = _worker_pids(out)
-                    if pids:
-                        victim = rng.choice(pids)
-                        worker_at = time.monotonic() + rng.uniform(0.0, 0.4)
-                if worker_at is not None and time.monotonic() >= worker_at:
+                    victim = (_worker_pids(out) or [0] * WORKERS)[index]
+                elif worker_at is None and _owner(base, index) == victim:
+                    worker_at = time.monotonic() + rng.uniform(0.0, 0.2)
+                    if parent_at is None:
+                        parent_at = worker_at + rng.uniform(-0.05, 0.2)
+                elif worker_at is not None and time.monotonic() >= worker_at:
                     kills["worker"] += _kill_if_alive(victim)
-                    worker_at = None
-                time.sleep(0.002)
+                    worker_at = float("inf")
+                time.sleep(0.003)
             if proc.poll() is None:
                 proc.kill()
                 kills["parent"] += 1
-                if worker_at is not None and rng.random() < 0.5:  # its kill was due after the parent's
-                    kills["worker, just after the parent"] += _kill_if_alive(victim)
             else:
                 assert proc.returncode == 0, (seed, round_, _tail(out + ".err"))
                 kills["rounds the parent finished"] += 1
@@ -144,6 +175,8 @@ def test_job_queue_loses_no_job_and_records_none_twice_under_sigkill(tmp_path):
                 proc.wait()
         counts, wrong = _recorded(base)
         assert not wrong, (seed, round_, wrong[:5])
+        if _recorded_not_committed(base):  # the window a restarted worker must skip
+            kills["a worker killed between its result and its commit"] += 1
         assert max(counts.values(), default=1) == 1, (seed, round_, "recorded twice",
                                                       [lsn for lsn, n in counts.items() if n > 1][:10])
         if len(counts) < jobs and victim:
