@@ -9,25 +9,30 @@ The job queue (``job_queue``). The parent appends the jobs to the log
 restarted parent appends from ``wal.next_lsn`` on and never adds a job twice.
 Each of ``WORKERS`` workers owns a partition, the jobs whose LSN is
 ``index`` modulo ``WORKERS`` (keep ``WORKERS`` fixed for a queue's life), and
-reads the whole log through its own named cursor ``worker-N``. For each of
-its jobs it
+reads the whole log through its own named cursor ``worker-N``, skipping
+other workers' jobs. (A cursor has one owner at a time, so one cursor shared
+by all workers would serialize them; a cursor per partition lets each commit
+on its own.) For each of its jobs it
 
 1. does the job,
 2. appends ``"LSN result"`` to its own results log ``DIR/results/worker-N``
    (durable when ``append`` returns),
 3. and only then commits its cursor to that LSN.
 
-A worker killed between 2 and 3 left a result its cursor does not know of:
-when restarted it reads the last result in its results log and skips the
-LSNs up to it. So a job may *run* twice (killed after doing it, before its
-result was durable), but its result is recorded exactly once: every LSN
-appears in exactly one results entry. That is at-least-once processing made
-idempotent by recording each job's LSN with its result; a job with side
-effects elsewhere must make them idempotent by the LSN too. The parent
-checkpoints with ``wal.checkpoint()``, which deletes only jobs every cursor
-has committed past. A worker that dies is started again; a worker leaves
-when its parent dies, and a restarted one waits for its cursor until the old
-owner is gone (a cursor has one owner at a time).
+A worker killed once its result is in the results log but before the commit
+(during or after the ``append``) leaves a result its cursor does not know
+of: when restarted it reads the last result in its results log and skips
+the LSNs up to it. So a job may *run* twice (killed after doing it, before
+its result was written), but its result is recorded exactly once: every
+job's LSN appears in exactly one results entry. That is at-least-once
+processing made idempotent by recording each job's LSN with its result; a
+job with effects elsewhere must make them idempotent by the LSN too.
+
+The parent checkpoints with ``wal.checkpoint()``, which deletes only jobs
+every cursor has committed past. A worker killed by a signal is started
+again (one that raises stops the queue). Workers leave when their parent
+dies; a restarted worker waits for its cursor until the old owner is gone
+(a cursor has one owner at a time).
 
 Then the other way round (``many_producers``): every worker of a pool
 appends to one log through its own shared writer (``Wal.open(...,
@@ -107,8 +112,11 @@ def job_queue(base: str, total: int = JOBS) -> None:
             wal.checkpoint()  # deletes only jobs every worker's cursor has committed past
         for i in range(WORKERS):
             workers[i].join()
-            while workers[i].exitcode != 0:  # a worker that died starts again, from its cursor
-                print(f"worker {i} died (exit code {workers[i].exitcode}); starting it again", flush=True)
+            while workers[i].exitcode != 0:
+                if (workers[i].exitcode or 0) > 0:  # it raised: a bug, not a crash; the next run resumes
+                    sys.exit(f"worker {i} failed (exit code {workers[i].exitcode})")
+                # Killed by a signal: it starts again from its cursor.
+                print(f"worker {i} killed (signal {-(workers[i].exitcode or 0)}); starting it again", flush=True)
                 workers[i] = start(i)
                 workers[i].join()
         wal.checkpoint()
