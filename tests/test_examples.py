@@ -21,7 +21,8 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 EXPECTED = {
     "quickstart.py": [],
     "event_store.py": [],
-    "worker_pool.py": ["4 producers x 500 entries appended to one log",
+    "worker_pool.py": ["job queue: 2000 jobs, each result recorded exactly once by 4 workers",
+                       "4 producers x 500 entries appended to one log",
                        f"each producer's in its own order (codec: {walogs.IMPLEMENTATION})"],
 }
 
