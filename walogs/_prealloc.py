@@ -138,6 +138,10 @@ class Preparer:
             self._chore()
             self._prepare_once()
 
+    def in_thread(self) -> bool:
+        """True when called from the preparing thread (then the caller holds none of the host's locks)."""
+        return self._thread is not None and threading.current_thread() is self._thread
+
     def take(self, dest: str) -> bool:
         """Rename the prepared segment to ``dest`` if one is ready (True); False at once if not.
 

@@ -121,6 +121,9 @@ class Wal:
         # (_record_high_water), or None; _pending_lock guards it and is held for nothing else.
         self._floor_pending: Optional[tuple[int, int]] = None
         self._pending_lock = threading.Lock()
+        # The OSError of a failed LSN_FLOOR update, set under the floor guard: from then on no
+        # checkpoint trusts or writes the floor (P2), even before the writer is poisoned.
+        self._floor_failed: Optional[OSError] = None
         self._publisher = publisher
         # The next segment prepared with zeros (docs/format.md); shared writers never preallocate.
         self._preparer: Optional[_prealloc.Preparer] = None
@@ -464,46 +467,51 @@ class Wal:
             self._record_high_water()  # no thread to leave it to (shared writers, preallocate off)
 
     def _record_high_water(self, at_close: bool = False) -> None:
-        """Record the high-water mark a rotation left pending in LSN_FLOOR (docs/format.md).
+        """Record the high-water mark a rotation left pending in LSN_FLOOR.
 
-        Segment ``seq`` exists durably (I15) and the segments before it are
+        Segment ``seq`` exists durably and the segments before it are
         synced, so the record is true; a later checkpoint then writes
-        nothing (P1 holds, and it needs no space on a full disk), and a lost
-        tail segment is found (I11). Until it is written the record is only
-        lower, which is always allowed: checkpoint advances the floor itself
-        before deleting what the record does not cover, and an open records
-        it for a log that has rotated. So a crash before it loses nothing,
-        and a full disk here is not an error. Another OSError poisons the
-        writer (P2: LSN_FLOOR's state is unknown and is never synced again as
-        if fine); it is raised only when called on the rotation's path.
-        Called by the rotation itself, by the preparer's thread, and by
-        close (``at_close``: an error then only drops the update). Nothing
-        is written once the writer is poisoned or in a forked child (P6).
+        nothing (and needs no space on a full disk), and a lost tail
+        segment is found. Until it is written the record is only lower,
+        which is always allowed: checkpoint advances the floor itself before
+        deleting what the record does not cover, and an open records it for
+        a log that has rotated. So a crash before it loses nothing, and a
+        full disk here is not an error. Another OSError poisons the writer
+        (the file's state is unknown and is never synced again as if fine):
+        raised on the rotation's path (the writer poisons itself), handed to
+        the writer from the preparer's thread, dropped at close
+        (``at_close``). Nothing is written once the writer is poisoned, nor
+        in a forked child.
         """
+        # P1, I11, I15 (docs/format.md, LSN_FLOOR); P2 for its failures; P6 for the child.
         with self._pending_lock:
             pending = self._floor_pending
         if pending is None or self._generation != _lock.fork_generation():
             return
-        raise_errors = self._preparer is None and not at_close
+        failed: Optional[OSError] = None
         try:
             with self._floor_guard():
-                if self._writer.poison is not None:
+                if self._writer.poison is not None or self._floor_failed is not None:
                     return  # P2: after a failed sync nothing more is done on disk
                 try:
                     _floor.advance(self._dir, pending[1], pending[0])
                 except OSError as exc:
                     if not _floor.no_space(exc):
-                        if at_close:
-                            return  # dropped: the next open records it again
-                        # Poisoned while the guard is held: a checkpoint waiting for it sees the
-                        # poison, never a floor that may be on no disk.
-                        self._writer.poison_with(exc)
-                        if raise_errors:
-                            raise
-                        return
+                        # Marked while the guard is held: a checkpoint waiting for it never relies
+                        # on a floor that may be on no disk (checkpoint).
+                        self._floor_failed = failed = exc
+        except OSError:
+            raise
         except BaseException:
             _floor.close_strays(self._dir)  # interrupted (Ctrl-C): the record stays a lower bound
             raise
+        if failed is not None:
+            if at_close:
+                return  # dropped: the writer is closed, and the next open records it again
+            if self._preparer is not None and self._preparer.in_thread():
+                self._writer.poison_with(failed)  # no caller to raise it to: the next call raises it
+                return
+            raise failed  # on the rotation's path, under the writer's mutex: the writer poisons itself
         with self._pending_lock:
             if self._floor_pending == pending:
                 self._floor_pending = None  # done (or no space: the record stays a lower bound)
@@ -568,7 +576,8 @@ class Wal:
         the newest segments; the active segment is never deleted. LSNs
         never restart: the LSN floor (LSN_FLOOR) is above every deleted LSN
         before the first deletion. The rotation that completed a segment
-        already recorded it, so a checkpoint normally writes nothing and
+        recorded it (or the preparer's thread just after it; if not yet, the
+        checkpoint writes it first), so a checkpoint normally writes nothing and
         frees space on a full disk. If it must write the floor (a log from
         an older walogs) and the disk is full, it deletes what the stored
         entries still cover and raises OSError(ENOSPC) for the rest; the
@@ -592,10 +601,14 @@ class Wal:
             no_space: Optional[OSError] = None
             try:
                 with self._floor_guard():
-                    # A failure to record a rotation's high-water mark (the preparer's thread)
-                    # poisons under this guard: never rely on a floor that may be on no disk.
-                    self._check_writable()
-                    _floor.advance(self._dir, floor, seq)
+                    # A failed update of the floor (by the preparer's thread, whose poisoning of
+                    # the writer may not have landed yet): never rely on a floor on no disk.
+                    floor_failed = self._floor_failed
+                    if floor_failed is None:
+                        _floor.advance(self._dir, floor, seq)
+                if floor_failed is not None:
+                    self._writer.poison_with(floor_failed)
+                    raise self._refusal()
             except OSError as exc:
                 if not _floor.no_space(exc):
                     self._writer.poison_with(exc)  # P2: a failed sync is never retried as if fine
