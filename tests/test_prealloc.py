@@ -346,3 +346,38 @@ def test_close_records_the_floor_its_preparer_had_not(tmp_path):
     wal.close()
     assert _floor.read(str(log)).seq == 3
     assert _floor.read(str(log)).next_lsn == 3
+
+
+def test_eio_on_the_floor_in_the_preparers_thread_poisons_the_writer(tmp_path, monkeypatch):
+    """P2 for the deferred floor update: when the preparer's thread fails to sync LSN_FLOOR
+    (EIO, injected through the ``walogs._io`` seam), the writer is poisoned: the next append
+    and checkpoint are refused (no checkpoint relies on a floor that may be on no disk), and
+    the log reopens with every acknowledged entry."""
+    real = _io.fdatasync
+
+    def fdatasync(fd):
+        if threading.current_thread().name.startswith("walogs-prepare") and _fd_name(fd).startswith("LSN_FLOOR"):
+            raise OSError(errno.EIO, "injected EIO on fdatasync of the LSN floor")
+        return real(fd)
+
+    log = tmp_path / "log"
+    wal = walogs.Wal.open(log, walogs.WalConfig(max_segment_size=None, preallocate=True))
+    try:
+        settled(wal)
+        wal.append(b"a")
+        monkeypatch.setattr(_io, "fdatasync", fdatasync)
+        wal.rotate()  # acknowledged: the floor is the preparer thread's, after it
+        for _ in range(6000):  # a hang guard, not a timing assert
+            if wal._writer.poison is not None:
+                break
+            threading.Event().wait(0.01)
+        with pytest.raises(walogs.WalError, match="poisoned"):
+            wal.append(b"b")
+        with pytest.raises(walogs.WalError, match="poisoned"):
+            wal.checkpoint(1)
+    finally:
+        monkeypatch.undo()
+        wal.close()
+    with walogs.Wal.open(log) as again:
+        assert [d for _, d in again] == [b"a"]
+        assert again.segment_count == 2
