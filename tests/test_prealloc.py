@@ -23,7 +23,7 @@ from _procs import run_python, run_walogs
 from conftest import entry, settled
 
 import walogs
-from walogs import _io, _prealloc, _segments
+from walogs import _floor, _io, _prealloc, _segments
 from walogs._format import PREPARED_NAME, segment_name
 
 SEGMENT = 4096
@@ -258,3 +258,126 @@ def test_a_batch_killed_inside_zeros_is_cut_whole(tmp_path, stop_at):
     with walogs.Wal.open(log) as wal:
         assert wal.tail_state == walogs.TailState(truncated_at=start)
         assert wal.next_lsn == first
+
+
+def _fd_name(fd: int) -> str:
+    try:
+        return os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return ""
+
+
+def test_a_rotating_append_leaves_the_floor_to_the_preparer(tmp_path, monkeypatch):
+    """Issue #16: the high-water mark in LSN_FLOOR (docs/format.md) is recorded by the
+    preparer's thread after the rotation, not by the append that rotates: that append's own
+    thread never syncs LSN_FLOOR (through the ``walogs._io`` seam). The record still arrives:
+    once the preparer has settled it names the active segment and the LSN after the
+    completed one."""
+    calls: list[tuple[str, str]] = []
+    real = _io.fdatasync
+
+    def fdatasync(fd):
+        calls.append((threading.current_thread().name, _fd_name(fd)))
+        return real(fd)
+
+    monkeypatch.setattr(_io, "fdatasync", fdatasync)
+    log = tmp_path / "log"
+    with walogs.Wal.open(log, walogs.WalConfig(max_segment_size=SEGMENT, preallocate=True)) as wal:
+        rotations, i = 0, 0
+        while rotations < 3:
+            settled(wal)
+            before = wal.segment_count
+            del calls[:]
+            wal.append(entry(i, 150))
+            i += 1
+            if wal.segment_count == before:
+                continue
+            rotations += 1
+            mine = [name for thread, name in calls if thread == threading.current_thread().name]
+            assert not [n for n in mine if n.startswith("LSN_FLOOR")], (
+                f"the rotating append synced LSN_FLOOR itself: {mine}")
+            settled(wal)  # the preparer records the floor first, then zeroes
+            floor = _floor.read(str(log))
+            assert floor.seq == wal.segment_count
+            assert floor.next_lsn == wal._completed[-1].last_lsn + 1
+        assert [n for _, n in calls if n.startswith("LSN_FLOOR")], "nobody recorded the floor"
+
+
+def test_checkpoint_and_a_crash_before_the_deferred_floor_update_lose_no_lsn(tmp_path):
+    """P1 with the floor update deferred to the preparer's thread (here it never runs): the
+    record lags behind the rotations, checkpoint records the floor itself before deleting
+    every completed segment, and a writer killed before any other floor update (no close)
+    leaves a log whose next writer continues after the last LSN, never below it."""
+    log = tmp_path / "log"
+    code = r"""
+import os, sys, walogs
+from walogs import _floor
+wal = walogs.Wal.open(sys.argv[1], walogs.WalConfig(max_segment_size=None, preallocate=True))
+wal._preparer._chore = lambda: None  # the preparer's thread never records the high-water mark
+for i in range(3):
+    wal.append(b"x" * 10)
+    wal.rotate()
+lagging = _floor.read(sys.argv[1])
+assert lagging.seq < wal.segment_count, lagging
+assert wal.checkpoint(wal.next_lsn - 1) == 3
+print(wal.next_lsn, flush=True)
+os._exit(0)  # killed: no close, no deferred update
+"""
+    result = run_python(code, log)
+    assert result.returncode == 0, result.stderr
+    next_lsn = int(result.stdout.split()[-1])
+    assert next_lsn == 4
+    with walogs.Wal.open(log) as wal:
+        assert wal.next_lsn == next_lsn
+        assert wal.append(b"after") == next_lsn
+
+
+def test_close_records_the_floor_its_preparer_had_not(tmp_path):
+    """A clean close finishes the high-water update the preparer's thread had not made yet:
+    afterwards LSN_FLOOR names the last segment, without an open to record it."""
+    log = tmp_path / "log"
+    wal = walogs.Wal.open(log, walogs.WalConfig(max_segment_size=None, preallocate=True))
+    wal._preparer._chore = lambda: None  # its thread never records it
+    wal.append(b"a")
+    wal.rotate()
+    wal.append(b"b")
+    wal.rotate()
+    assert _floor.read(str(log)).seq < 3
+    wal.close()
+    assert _floor.read(str(log)).seq == 3
+    assert _floor.read(str(log)).next_lsn == 3
+
+
+def test_eio_on_the_floor_in_the_preparers_thread_poisons_the_writer(tmp_path, monkeypatch):
+    """P2 for the deferred floor update: when the preparer's thread fails to sync LSN_FLOOR
+    (EIO, injected through the ``walogs._io`` seam), the writer is poisoned: the next append
+    and checkpoint are refused (no checkpoint relies on a floor that may be on no disk), and
+    the log reopens with every acknowledged entry."""
+    real = _io.fdatasync
+
+    def fdatasync(fd):
+        if threading.current_thread().name.startswith("walogs-prepare") and _fd_name(fd).startswith("LSN_FLOOR"):
+            raise OSError(errno.EIO, "injected EIO on fdatasync of the LSN floor")
+        return real(fd)
+
+    log = tmp_path / "log"
+    wal = walogs.Wal.open(log, walogs.WalConfig(max_segment_size=None, preallocate=True))
+    try:
+        settled(wal)
+        wal.append(b"a")
+        monkeypatch.setattr(_io, "fdatasync", fdatasync)
+        wal.rotate()  # acknowledged: the floor is the preparer thread's, after it
+        for _ in range(6000):  # a hang guard, not a timing assert
+            if wal._writer.poison is not None:
+                break
+            threading.Event().wait(0.01)
+        with pytest.raises(walogs.WalError, match="poisoned"):
+            wal.append(b"b")
+        with pytest.raises(walogs.WalError, match="poisoned"):
+            wal.checkpoint(1)
+    finally:
+        monkeypatch.undo()
+        wal.close()
+    with walogs.Wal.open(log) as again:
+        assert [d for _, d in again] == [b"a"]
+        assert again.segment_count == 2

@@ -4,8 +4,9 @@
 gets when no entry is stored (the *floor*), and the highest segment number
 made durable. The writer records it at the first rotation and after every
 one, once the new segment exists durably (its directory synced) and the
-completed one is synced (and at open, for a log that has completed
-segments), so:
+completed one is synced (with preallocation, the preparer's thread just after
+the rotation; and at open, for a log that has completed segments; checkpoint
+writes what it needs if that has not happened yet), so:
 
 * every completed segment's LSNs are below the floor before a checkpoint
   may delete it: a log whose every entry was checkpointed away continues

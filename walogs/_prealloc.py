@@ -98,12 +98,15 @@ class Preparer:
     """
 
     def __init__(self, directory: str, size: int, background: bool = True,
-                 halted: Callable[[], bool] = lambda: False) -> None:
+                 halted: Callable[[], bool] = lambda: False, chore: Callable[[], None] = lambda: None) -> None:
         """Remove a leftover prepared segment; :meth:`start` begins preparing the next one.
 
         ``halted()`` True (the writer is poisoned: after a failed sync
         nothing more is done on disk) stops preparing before the next
-        system call.
+        system call. ``chore()`` is the host's work deferred off the
+        rotation (the LSN_FLOOR update): run at every :meth:`start`, in the
+        thread (inline with ``background=False``), before any zeroing; it
+        handles its own errors.
         """
         self._dir = directory
         self._halted = halted
@@ -115,6 +118,7 @@ class Preparer:
         self._wanted = False  # the thread should prepare one
         self._stopped = False
         self._thread: Optional[threading.Thread] = None
+        self._chore = chore
         remove_leftover(directory)
 
     @property
@@ -123,7 +127,7 @@ class Preparer:
         return self._ready
 
     def start(self) -> None:
-        """Begin preparing the next segment."""
+        """Run the host's chore, then begin preparing the next segment (both in the thread)."""
         with self._cond:
             self._wanted = True
             if self._background and self._thread is None and not self._stopped:
@@ -131,7 +135,12 @@ class Preparer:
                 self._thread.start()
             self._cond.notify_all()
         if not self._background:
+            self._chore()
             self._prepare_once()
+
+    def in_thread(self) -> bool:
+        """True when called from the preparing thread (then the caller holds none of the host's locks)."""
+        return self._thread is not None and threading.current_thread() is self._thread
 
     def take(self, dest: str) -> bool:
         """Rename the prepared segment to ``dest`` if one is ready (True); False at once if not.
@@ -175,12 +184,13 @@ class Preparer:
                     self._cond.wait()
                 if self._stopped:
                     return
+                self._wanted = False  # a start() from here on wakes it again: no chore is missed
+            self._chore()
             self._prepare_once()
 
     def _prepare_once(self) -> None:
         # Zeros written for real, chunk by chunk, each synced: only then is it ready.
         with self._cond:
-            self._wanted = False
             if self._ready or self._stopped:
                 return
         if self._halted():

@@ -57,6 +57,18 @@ def _weakly(method: _Method) -> _Method:
     return call  # type: ignore[return-value]
 
 
+def _floor_chore(wal: Wal) -> Callable[[], None]:
+    """For the segment preparer's thread: ``wal``'s deferred LSN_FLOOR update, if ``wal`` still lives."""
+    ref = weakref.ref(wal)
+
+    def chore() -> None:
+        live = ref()
+        if live is not None:
+            live._record_high_water()
+
+    return chore
+
+
 def _halted(wal: Wal) -> Callable[[], bool]:
     """For the segment preparer: True once ``wal`` is gone or its writer poisoned (after a failed sync, no more I/O)."""
     ref = weakref.ref(wal)
@@ -102,16 +114,24 @@ class Wal:
         # Guards checkpoint, close and consistent segment lists; appends and rotations take only
         # the writer's. Lock order: this one, then the writer's; never the other way round.
         self._mutex = threading.Lock()
-        # Guards LSN_FLOOR, which rotation (under the writer's mutex) and checkpoint (under this
-        # _mutex) both advance; its holder takes no other lock.
+        # Guards LSN_FLOOR, which rotation (under the writer's mutex, or after it in the preparer's
+        # thread) and checkpoint (under this _mutex) both advance; its holder takes no other lock.
         self._floor_lock = threading.Lock()
+        # The high-water mark (seq, next_lsn) a rotation left for the preparer's thread to record
+        # (_record_high_water), or None; _pending_lock guards it and is held for nothing else.
+        self._floor_pending: Optional[tuple[int, int]] = None
+        self._pending_lock = threading.Lock()
+        # The OSError of a failed LSN_FLOOR update, set under the floor guard: from then on no
+        # checkpoint trusts or writes the floor (P2), even before the writer is poisoned.
+        self._floor_failed: Optional[OSError] = None
         self._publisher = publisher
         # The next segment prepared with zeros (docs/format.md); shared writers never preallocate.
         self._preparer: Optional[_prealloc.Preparer] = None
         if attachment is None:
             if _prealloc.pays_off(directory, config.preallocate):
                 self._preparer = _prealloc.Preparer(directory, _prealloc.prepared_size(config.max_segment_size),
-                                                    background=_prealloc.BACKGROUND, halted=_halted(self))
+                                                    background=_prealloc.BACKGROUND, halted=_halted(self),
+                                                    chore=_floor_chore(self))
             else:
                 _prealloc.remove_leftover(directory)
         new_segment, completed, refusal = (_weakly(self._new_segment), _weakly(self._segment_completed),
@@ -326,6 +346,7 @@ class Wal:
         # thread's wait); only the forking thread runs here, so close() gets fresh ones.
         self._mutex = threading.Lock()
         self._floor_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
         self._stop_interval = threading.Event()
         self._interval_thread = None
         self._writer.drop_in_child()
@@ -436,24 +457,64 @@ class Wal:
             except BaseException:
                 _io.close_strays(os.path.join(self._dir, name))  # closed, or about to be: unknown
                 raise
-        self._record_high_water(seq + 1, last_lsn + 1)
+        with self._pending_lock:
+            self._floor_pending = (seq + 1, last_lsn + 1)
         if self._preparer is not None:
-            self._preparer.start()  # the next segment, now that this rotation's syncs are done
+            # Its thread records the high-water mark, then prepares the next segment, now that
+            # this rotation's syncs are done: neither is on this append's path.
+            self._preparer.start()
+        else:
+            self._record_high_water()  # no thread to leave it to (shared writers, preallocate off)
 
-    def _record_high_water(self, seq: int, next_lsn: int) -> None:
-        # LSN_FLOOR, now that segment seq exists durably (I15) and the completed one is synced:
-        # a later checkpoint then writes nothing (P1 holds, and it needs no space on a full disk),
-        # and a lost tail segment is found (I11). A full disk here loses nothing: the record stays
-        # a lower bound, and checkpoint writes it if it must. Another OSError poisons (P2).
+    def _record_high_water(self, at_close: bool = False) -> None:
+        """Record the high-water mark a rotation left pending in LSN_FLOOR.
+
+        Segment ``seq`` exists durably and the segments before it are
+        synced, so the record is true; a later checkpoint then writes
+        nothing (and needs no space on a full disk), and a lost tail
+        segment is found. Until it is written the record is only lower,
+        which is always allowed: checkpoint advances the floor itself before
+        deleting what the record does not cover, and an open records it for
+        a log that has rotated. So a crash before it loses nothing, and a
+        full disk here is not an error. Another OSError poisons the writer
+        (the file's state is unknown and is never synced again as if fine):
+        raised on the rotation's path (the writer poisons itself), handed to
+        the writer from the preparer's thread, dropped at close
+        (``at_close``). Nothing is written once the writer is poisoned, nor
+        in a forked child.
+        """
+        # P1, I11, I15 (docs/format.md, LSN_FLOOR); P2 for its failures; P6 for the child.
+        with self._pending_lock:
+            pending = self._floor_pending
+        if pending is None or self._generation != _lock.fork_generation():
+            return
+        failed: Optional[OSError] = None
         try:
             with self._floor_guard():
-                _floor.advance(self._dir, next_lsn, seq)
-        except OSError as exc:
-            if not _floor.no_space(exc):
-                raise
+                if self._writer.poison is not None or self._floor_failed is not None:
+                    return  # P2: after a failed sync nothing more is done on disk
+                try:
+                    _floor.advance(self._dir, pending[1], pending[0])
+                except OSError as exc:
+                    if not _floor.no_space(exc):
+                        # Marked while the guard is held: a checkpoint waiting for it never relies
+                        # on a floor that may be on no disk (checkpoint).
+                        self._floor_failed = failed = exc
+        except OSError:
+            raise
         except BaseException:
             _floor.close_strays(self._dir)  # interrupted (Ctrl-C): the record stays a lower bound
             raise
+        if failed is not None:
+            if at_close:
+                return  # dropped: the writer is closed, and the next open records it again
+            if self._preparer is not None and self._preparer.in_thread():
+                self._writer.poison_with(failed)  # no caller to raise it to: the next call raises it
+                return
+            raise failed  # on the rotation's path, under the writer's mutex: the writer poisons itself
+        with self._pending_lock:
+            if self._floor_pending == pending:
+                self._floor_pending = None  # done (or no space: the record stays a lower bound)
 
     def _take_prepared(self, path: str) -> bool:
         # The prepared segment renamed to ``path``; False (an empty segment is made instead) when
@@ -515,7 +576,8 @@ class Wal:
         the newest segments; the active segment is never deleted. LSNs
         never restart: the LSN floor (LSN_FLOOR) is above every deleted LSN
         before the first deletion. The rotation that completed a segment
-        already recorded it, so a checkpoint normally writes nothing and
+        recorded it (or the preparer's thread just after it; if not yet, the
+        checkpoint writes it first), so a checkpoint normally writes nothing and
         frees space on a full disk. If it must write the floor (a log from
         an older walogs) and the disk is full, it deletes what the stored
         entries still cover and raises OSError(ENOSPC) for the rest; the
@@ -539,7 +601,14 @@ class Wal:
             no_space: Optional[OSError] = None
             try:
                 with self._floor_guard():
-                    _floor.advance(self._dir, floor, seq)
+                    # A failed update of the floor (by the preparer's thread, whose poisoning of
+                    # the writer may not have landed yet): never rely on a floor on no disk.
+                    floor_failed = self._floor_failed
+                    if floor_failed is None:
+                        _floor.advance(self._dir, floor, seq)
+                if floor_failed is not None:
+                    self._writer.poison_with(floor_failed)
+                    raise self._refusal()
             except OSError as exc:
                 if not _floor.no_space(exc):
                     self._writer.poison_with(exc)  # P2: a failed sync is never retried as if fine
@@ -727,6 +796,7 @@ class Wal:
                 finally:
                     if self._preparer is not None and in_owner:
                         self._preparer.stop()  # and its file goes: the next open prepares afresh
+                        self._record_high_water(at_close=True)  # what its thread had not recorded yet
             finally:
                 if self._attachment is not None:
                     _shared.detach(self._attachment)  # the last shared writer marks it closed
