@@ -67,6 +67,9 @@ def test_preallocate_none_picks_by_filesystem(tmp_path, where):
     assert kind in MAGIC, f"{path} is on {kind!r}: add its magic number to this test"
     assert _prealloc.filesystem_type(path) == MAGIC[kind]
     assert _prealloc.pays_off(path, None) == (kind not in ("tmpfs", "btrfs", "zfs", "overlay", "ramfs"))
+    # Only durable appends gain: under "none" and "interval" the zeros would only cost.
+    assert not _prealloc.pays_off(path, None, "none") and not _prealloc.pays_off(path, None, "interval")
+    assert _prealloc.pays_off(path, True, "none")
     assert _prealloc.pays_off(path, True) and not _prealloc.pays_off(path, False)
     with pytest.raises(ValueError, match="preallocate"):
         walogs.WalConfig(preallocate=1)  # type: ignore[arg-type]

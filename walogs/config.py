@@ -35,8 +35,8 @@ class WalConfig:
     the most bytes of segments named cursors may keep from a checkpoint
     (None: no limit); past it, checkpoint deletes anyway and the cursors
     that fell behind are lost. ``preallocate``: write into segments
-    prepared with zeros ahead of time (None: where the filesystem gains
-    from it). Invalid values raise ValueError here, not later.
+    prepared with zeros ahead of time (None: for ``sync="always"``, where
+    the filesystem gains from it). Invalid values raise ValueError here, not later.
     """
 
     max_segment_size: Optional[int] = DEFAULT_MAX_SEGMENT_SIZE

@@ -128,7 +128,7 @@ class Wal:
         # The next segment prepared with zeros (docs/format.md); shared writers never preallocate.
         self._preparer: Optional[_prealloc.Preparer] = None
         if attachment is None:
-            if _prealloc.pays_off(directory, config.preallocate):
+            if _prealloc.pays_off(directory, config.preallocate, config.sync):
                 self._preparer = _prealloc.Preparer(directory, _prealloc.prepared_size(config.max_segment_size),
                                                     background=_prealloc.BACKGROUND, halted=_halted(self),
                                                     chore=_floor_chore(self))
