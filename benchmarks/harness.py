@@ -464,6 +464,23 @@ class Bench:
         return self._datasets[key]
 
 
+def open_sqlite(path: str, synchronous: str = "FULL") -> sqlite3.Connection:
+    """A new SQLite database at ``path``: journal_mode=WAL, ``synchronous``, table t (id, data), autocommit."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    assert mode == "wal", mode
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+    return conn
+
+
+def remove_sqlite(path: str) -> None:
+    """Delete the database at ``path`` with its -wal and -shm files."""
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.unlink(path + suffix)
+
+
 # --------------------------------------------------------------------------- side by side, in slices
 
 

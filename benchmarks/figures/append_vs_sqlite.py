@@ -6,10 +6,9 @@ overwritten in place: the comparison issue #16 was opened for.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 
-from harness import Bench, Figure, Side, Spec, figure_in_slices, median, timed_loop, wal_side
+from harness import Bench, Figure, Side, Spec, figure_in_slices, median, open_sqlite, remove_sqlite, timed_loop, wal_side
 
 from walogs import WalConfig
 
@@ -19,12 +18,7 @@ def sqlite_autocommit_side(b: Bench) -> Side:
 
     def open_() -> tuple[str, sqlite3.Connection]:
         path = b.fresh("sqlite-autocommit") + ".db"
-        conn = sqlite3.connect(path, isolation_level=None)
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        assert mode == "wal", mode
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
-        return path, conn
+        return path, open_sqlite(path, "FULL")
 
     def run(state: tuple[str, sqlite3.Connection], seconds: float) -> tuple[int, float]:
         execute = state[1].execute
@@ -34,11 +28,8 @@ def sqlite_autocommit_side(b: Bench) -> Side:
         return timed_loop(op, (b.payload,), seconds)
 
     def close(state: tuple[str, sqlite3.Connection]) -> None:
-        path, conn = state
-        conn.close()
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(path + suffix):
-                os.unlink(path + suffix)
+        state[1].close()
+        remove_sqlite(state[0])
 
     return Side(open_, run, close)
 

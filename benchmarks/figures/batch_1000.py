@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 
-from harness import Bench, Figure, Side, Spec, compare_interleaved, figure_in_slices, median, timed_loop, wal_side
+from harness import (Bench, Figure, Side, Spec, compare_interleaved, figure_in_slices, median, open_sqlite,
+                     remove_sqlite, timed_loop, wal_side)
 
 from walogs import WalConfig
 
@@ -17,12 +17,7 @@ def sqlite_side(b: Bench, rows: list, synchronous: str = "FULL") -> Side:
 
     def open_() -> tuple[str, sqlite3.Connection]:
         path = b.fresh("sqlite-batch") + ".db"
-        conn = sqlite3.connect(path, isolation_level=None)
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        assert mode == "wal", mode
-        conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
-        return path, conn
+        return path, open_sqlite(path, synchronous)
 
     def run(state: tuple[str, sqlite3.Connection], seconds: float) -> tuple[int, float]:
         execute, executemany = state[1].execute, state[1].executemany
@@ -35,11 +30,8 @@ def sqlite_side(b: Bench, rows: list, synchronous: str = "FULL") -> Side:
         return n * len(rows), t
 
     def close(state: tuple[str, sqlite3.Connection]) -> None:
-        path, conn = state
-        conn.close()
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(path + suffix):
-                os.unlink(path + suffix)
+        state[1].close()
+        remove_sqlite(state[0])
 
     return Side(open_, run, close)
 
