@@ -585,3 +585,33 @@ def test_owners_in_many_processes_take_turns_and_lose_no_commit(log_dir):
         assert statuses == [0, 0, 0, 0]
         with walogs.WalReader(log_dir) as reader:
             assert reader.cursors() == {"shared": 100}
+
+
+def test_a_child_forked_during_a_checkpoint_does_not_keep_its_lock(log_dir):
+    """Checkpoints and cursor creation hold the log directory's flock; a process forked while it is
+    held (another thread starting a worker) keeps a copy of its descriptor, and a flock lasts until
+    the last copy closes. The holder unlocks explicitly, so the next checkpoint does not wait for
+    that child to exit (before, it waited for ever)."""
+    import fcntl
+    import signal
+
+    from walogs import _retention
+
+    with walogs.Wal.open(log_dir) as wal:
+        wal.append(b"x")
+    child = 0
+    try:
+        with _retention.cursors_held(str(log_dir)):
+            child = os.fork()
+            if child == 0:
+                time.sleep(30)
+                os._exit(0)
+        fd = os.open(str(log_dir), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while the child holds it
+        finally:
+            os.close(fd)
+    finally:
+        if child:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)

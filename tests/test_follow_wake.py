@@ -16,7 +16,7 @@ import time
 
 import pytest
 from _procs import fork_child, reap, run_python
-from conftest import entry
+from conftest import entry, settled
 
 import walogs
 from walogs import _notify
@@ -182,3 +182,23 @@ def test_a_sync_that_publishes_raises_an_event_on_visible(log_dir, shared, sync)
         record = walogs._visible.read(str(log_dir))
         assert record is not None and record.state == walogs._visible.PUBLISHED and record.lsn == 2
     assert (0x2, "VISIBLE") in events, events  # IN_MODIFY
+
+
+def test_an_idle_follower_of_a_prepared_segment_sees_nothing_pending(log_dir):
+    """A segment prepared with zeros is full size before anything is written into it, so "written,
+    not yet published" is judged by bytes: an idle follower of such a log sleeps on inotify, not in
+    the short looks meant for a write awaiting its sync (before: woken ~25 times a second)."""
+    config = walogs.WalConfig(max_segment_size=1 << 20, preallocate=True)
+    with walogs.Wal.open(log_dir, config) as wal:
+        wal.append(b"a")
+        settled(wal)
+        wal.rotate()
+        wal.append(b"b")  # into the prepared segment: the file is 1 MiB, its frames 17 bytes
+        end = walogs._visible.read(str(log_dir))
+        assert end is not None and os.path.getsize(os.path.join(log_dir, "wal-000002.log")) > end.offset
+        waiter = _notify.watch(str(log_dir))
+        assert waiter is not None
+        try:
+            assert not waiter._unpublished(end)
+        finally:
+            waiter.close()

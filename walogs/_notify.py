@@ -32,7 +32,7 @@ import time
 from typing import Optional
 
 from walogs import _io, _visible
-from walogs._format import VISIBLE_NAME, VISIBLE_SIZE, segment_name
+from walogs._format import FRAME_HEADER_SIZE, VISIBLE_NAME, VISIBLE_SIZE, segment_name
 
 _IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE, _IN_MOVED_TO = 0x2, 0x4, 0x8, 0x80
 _IN_CREATE, _IN_DELETE, _IN_DELETE_SELF, _IN_MOVE_SELF = 0x100, 0x200, 0x400, 0x800
@@ -161,13 +161,24 @@ class Waiter:
             got = True
 
     def _unpublished(self, end: _visible.VisibleEnd) -> bool:
-        """Whether the writer has written past its published end (bytes, or a newer segment)."""
+        """Whether the writer has written past its published end (a frame there, or in a newer segment).
+
+        Judged by bytes, not sizes: a segment prepared with zeros is full size
+        before anything is written into it.
+        """
+        return (self._written_at(segment_name(end.seq), end.offset)
+                or self._written_at(segment_name(end.seq + 1), 0))
+
+    def _written_at(self, name: str, offset: int) -> bool:
+        """Whether segment ``name`` holds a frame header's worth of non-zero bytes at ``offset``."""
         try:
-            if os.stat(os.path.join(self._dir, segment_name(end.seq))).st_size > end.offset:
-                return True
+            fd = _io.open_read(os.path.join(self._dir, name))
         except FileNotFoundError:
-            pass
-        return os.path.exists(os.path.join(self._dir, segment_name(end.seq + 1)))
+            return False
+        try:
+            return any(os.pread(fd, FRAME_HEADER_SIZE, offset))
+        finally:
+            _io.close(fd)
 
     def close(self) -> None:
         """Close the inotify descriptor; idempotent."""

@@ -67,11 +67,16 @@ def cursors_held(directory: str) -> Iterator[None]:
     except FileNotFoundError:
         yield  # the caller's own checks say what is wrong (a closed Wal, a removed log)
         return
+    generation = _lock.fork_generation()
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)  # the flock goes with the last descriptor of this open file
+        # Unlocked explicitly: a child forked meanwhile holds a copy of fd, and a flock lasts
+        # until the last copy closes. A forked child that leaves the block never unlocks.
+        if _lock.fork_generation() == generation:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def positions(directory: str) -> dict[str, int]:

@@ -154,12 +154,18 @@ def detach(attachment: Attachment) -> None:
             locks.lock(WRITERS_LOCK_INIT)
             try:
                 last = locks.try_lock(WRITERS_LOCK_ATTACHED)
-                attachment.publisher.close(mark_closed=last)
+                try:
+                    attachment.publisher.close(mark_closed=last)
+                except BufferError:
+                    pass  # a half-built writer still views it (a failed open): unmapped when it is collected
             finally:
                 locks.unlock(WRITERS_LOCK_ATTACHED)
                 locks.unlock(WRITERS_LOCK_INIT)
         else:  # a forked child: the parent's writers go on
-            attachment.publisher.close(mark_closed=False)
+            try:
+                attachment.publisher.close(mark_closed=False)
+            except BufferError:
+                pass
     finally:
         try:
             locks.close()  # releases INIT and ATTACHED
