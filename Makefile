@@ -43,7 +43,7 @@ interop: system-deps
 
 build: $(BUILT)
 $(BUILT): $(DEPS) setup.py walogs/_frame.pyx walogs/_frame.pxd walogs/_writer.pyx walogs/_crc.h \
-		walogs/_shared_writer.pyx walogs/_shared_writer.h
+		walogs/_shared_writer.pyx walogs/_shared_writer.h walogs/_calls.pxi
 	WALOGS_REQUIRE_EXTENSIONS=1 $(PY) setup.py -q build_ext --inplace
 	touch $@
 

@@ -208,7 +208,7 @@ def _extensions() -> list[Extension]:
     writer = Extension(
         "walogs._writer",
         ["walogs/_writer.pyx"],
-        depends=["walogs/_frame.pxd"],
+        depends=["walogs/_frame.pxd", "walogs/_calls.pxi"],
         extra_compile_args=["-O2", "-Wall"],
         extra_link_args=["-pthread"],
     )
@@ -217,7 +217,7 @@ def _extensions() -> list[Extension]:
         "walogs._shared_writer",
         ["walogs/_shared_writer.pyx"],
         include_dirs=["walogs"],
-        depends=["walogs/_frame.pxd", "walogs/_shared_writer.h"],
+        depends=["walogs/_frame.pxd", "walogs/_shared_writer.h", "walogs/_calls.pxi"],
         extra_compile_args=["-O2", "-Wall"],
         extra_link_args=["-pthread"],
     )

@@ -145,8 +145,6 @@ if (FILE_SIZE, IN_FLIGHT_OFFSET) != (_VISIBLE_FILE, _IN_FLIGHT_AT):
     raise ImportError(f"walogs._writer maps a {_VISIBLE_FILE}-byte VISIBLE with the in-flight record at "
                       f"{_IN_FLIGHT_AT}, _visible says {FILE_SIZE} and {IN_FLIGHT_OFFSET}")
 
-# The unwrapped _io functions: while _io holds these, system calls go straight to libc.
-_REAL_IO = (_io.pwrite_all, _io.fdatasync, _io.ftruncate)
 
 
 cdef inline int64_t _now_ns() noexcept nogil:
@@ -155,67 +153,7 @@ cdef inline int64_t _now_ns() noexcept nogil:
     return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
 
 
-cdef struct _Call:
-    # One call's outcome, on its own stack: what it wrote, and the exception it
-    # raises (a new reference, or NULL). Never shared between threads.
-    PyObject *exc
-    uint64_t lsn
-
-
-cdef inline void _new_call(_Call *call) noexcept nogil:
-    call.exc = NULL
-    call.lsn = 0
-
-
-cdef void _keep(_Call *call, object exc) noexcept:
-    # GIL held. The first exception of a call is the one it raises.
-    if call.exc == NULL:
-        Py_INCREF(exc)
-        call.exc = <PyObject *>exc
-
-
-cdef void _drop_kept(_Call *call) noexcept nogil:
-    if call.exc != NULL:
-        with gil:
-            Py_XDECREF(call.exc)
-        call.exc = NULL
-
-
-cdef int _raise_kept(_Call *call) except -1:
-    # GIL held: raise the exception a failed call kept (and release the reference).
-    cdef object exc
-    if call.exc == NULL:
-        raise SystemError("walogs._writer: a failed step kept no exception")
-    exc = <object>call.exc
-    Py_XDECREF(call.exc)
-    call.exc = NULL
-    raise exc
-
-
-cdef int _call_io(_Call *call, object function, tuple args) noexcept:
-    # GIL held: a wrapped walogs._io function (the test seam), or a host callback.
-    try:
-        function(*args)
-    except BaseException as exc:
-        _keep(call, exc)
-        return _R_FAILED
-    return _OK
-
-
-cdef int _call_io_write(_Call *call, int fd, const unsigned char *p, size_t n, uint64_t offset) noexcept:
-    # GIL held: the wrapped _io.pwrite_all, with the bytes it needs made inside the try.
-    try:
-        _io.pwrite_all(fd, PyBytes_FromStringAndSize(<const char *>p, n), offset)
-    except BaseException as exc:
-        _keep(call, exc)
-        return _R_FAILED
-    return _OK
-
-
-cdef inline bint _io_wrapped():
-    # Identity checks on three module attributes: ~50 ns, once per call.
-    return (_io.pwrite_all is not _REAL_IO[0] or _io.fdatasync is not _REAL_IO[1]
-            or _io.ftruncate is not _REAL_IO[2])
+include "_calls.pxi"
 
 
 cdef class SegmentWriter:
