@@ -74,6 +74,28 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _unlock_and_close(fd: int, generation: int) -> None:
+    """Release both locks a holder took on ``fd`` and close it; in a child forked since, only close it.
+
+    Unlocked explicitly: a forked child may still hold a copy of ``fd``, and
+    the locks belong to the open file until its last copy closes.
+    """
+    try:
+        if generation == _fork_generation:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            _ofd(fd, _F_OFD_SETLK, fcntl.F_UNLCK)
+    finally:
+        _io.close(fd)
+
+
+def _close_in_child(fd: int) -> None:
+    """In a forked child: close the inherited copy of a lock's descriptor, never unlocking it."""
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
 def fork_generation() -> int:
     """A number that changes in every child forked after it was read (a writer handle is unusable there)."""
     return _fork_generation
@@ -199,13 +221,7 @@ class WriterLock:
             fd, self._fd = self._fd, None
             if fd is None:
                 return
-            try:
-                if self._generation == _fork_generation:
-                    # Unlock explicitly: a forked child may still hold a copy of fd.
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                    _ofd(fd, _F_OFD_SETLK, fcntl.F_UNLCK)
-            finally:
-                _io.close(fd)
+            _unlock_and_close(fd, self._generation)
 
     def discard(self) -> None:
         """Remove the LOCK file this acquire created, then release: a failed new log leaves nothing.
@@ -227,10 +243,7 @@ class WriterLock:
         fd, self._fd = self._fd, None
         self._mutex = threading.Lock()  # a parent thread may have held it at the fork
         if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            _close_in_child(fd)
 
 
 def _held_by_shared_writers(fd: int) -> bool:
@@ -382,10 +395,7 @@ class RangeLocks:
     def _drop_in_child(self) -> None:
         fd, self.fd = self.fd, -1
         if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            _close_in_child(fd)
 
 
 class FileLock:
@@ -422,20 +432,12 @@ class FileLock:
         fd, self.fd = self.fd, None
         if fd is None:
             return
-        try:
-            if self._generation == _fork_generation:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                _ofd(fd, _F_OFD_SETLK, fcntl.F_UNLCK)
-        finally:
-            _io.close(fd)
+        _unlock_and_close(fd, self._generation)
 
     def _drop_in_child(self) -> None:
         fd, self.fd = self.fd, None
         if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            _close_in_child(fd)
 
 
 def file_is_locked(path: str) -> bool:
